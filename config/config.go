@@ -1,0 +1,109 @@
+// Package config holds tariq's typed configuration: the defaults, loading from a
+// YAML file, TARIQ_* environment variables and flags (in rising precedence), and
+// validation that names the key path of every problem.
+//
+// The key names are a contract shared by the README, `tariq init`, the tests and
+// operators' scripts: extend them, never rename them.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is the whole configuration of one tariq daemon.
+type Config struct {
+	Server ServerConfig `mapstructure:"server"`
+	TLS    TLSConfig    `mapstructure:"tls"`
+	VPN    VPNConfig    `mapstructure:"vpn"`
+	Relay  RelayConfig  `mapstructure:"relay"`
+	Web    WebConfig    `mapstructure:"web"`
+}
+
+// ServerConfig is the server section: identity, state and local endpoints.
+type ServerConfig struct {
+	// PublicHost is the name or IP address clients dial; exported configs,
+	// TURN URIs and the certificate use it. Empty means detect the address of
+	// the default route.
+	PublicHost string `mapstructure:"public_host"`
+	// DataDir holds keys, secrets, peers and certificates.
+	DataDir string `mapstructure:"data_dir"`
+	// LogLevel is one of debug, info, warn, error.
+	LogLevel LogLevel `mapstructure:"log_level"`
+	// AdminSocket is the unix socket of the local admin API.
+	AdminSocket string `mapstructure:"admin_socket"`
+	// MetricsListen is the host:port of the Prometheus endpoint; empty turns it off.
+	MetricsListen string `mapstructure:"metrics_listen"`
+}
+
+// TLSConfig selects where certificates come from.
+type TLSConfig struct {
+	Mode        TLSMode `mapstructure:"mode"`
+	Email       string  `mapstructure:"email"`
+	ACMECA      string  `mapstructure:"acme_ca"`
+	ACMECARoots string  `mapstructure:"acme_ca_roots"`
+	CertFile    string  `mapstructure:"cert_file"`
+	KeyFile     string  `mapstructure:"key_file"`
+}
+
+// VPNConfig is the WireGuard endpoint.
+type VPNConfig struct {
+	Enabled             bool           `mapstructure:"enabled"`
+	Mode                string         `mapstructure:"mode"`
+	Interface           string         `mapstructure:"interface"`
+	ListenPort          int            `mapstructure:"listen_port"`
+	Address             []netip.Prefix `mapstructure:"address"`
+	DNS                 []netip.Addr   `mapstructure:"dns"`
+	MTU                 int            `mapstructure:"mtu"`
+	NAT                 bool           `mapstructure:"nat"`
+	Uplink              string         `mapstructure:"uplink"`
+	ClientAllowedIPs    []netip.Prefix `mapstructure:"client_allowed_ips"`
+	PersistentKeepalive time.Duration  `mapstructure:"persistent_keepalive"`
+}
+
+// RelayConfig is the TURN relay.
+type RelayConfig struct {
+	Enabled bool `mapstructure:"enabled"`
+	// Realm is the long-term credential realm; empty means the public host.
+	Realm     string   `mapstructure:"realm"`
+	ListenUDP []string `mapstructure:"listen_udp"`
+	ListenTCP []string `mapstructure:"listen_tcp"`
+	ListenTLS []string `mapstructure:"listen_tls"`
+	// RelayIP is the address put in XOR-RELAYED-ADDRESS, at most one per
+	// family; a VPS behind 1:1 NAT sets its public address here.
+	RelayIP []netip.Addr `mapstructure:"relay_ip"`
+	// RelayBind is the local address relayed sockets bind to; an unspecified
+	// address (0.0.0.0 or ::) means every local address of both families.
+	RelayBind  netip.Addr `mapstructure:"relay_bind"`
+	RelayPorts PortRange  `mapstructure:"relay_ports"`
+	// Secrets are REST shared secrets: the first signs, all verify. Empty
+	// means one generated and kept in the data directory.
+	Secrets []Secret `mapstructure:"secrets"`
+	// Users are static long-term users, name to password.
+	Users                 map[string]Secret `mapstructure:"users"`
+	CredentialTTL         time.Duration     `mapstructure:"credential_ttl"`
+	MaxAllocations        int               `mapstructure:"max_allocations"`
+	MaxAllocationsPerUser int               `mapstructure:"max_allocations_per_user"`
+	// AllowPeers are let through although the built-in list denies them.
+	AllowPeers []netip.Prefix `mapstructure:"allow_peers"`
+	// DenyPeers are refused in addition to the built-in list; they win over AllowPeers.
+	DenyPeers []netip.Prefix `mapstructure:"deny_peers"`
+	// TCPRelay turns on RFC 6062 TCP allocations. Off by default: it turns a
+	// relay into a TCP proxy.
+	TCPRelay bool `mapstructure:"tcp_relay"`
+}
+
+// WebConfig is the HTTPS page.
+type WebConfig struct {
+	Enabled bool     `mapstructure:"enabled"`
+	Listen  []string `mapstructure:"listen"`
+}
+
+// RealmOrHost returns the relay realm, falling back to host (the resolved
+// public host) when no realm is configured.
+func (c *Config) RealmOrHost(host string) string {
+	if c.Relay.Realm != "" {
+		return c.Relay.Realm
+	}
+	return host
+}

@@ -1,0 +1,192 @@
+// Package store keeps tariq's persistent state (generated keys and secrets,
+// peers, invites) in one versioned JSON file under the data directory.
+//
+// Every change goes through Update, which holds an exclusive lock across
+// processes (the daemon and a CLI editing the store while no daemon runs),
+// reads the current state, applies the change and writes it back atomically:
+// a crash or kill -9 at any point leaves either the old state or the new one.
+package store
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tariq-vpn/tariq/config"
+)
+
+// Version is the state format this binary writes. A newer binary reads
+// every older version (see migrate); an older binary refuses a newer file.
+const Version = 1
+
+const (
+	stateFile = "state.json"
+	lockFile  = "state.lock"
+)
+
+// State is everything tariq keeps between runs.
+type State struct {
+	Version int        `json:"version"`
+	Relay   RelayState `json:"relay"`
+}
+
+// RelayState is the relay's generated material.
+type RelayState struct {
+	// Secret is the REST shared secret generated on first start, used when
+	// relay.secrets is empty.
+	Secret Secret `json:"secret,omitempty"`
+}
+
+// Secret is a generated secret; it prints redacted.
+type Secret = config.Secret
+
+// Store is the state file in one data directory.
+type Store struct {
+	dir string
+	mu  sync.Mutex // serialises Update within this process; the flock does so across processes
+}
+
+// Open creates the data directory (0700) if needed and returns its store.
+// It touches no state until Load or Update.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data directory: %w", err)
+	}
+	return &Store{dir: dir}, nil
+}
+
+// Dir returns the data directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Path returns the path of name inside the data directory.
+func (s *Store) Path(name string) string { return filepath.Join(s.dir, name) }
+
+// Load returns the current state, or a fresh one if none was written yet.
+func (s *Store) Load() (*State, error) {
+	unlock, err := s.lock(unix.LOCK_SH)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return s.read()
+}
+
+// Update applies fn to the current state and saves the result atomically.
+// If fn returns an error nothing is written and the error is returned as is.
+func (s *Store) Update(fn func(*State) error) (*State, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	unlock, err := s.lock(unix.LOCK_EX)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	st, err := s.read()
+	if err != nil {
+		return nil, err
+	}
+	before, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	if err := fn(st); err != nil {
+		return nil, err
+	}
+	st.Version = Version
+	after, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if compact(after) == string(before) {
+		return st, nil
+	}
+	if err := WriteFile(s.Path(stateFile), append(after, '\n'), 0o600); err != nil {
+		return nil, fmt.Errorf("writing state: %w", err)
+	}
+	return st, nil
+}
+
+func compact(b []byte) string {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return ""
+	}
+	return buf.String()
+}
+
+func (s *Store) read() (*State, error) {
+	b, err := os.ReadFile(s.Path(stateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return &State{Version: Version}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading state: %w", err)
+	}
+	var head struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(b, &head); err != nil {
+		return nil, fmt.Errorf("reading state %s: %w", s.Path(stateFile), err)
+	}
+	if head.Version > Version {
+		return nil, fmt.Errorf("%w (format %d, this binary knows up to %d): upgrade tariq", ErrNewerState, head.Version, Version)
+	}
+	st := &State{}
+	if err := json.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("reading state %s: %w", s.Path(stateFile), err)
+	}
+	return migrate(st, head.Version)
+}
+
+// migrate upgrades a state read in format from to the current Version.
+func migrate(st *State, from int) (*State, error) {
+	// Format 1 is the first; later formats add a case here each.
+	st.Version = Version
+	return st, nil
+}
+
+func (s *Store) lock(how int) (unlock func(), err error) {
+	f, err := os.OpenFile(s.Path(lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening state lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking state: %w", err)
+	}
+	return func() {
+		unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// NewSecret returns n random bytes, hex-encoded.
+func NewSecret(n int) Secret {
+	b := make([]byte, n)
+	rand.Read(b)
+	return Secret(hex.EncodeToString(b))
+}
+
+// RelaySecret returns the generated REST secret, creating and saving it on
+// first use.
+func (s *Store) RelaySecret() (Secret, error) {
+	st, err := s.Update(func(st *State) error {
+		if st.Relay.Secret == "" {
+			st.Relay.Secret = NewSecret(32)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return st.Relay.Secret, nil
+}

@@ -1,0 +1,232 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pion/transport/v5/reuseport"
+	"github.com/pion/turn/v5"
+)
+
+// allocator is the relay address generator every listener shares. It binds
+// relayed sockets in relay.relay_ports, advertises relay.relay_ip (or the
+// bound address) and wraps each socket so the peer filter and the own-address
+// port rule hold on every packet, not only when a permission is made.
+type allocator struct{ s *Service }
+
+var _ turn.RelayAddressGenerator = allocator{}
+
+func (a allocator) Validate() error { return nil }
+
+// relayFamily is where relayed sockets of one family bind, and what address
+// the relay advertises for them.
+type relayFamily struct {
+	bind netip.Addr // zero if the family is unsupported
+	adv  netip.Addr
+}
+
+func (a allocator) family(network string) (relayFamily, error) {
+	f := a.s.fam4
+	if network == "udp6" || network == "tcp6" {
+		f = a.s.fam6
+	}
+	if !f.bind.IsValid() {
+		return f, ErrFamilyUnsupported
+	}
+	return f, nil
+}
+
+// ports yields the ports to try for one allocation: the requested one
+// (EVEN-PORT reservations), if it is in range, else random ones.
+func (a allocator) tryPorts(requested int, try func(port int) error) error {
+	r := a.s.ports
+	if requested != 0 {
+		if !r.Contains(requested) {
+			return fmt.Errorf("requested port %d: %w", requested, ErrNoRelayPort)
+		}
+		return try(requested)
+	}
+	span := int(r.Max) - int(r.Min) + 1
+	for range 64 {
+		if try(int(r.Min)+rand.IntN(span)) == nil {
+			return nil
+		}
+	}
+	return ErrNoRelayPort
+}
+
+func (a allocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
+	f, err := a.family(conf.Network)
+	if err != nil {
+		return nil, nil, err
+	}
+	var pc net.PacketConn
+	var port int
+	err = a.tryPorts(conf.RequestedPort, func(p int) error {
+		c, err := net.ListenPacket(conf.Network, net.JoinHostPort(f.bind.String(), strconv.Itoa(p)))
+		if err == nil {
+			pc, port = c, p
+		}
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	rc := &relayPacketConn{PacketConn: pc, s: a.s}
+	a.s.trackRelay(rc, true)
+	return rc, &net.UDPAddr{IP: f.adv.AsSlice(), Port: port}, nil
+}
+
+func (a allocator) AllocateListener(conf turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
+	if !a.s.tcpRelay {
+		return nil, nil, ErrTCPRelayDisabled
+	}
+	f, err := a.family(conf.Network)
+	if err != nil {
+		return nil, nil, err
+	}
+	lc := net.ListenConfig{Control: reuseport.Control}
+	var ln net.Listener
+	var port int
+	err = a.tryPorts(conf.RequestedPort, func(p int) error {
+		l, err := lc.Listen(context.Background(), conf.Network, net.JoinHostPort(f.bind.String(), strconv.Itoa(p)))
+		if err == nil {
+			ln, port = l, p
+		}
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return &relayListener{Listener: ln, s: a.s}, &net.TCPAddr{IP: f.adv.AsSlice(), Port: port}, nil
+}
+
+// AllocateConn dials a peer for an RFC 6062 Connect, from the relayed address.
+func (a allocator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {
+	if !a.s.tcpRelay {
+		return nil, ErrTCPRelayDisabled
+	}
+	if ap, ok := addrPort(conf.RemoteAddr); ok && !a.s.peerPortOK(ap) {
+		return nil, fmt.Errorf("peer %s: %w", ap, errPeerRefused)
+	}
+	d := net.Dialer{LocalAddr: conf.LocalAddr, Control: reuseport.Control, Timeout: 30 * time.Second}
+	return d.Dial(conf.Network, conf.RemoteAddr.String())
+}
+
+var errPeerRefused = fmt.Errorf("refused by the peer filter")
+
+func addrPort(a net.Addr) (netip.AddrPort, bool) {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+	case *net.TCPAddr:
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// peerPortOK applies the filter to one peer transport address: denied peers
+// never, the server's own addresses on the relay port range only, so a
+// relay can carry a call between two clients of the same server but cannot
+// reach the server's own services (SSH, a database, its TURN ports).
+func (s *Service) peerPortOK(ap netip.AddrPort) bool {
+	switch v, _ := s.policy.Load().filter.Check(ap.Addr()); v {
+	case Allow:
+		return true
+	case AllowOwn:
+		return s.ports.Contains(int(ap.Port()))
+	}
+	return false
+}
+
+// relayPacketConn is one allocation's relayed UDP socket. It applies the peer
+// filter per packet in both directions (so a reload that denies a peer cuts
+// live permissions too) and counts relayed traffic. Verdicts are cached per
+// peer until the policy changes.
+type relayPacketConn struct {
+	net.PacketConn
+	s *Service
+
+	mu     sync.Mutex // guards cache and policy
+	policy *policy
+	cache  map[netip.AddrPort]bool
+}
+
+func (c *relayPacketConn) allowed(addr net.Addr) bool {
+	ap, ok := addrPort(addr)
+	if !ok {
+		return false
+	}
+	p := c.s.policy.Load()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.policy != p || len(c.cache) > 1024 {
+		c.policy, c.cache = p, make(map[netip.AddrPort]bool, 4)
+	}
+	ok, hit := c.cache[ap]
+	if !hit {
+		ok = c.s.peerPortOK(ap)
+		c.cache[ap] = ok
+	}
+	return ok
+}
+
+func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if !c.allowed(addr) {
+		return len(b), nil // dropped as a firewall would: the sender is not told
+	}
+	n, err := c.PacketConn.WriteTo(b, addr)
+	if n > 0 {
+		c.s.stats.BytesToPeers.Add(uint64(n))
+		c.s.stats.PacketsToPeers.Add(1)
+	}
+	return n, err
+}
+
+func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, addr, err
+		}
+		if !c.allowed(addr) {
+			continue
+		}
+		c.s.stats.BytesFromPeers.Add(uint64(n))
+		c.s.stats.PacketsFromPeers.Add(1)
+		return n, addr, nil
+	}
+}
+
+func (c *relayPacketConn) Close() error {
+	c.s.trackRelay(c, false)
+	return c.PacketConn.Close()
+}
+
+// relayListener is one TCP allocation's relayed listener (RFC 6062); it
+// turns away connections from peers the filter refuses.
+type relayListener struct {
+	net.Listener
+	s *Service
+}
+
+func (l *relayListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if ap, ok := addrPort(c.RemoteAddr()); ok && l.s.peerPortOK(ap) {
+			return c, nil
+		}
+		c.Close()
+	}
+}

@@ -1,0 +1,252 @@
+package relay
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pion/stun/v4"
+	"github.com/pion/turn/v5"
+)
+
+// The gate sees every inbound TURN frame before pion does. Most frames
+// (ChannelData, indications, responses) pass after a look at two bytes. For
+// authenticated requests it verifies MESSAGE-INTEGRITY itself and answers
+// where pion's answer would be wrong by RFC 8656, or could not be right:
+//
+//   - ChannelBind to a refused peer: 403 Forbidden (pion answers 401, which
+//     makes clients retry their credentials forever);
+//   - Allocate of a family the relay has no address for: 440 Address Family
+//     not Supported (pion answers 508), never a silent other-family relay;
+//   - Allocate of a TCP relay with relay.tcp_relay off: 442 Unsupported
+//     Transport Protocol (RFC 6062 §5.1);
+//   - several REST secrets during a rotation: it notes which one signed the
+//     request, for the AuthHandler.
+//
+// Requests it cannot authenticate go on to pion, which answers 401.
+
+const (
+	attrRequestedTransport = stun.AttrType(0x0019)
+	attrRequestedFamily    = stun.AttrType(0x0017)
+	protoUDP               = 17
+	protoTCP               = 6
+	stunHeaderSize         = 20
+	stunMagicCookie        = 0x2112A442
+)
+
+// inspect returns a reply to send in place of passing frame on to pion, or nil.
+func (s *Service) inspect(frame []byte, src, local net.Addr) []byte {
+	if len(frame) < stunHeaderSize || frame[0]&0xC0 != 0 ||
+		binary.BigEndian.Uint32(frame[4:8]) != stunMagicCookie {
+		return nil
+	}
+	var t stun.MessageType
+	t.ReadValue(binary.BigEndian.Uint16(frame[0:2]))
+	if t.Class != stun.ClassRequest {
+		return nil
+	}
+	switch t.Method {
+	case stun.MethodAllocate, stun.MethodRefresh, stun.MethodCreatePermission,
+		stun.MethodChannelBind, stun.MethodConnect, stun.MethodConnectionBind:
+	default:
+		return nil
+	}
+	m := &stun.Message{Raw: append([]byte(nil), frame...)}
+	if err := m.Decode(); err != nil {
+		return nil
+	}
+	var user stun.Username
+	if user.GetFrom(m) != nil || !m.Contains(stun.AttrMessageIntegrity) {
+		return nil
+	}
+	now := s.now()
+	cands, _ := s.policy.Load().candidates(user.String(), t.Method, now)
+	match := -1
+	for i, c := range cands {
+		if stun.MessageIntegrity(c.key).Check(m) == nil {
+			match = i
+			break
+		}
+	}
+	if match < 0 {
+		return nil
+	}
+	if len(cands) > 1 {
+		s.hints.put(src, user.String(), match, now)
+	}
+	key := cands[match].key
+
+	switch t.Method {
+	case stun.MethodAllocate:
+		var rt [4]byte
+		if v, err := m.Get(attrRequestedTransport); err == nil && len(v) == 4 {
+			copy(rt[:], v)
+			if rt[0] == protoTCP && !s.tcpRelay {
+				return errorReply(m, stun.CodeUnsupportedTransProto, key)
+			}
+		}
+		if !s.canRelay(requestedFamily(m, src, local)) {
+			return errorReply(m, stun.CodeAddrFamilyNotSupported, key)
+		}
+	case stun.MethodChannelBind:
+		var peer stun.XORMappedAddress
+		if err := peer.GetFromAs(m, stun.AttrXORPeerAddress); err != nil {
+			return nil // pion answers 400
+		}
+		if v, reason := s.checkPeer(peer.IP); v == Deny {
+			s.log.Debug("turn peer refused", "remote", src.String(), "peer", peer.IP.String(), "rule", reason)
+			return errorReply(m, stun.CodeForbidden, key)
+		}
+	}
+	return nil
+}
+
+// requestedFamily is the family an Allocate asks for: its
+// REQUESTED-ADDRESS-FAMILY, else (as pion decides) the family of the
+// listener's address, or of the client's when the listener is a wildcard.
+func requestedFamily(m *stun.Message, src, local net.Addr) int {
+	if v, err := m.Get(attrRequestedFamily); err == nil && len(v) >= 1 {
+		switch v[0] {
+		case 0x01:
+			return 4
+		case 0x02:
+			return 6
+		}
+		return 0
+	}
+	if a, ok := addrOf(local); ok && !a.IsUnspecified() {
+		return family(a)
+	}
+	if a, ok := addrOf(src); ok {
+		return family(a)
+	}
+	return 4
+}
+
+func family(a netip.Addr) int {
+	if a.Unmap().Is4() {
+		return 4
+	}
+	return 6
+}
+
+func addrOf(a net.Addr) (netip.Addr, bool) {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return netipFromIP(a.IP)
+	case *net.TCPAddr:
+		return netipFromIP(a.IP)
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr(), true
+	}
+	return netip.Addr{}, false
+}
+
+func netipFromIP(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	return a.Unmap(), ok
+}
+
+func errorReply(req *stun.Message, code stun.ErrorCode, key []byte) []byte {
+	var t stun.MessageType
+	t.ReadValue(binary.BigEndian.Uint16(req.Raw[0:2]))
+	resp, err := stun.Build(
+		&stun.Message{TransactionID: req.TransactionID},
+		stun.NewType(t.Method, stun.ClassErrorResponse),
+		&stun.ErrorCodeAttribute{Code: code},
+		stun.MessageIntegrity(key),
+	)
+	if err != nil {
+		return nil
+	}
+	return resp.Raw
+}
+
+// gatePacketConn runs the gate on a UDP listener socket.
+type gatePacketConn struct {
+	net.PacketConn
+	s *Service
+}
+
+func (c *gatePacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(b)
+		if err != nil {
+			return n, addr, err
+		}
+		if reply := c.s.inspect(b[:n], addr, c.LocalAddr()); reply != nil {
+			c.PacketConn.WriteTo(reply, addr)
+			continue
+		}
+		return n, addr, nil
+	}
+}
+
+// maxFrame is the largest TURN frame on a stream: a 16-bit length plus header.
+const maxFrame = 65535 + 20
+
+// gateStreamConn runs the gate on one TCP or TLS control connection. It
+// frames the stream itself (with pion's STUNConn), so pion above it reads
+// whole frames, and it bounds idleness: firstFrame for the first frame,
+// idle between later ones.
+type gateStreamConn struct {
+	net.Conn
+	s          *Service
+	framer     *turn.STUNConn
+	buf        []byte
+	pending    []byte
+	firstFrame time.Duration
+	idle       time.Duration
+	started    bool
+	onClose    func()
+	closeOnce  sync.Once
+}
+
+func (c *gateStreamConn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	for {
+		wait := c.idle
+		if !c.started {
+			wait = c.firstFrame
+		}
+		if err := c.Conn.SetReadDeadline(time.Now().Add(wait)); err != nil {
+			return 0, err
+		}
+		n, _, err := c.framer.ReadFrom(c.buf)
+		if err != nil {
+			return 0, err
+		}
+		c.started = true
+		frame := c.buf[:n]
+		if reply := c.s.inspect(frame, c.RemoteAddr(), c.LocalAddr()); reply != nil {
+			if _, err := c.Conn.Write(reply); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		k := copy(b, frame)
+		c.pending = frame[k:]
+		return k, nil
+	}
+}
+
+func (c *gateStreamConn) Close() error {
+	err := c.Conn.Close()
+	c.closeOnce.Do(func() {
+		if c.onClose != nil {
+			c.onClose()
+		}
+	})
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,224 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// Stream timeouts: a TLS handshake, the first frame of a connection, and the
+// gap between later frames (allocations refresh well inside 10 minutes).
+const (
+	handshakeTimeout  = 10 * time.Second
+	firstFrameTimeout = 30 * time.Second
+	streamIdleTimeout = 15 * time.Minute
+	socketBufferBytes = 4 << 20
+)
+
+// listenUDP opens n sockets on addr sharing the port through SO_REUSEPORT,
+// so the kernel spreads clients over n pion read loops (one core each).
+func listenUDP(ctx context.Context, addr string, n int) ([]net.PacketConn, error) {
+	var conns []net.PacketConn
+	for i := range n {
+		lc := net.ListenConfig{Control: udpControl(n > 1)}
+		pc, err := lc.ListenPacket(ctx, "udp", addr)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, err
+		}
+		if i == 0 && n > 1 {
+			// Later sockets must bind the port the first one got (":0" in tests).
+			addr = pc.LocalAddr().String()
+		}
+		if uc, ok := pc.(*net.UDPConn); ok {
+			uc.SetReadBuffer(socketBufferBytes)
+			uc.SetWriteBuffer(socketBufferBytes)
+		}
+		conns = append(conns, pc)
+	}
+	return conns, nil
+}
+
+// streamListener accepts TCP (or TLS) control connections for pion. It does
+// the TLS handshake itself, under a deadline and off the accept loop, so a
+// client that stalls mid-handshake delays nobody; wraps each connection in
+// the gate; caps how many are open; and closes every one on Close.
+// Connections may also be handed in by Push (the shared HTTPS port).
+type streamListener struct {
+	ln      net.Listener // nil for a listener fed only by Push
+	tls     *tls.Config  // nil for plain TCP
+	s       *Service
+	addr    net.Addr
+	ready   chan net.Conn
+	done    chan struct{}
+	closing sync.Once
+	wg      sync.WaitGroup
+
+	mu   sync.Mutex // guards live
+	live map[net.Conn]struct{}
+}
+
+var _ net.Listener = (*streamListener)(nil)
+
+func newStreamListener(s *Service, ln net.Listener, tlsConf *tls.Config, addr net.Addr) *streamListener {
+	l := &streamListener{
+		ln: ln, tls: tlsConf, s: s, addr: addr,
+		ready: make(chan net.Conn),
+		done:  make(chan struct{}),
+		live:  map[net.Conn]struct{}{},
+	}
+	if ln != nil {
+		l.wg.Add(1)
+		go l.acceptLoop()
+	}
+	return l
+}
+
+func (l *streamListener) acceptLoop() {
+	defer l.wg.Done()
+	var backoff time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE and friends: wait and retry rather than spin or die.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.s.log.Warn("turn accept failed", "listen", l.addr.String(), "err", err)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-l.done:
+				return
+			}
+		}
+		backoff = 0
+		l.Push(c)
+	}
+}
+
+// Push hands l a freshly accepted connection. It returns at once; the
+// handshake and the hand-over to pion happen on their own goroutine.
+func (l *streamListener) Push(c net.Conn) {
+	l.mu.Lock()
+	select {
+	case <-l.done:
+		l.mu.Unlock()
+		c.Close()
+		return
+	default:
+	}
+	if len(l.live) >= l.s.maxConns() {
+		l.mu.Unlock()
+		l.s.log.Debug("turn connection refused: too many open", "remote", c.RemoteAddr().String())
+		c.Close()
+		return
+	}
+	l.live[c] = struct{}{}
+	l.wg.Add(1)
+	l.mu.Unlock()
+	go l.prepare(c)
+}
+
+func (l *streamListener) forget(c net.Conn) {
+	l.mu.Lock()
+	delete(l.live, c)
+	l.mu.Unlock()
+}
+
+func (l *streamListener) prepare(raw net.Conn) {
+	defer l.wg.Done()
+	conn := raw
+	if l.tls != nil {
+		tc := tls.Server(raw, l.tls)
+		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			l.s.log.Debug("turn tls handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+			raw.Close()
+			l.forget(raw)
+			return
+		}
+		conn = tc
+	}
+	l.deliver(raw, conn)
+}
+
+// deliver wraps conn (raw's TLS layer, or raw itself) in the gate and hands it to pion.
+func (l *streamListener) deliver(raw, conn net.Conn) {
+	g := &gateStreamConn{
+		Conn: conn, s: l.s,
+		framer:     newFramer(conn),
+		buf:        make([]byte, maxFrame),
+		firstFrame: firstFrameTimeout,
+		idle:       streamIdleTimeout,
+		onClose:    func() { l.forget(raw) },
+	}
+	select {
+	case l.ready <- g:
+	case <-l.done:
+		g.Close()
+	}
+}
+
+// PushReady hands l a connection whose TLS handshake (if any) is done, such
+// as one the HTTPS port identified as TURN. raw is the socket to close and
+// forget; conn is what pion reads.
+func (l *streamListener) PushReady(raw, conn net.Conn) {
+	l.mu.Lock()
+	select {
+	case <-l.done:
+		l.mu.Unlock()
+		conn.Close()
+		return
+	default:
+	}
+	l.live[raw] = struct{}{}
+	l.wg.Add(1)
+	l.mu.Unlock()
+	go func() {
+		defer l.wg.Done()
+		l.deliver(raw, conn)
+	}()
+}
+
+func (l *streamListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting and closes every connection, live or mid-handshake.
+func (l *streamListener) Close() error {
+	l.closing.Do(func() {
+		l.mu.Lock()
+		close(l.done)
+		conns := make([]net.Conn, 0, len(l.live))
+		for c := range l.live {
+			conns = append(conns, c)
+		}
+		l.mu.Unlock()
+		if l.ln != nil {
+			l.ln.Close()
+		}
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return nil
+}
+
+// wait blocks until the accept loop and every hand-over goroutine are gone.
+func (l *streamListener) wait() { l.wg.Wait() }
+
+func (l *streamListener) Addr() net.Addr { return l.addr }

@@ -1,0 +1,489 @@
+// Package relay is tariq's TURN relay: pion/turn v5 servers on UDP, TCP and
+// TLS listeners, with static and REST (coturn use-auth-secret) credentials,
+// allocation quotas, and a peer filter that keeps the relay from becoming an
+// open proxy into the server's own network.
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/turn/v5"
+
+	"github.com/tariq-vpn/tariq/config"
+	"github.com/tariq-vpn/tariq/internal/store"
+)
+
+// Deps is what the relay uses but does not create.
+type Deps struct {
+	Logger *slog.Logger
+	// Store supplies the generated REST secret when relay.secrets is empty;
+	// nil means no generated secret.
+	Store *store.Store
+	// TLS serves relay.listen_tls and connections pushed by the HTTPS port;
+	// nil when tls.mode is off.
+	TLS *tls.Config
+	// OwnAddrs lists the server's own addresses; nil means the addresses of
+	// its interfaces.
+	OwnAddrs func() ([]netip.Addr, error)
+	// Now is the clock for credential expiry; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service is the TURN relay.
+type Service struct {
+	cfg   *config.Config
+	deps  Deps
+	log   *slog.Logger
+	realm string
+	now   func() time.Time
+
+	policy atomic.Pointer[policy]
+	stats  *Stats
+	hints  hints
+
+	fam4, fam6 relayFamily      // fixed at Open
+	tcpRelay   bool             // relay.tcp_relay, fixed for the process
+	ports      config.PortRange // relay.relay_ports, fixed for the process
+
+	allocMu     sync.Mutex // guards allocTotal and allocByUser
+	allocTotal  int
+	allocByUser map[string]int
+
+	relayMu    sync.Mutex // guards relayConns
+	relayConns map[*relayPacketConn]struct{}
+
+	server      *turn.Server
+	packetConns []net.PacketConn
+	streams     []*streamListener
+	shared      *streamListener // fed by the HTTPS port, if any
+	closeOnce   sync.Once
+}
+
+// New checks cfg and builds the relay; it opens nothing.
+func New(cfg *config.Config, deps Deps) (*Service, error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.OwnAddrs == nil {
+		deps.OwnAddrs = interfaceAddrs
+	}
+	if len(cfg.Relay.ListenTLS) > 0 && deps.TLS == nil {
+		return nil, errors.New("relay: relay.listen_tls is set but TLS is off")
+	}
+	realm := cfg.RealmOrHost(cfg.Server.PublicHost)
+	if realm == "" {
+		realm = "tariq"
+	}
+	return &Service{
+		cfg:         cfg,
+		deps:        deps,
+		log:         deps.Logger,
+		realm:       realm,
+		now:         deps.Now,
+		stats:       newStats(),
+		allocByUser: map[string]int{},
+		relayConns:  map[*relayPacketConn]struct{}{},
+		tcpRelay:    cfg.Relay.TCPRelay,
+		ports:       cfg.Relay.RelayPorts,
+	}, nil
+}
+
+// Realm returns the realm the relay authenticates in.
+func (s *Service) Realm() string { return s.realm }
+
+// Stats returns the relay's counters.
+func (s *Service) Stats() *Stats { return s.stats }
+
+// Open binds every listener and starts pion on them. It returns the first
+// failure, naming the listener; whatever was opened is closed again.
+func (s *Service) Open(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			s.Close()
+			err = fmt.Errorf("relay: %w", err)
+		}
+	}()
+	p, err := s.buildPolicy(s.cfg)
+	if err != nil {
+		return err
+	}
+	s.policy.Store(p)
+	if err := s.resolveFamilies(); err != nil {
+		return err
+	}
+
+	cores := udpSocketsPerListener(runtime.GOMAXPROCS(0))
+	for _, addr := range s.cfg.Relay.ListenUDP {
+		conns, err := listenUDP(ctx, addr, cores)
+		if err != nil {
+			return err
+		}
+		s.packetConns = append(s.packetConns, conns...)
+	}
+	var lc net.ListenConfig
+	for _, addr := range s.cfg.Relay.ListenTCP {
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		s.streams = append(s.streams, newStreamListener(s, ln, nil, ln.Addr()))
+	}
+	for _, addr := range s.cfg.Relay.ListenTLS {
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		s.streams = append(s.streams, newStreamListener(s, ln, s.deps.TLS, ln.Addr()))
+	}
+	s.shared = newStreamListener(s, nil, nil, &net.TCPAddr{})
+	s.streams = append(s.streams, s.shared)
+
+	sc := turn.ServerConfig{
+		Realm:         s.realm,
+		AuthHandler:   s.authenticate,
+		QuotaHandler:  s.quotaOK,
+		LoggerFactory: pionLogs{s.log},
+		EventHandler: turn.EventHandler{
+			OnAuth:              s.onAuth,
+			OnAllocationCreated: s.onAllocationCreated,
+			OnAllocationDeleted: s.onAllocationDeleted,
+		},
+	}
+	for _, pc := range s.packetConns {
+		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
+			PacketConn:            &gatePacketConn{PacketConn: pc, s: s},
+			RelayAddressGenerator: allocator{s},
+			PermissionHandler:     s.permit,
+		})
+	}
+	for _, l := range s.streams {
+		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
+			Listener:              l,
+			RelayAddressGenerator: allocator{s},
+			PermissionHandler:     s.permit,
+		})
+	}
+	srv, err := turn.NewServer(sc)
+	if err != nil {
+		return err
+	}
+	s.server = srv
+	s.log.Info("relay listening", "udp", s.cfg.Relay.ListenUDP, "tcp", s.cfg.Relay.ListenTCP,
+		"tls", s.cfg.Relay.ListenTLS, "realm", s.realm, "relay_ipv4", addrOrNone(s.fam4.adv),
+		"relay_ipv6", addrOrNone(s.fam6.adv), "udp_sockets_per_listener", cores)
+	return nil
+}
+
+func addrOrNone(a netip.Addr) string {
+	if !a.IsValid() {
+		return "none"
+	}
+	return a.String()
+}
+
+// Serve runs until ctx is done, sweeping stale state once a minute; the
+// pion servers started by Open do the work.
+func (s *Service) Serve(ctx context.Context) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			s.hints.sweep(s.now(), time.Minute)
+		}
+	}
+}
+
+// Close stops every listener and releases every allocation. It is
+// idempotent and safe after a partial Open.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		if s.server != nil {
+			s.server.Close() // closes the packet conns and stream listeners it was given
+		} else {
+			for _, pc := range s.packetConns {
+				pc.Close()
+			}
+			for _, l := range s.streams {
+				l.Close()
+			}
+		}
+		for _, l := range s.streams {
+			l.wait()
+		}
+		// pion closes allocations from its read loops as they exit; wait for
+		// their relayed sockets so nothing outlives Close.
+		deadline := time.Now().Add(5 * time.Second)
+		for s.liveRelays() > 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	return nil
+}
+
+// PushTLS hands the relay a TLS connection, its handshake done, that the
+// shared HTTPS port identified as TURN. raw is the underlying socket.
+func (s *Service) PushTLS(raw, conn net.Conn) {
+	if s.shared == nil {
+		conn.Close()
+		return
+	}
+	s.shared.PushReady(raw, conn)
+}
+
+// Reload applies what can change live (users, secrets, quotas, peer rules)
+// by swapping the policy, and refuses, by key, what cannot. Live
+// allocations are untouched.
+func (s *Service) Reload(cfg *config.Config) error {
+	var refused []error
+	restart := func(key string, same bool) {
+		if !same {
+			refused = append(refused, &config.FieldError{Key: key, Msg: "changing it needs a restart"})
+		}
+	}
+	o, n := s.cfg.Relay, cfg.Relay
+	restart("relay.enabled", o.Enabled == n.Enabled)
+	restart("relay.realm", s.realm == cfg.RealmOrHost(cfg.Server.PublicHost) || (s.realm == "tariq" && cfg.RealmOrHost(cfg.Server.PublicHost) == ""))
+	restart("relay.listen_udp", slices.Equal(o.ListenUDP, n.ListenUDP))
+	restart("relay.listen_tcp", slices.Equal(o.ListenTCP, n.ListenTCP))
+	restart("relay.listen_tls", slices.Equal(o.ListenTLS, n.ListenTLS))
+	restart("relay.relay_ip", slices.Equal(o.RelayIP, n.RelayIP))
+	restart("relay.relay_bind", o.RelayBind == n.RelayBind)
+	restart("relay.relay_ports", o.RelayPorts == n.RelayPorts)
+	restart("relay.tcp_relay", o.TCPRelay == n.TCPRelay)
+	p, err := s.buildPolicy(cfg)
+	if err != nil {
+		return errors.Join(append(refused, err)...)
+	}
+	s.policy.Store(p)
+	s.log.Info("relay policy reloaded", "users", len(n.Users), "secrets", len(p.secrets),
+		"allow_peers", len(n.AllowPeers), "deny_peers", len(n.DenyPeers))
+	return errors.Join(refused...)
+}
+
+func (s *Service) buildPolicy(cfg *config.Config) (*policy, error) {
+	secrets := cfg.Relay.Secrets
+	if len(secrets) == 0 && s.deps.Store != nil {
+		sec, err := s.deps.Store.RelaySecret()
+		if err != nil {
+			return nil, err
+		}
+		secrets = []config.Secret{sec}
+	}
+	own, err := s.deps.OwnAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("listing own addresses: %w", err)
+	}
+	own = append(own, cfg.Relay.RelayIP...)
+	var vpnNets []netip.Prefix
+	if cfg.VPN.Enabled {
+		vpnNets = cfg.VPN.Address
+	}
+	f := NewFilter(cfg.Relay.AllowPeers, cfg.Relay.DenyPeers, vpnNets, own)
+	return newPolicy(cfg, s.realm, secrets, f), nil
+}
+
+// resolveFamilies decides, per address family, where relayed sockets bind
+// and which address XOR-RELAYED-ADDRESS carries: relay.relay_ip if given,
+// else the bound address, else (for a wildcard bind) the source address of
+// the default route. A family with none of these gets 440.
+func (s *Service) resolveFamilies() error {
+	bind := s.cfg.Relay.RelayBind.Unmap()
+	for _, fam := range []int{4, 6} {
+		var f relayFamily
+		switch {
+		case bind.IsUnspecified() && fam == 4:
+			f.bind = netip.IPv4Unspecified()
+		case bind.IsUnspecified():
+			f.bind = netip.IPv6Unspecified()
+		case family(bind) == fam:
+			f.bind, f.adv = bind, bind
+		}
+		for _, a := range s.cfg.Relay.RelayIP {
+			if family(a) == fam {
+				f.adv = a.Unmap()
+			}
+		}
+		if f.bind.IsValid() && !f.adv.IsValid() {
+			if a, err := routeSource(fam); err == nil {
+				f.adv = a
+			} else {
+				f.bind = netip.Addr{}
+				s.log.Info("relay has no address of this family; such allocations get 440", "family", fmt.Sprintf("ipv%d", fam), "err", err)
+			}
+		}
+		if fam == 4 {
+			s.fam4 = f
+		} else {
+			s.fam6 = f
+		}
+	}
+	if !s.fam4.bind.IsValid() && !s.fam6.bind.IsValid() {
+		return errors.New("no relay address: set relay.relay_ip or relay.relay_bind")
+	}
+	return nil
+}
+
+func (s *Service) canRelay(fam int) bool {
+	switch fam {
+	case 4:
+		return s.fam4.bind.IsValid()
+	case 6:
+		return s.fam6.bind.IsValid()
+	}
+	return false
+}
+
+// routeSource returns the source address the kernel would use towards the
+// internet for family fam. Connecting a UDP socket sends no packet.
+func routeSource(fam int) (netip.Addr, error) {
+	network, dst := "udp4", "192.0.2.1:9"
+	if fam == 6 {
+		network, dst = "udp6", "[2001:db8::1]:9"
+	}
+	c, err := net.Dial(network, dst)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer c.Close()
+	ap, ok := addrPort(c.LocalAddr())
+	if !ok || !ap.Addr().IsValid() || ap.Addr().IsUnspecified() {
+		return netip.Addr{}, errors.New("no route")
+	}
+	return ap.Addr(), nil
+}
+
+func interfaceAddrs() ([]netip.Addr, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netipFromIP(ipn.IP); ok && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() {
+				out = append(out, ip)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (s *Service) maxConns() int { return s.policy.Load().maxAllocs }
+
+func (s *Service) trackRelay(c *relayPacketConn, live bool) {
+	s.relayMu.Lock()
+	if live {
+		s.relayConns[c] = struct{}{}
+	} else {
+		delete(s.relayConns, c)
+	}
+	s.relayMu.Unlock()
+}
+
+func (s *Service) liveRelays() int {
+	s.relayMu.Lock()
+	defer s.relayMu.Unlock()
+	return len(s.relayConns)
+}
+
+func (s *Service) onAuth(src, dst net.Addr, protocol, username, realm, method string, verdict bool) {
+	if !verdict {
+		s.stats.authFailed("bad-integrity")
+		s.log.Debug("turn auth refused", "user", username, "remote", src.String(), "reason", "bad-integrity")
+	}
+}
+
+func (s *Service) onAllocationCreated(src, dst net.Addr, protocol, userID, realm string, relayAddr net.Addr, requestedPort int) {
+	s.allocMu.Lock()
+	s.allocTotal++
+	s.allocByUser[userID]++
+	s.allocMu.Unlock()
+	s.stats.AllocationsCreated.Add(1)
+	s.log.Debug("turn allocation created", "user", userID, "remote", src.String(), "relay", relayAddr.String(), "transport", protocol)
+}
+
+func (s *Service) onAllocationDeleted(src, dst net.Addr, protocol, userID, realm string) {
+	s.allocMu.Lock()
+	s.allocTotal--
+	if s.allocByUser[userID]--; s.allocByUser[userID] <= 0 {
+		delete(s.allocByUser, userID)
+	}
+	s.allocMu.Unlock()
+	s.stats.AllocationsDeleted.Add(1)
+	s.log.Debug("turn allocation deleted", "user", userID, "remote", src.String())
+}
+
+// Status is a point-in-time view of the relay for `tariq status`.
+type Status struct {
+	Realm       string         `json:"realm"`
+	Allocations int            `json:"allocations"`
+	ByUser      map[string]int `json:"by_user"`
+	RelayIPv4   string         `json:"relay_ipv4,omitempty"`
+	RelayIPv6   string         `json:"relay_ipv6,omitempty"`
+}
+
+// Status returns the relay's current state.
+func (s *Service) Status() Status {
+	s.allocMu.Lock()
+	defer s.allocMu.Unlock()
+	by := make(map[string]int, len(s.allocByUser))
+	for k, v := range s.allocByUser {
+		by[k] = v
+	}
+	st := Status{Realm: s.realm, Allocations: s.allocTotal, ByUser: by}
+	if s.fam4.bind.IsValid() {
+		st.RelayIPv4 = s.fam4.adv.String()
+	}
+	if s.fam6.bind.IsValid() {
+		st.RelayIPv6 = s.fam6.adv.String()
+	}
+	return st
+}
+
+// Allocations returns the number of live allocations.
+func (s *Service) Allocations() int {
+	s.allocMu.Lock()
+	defer s.allocMu.Unlock()
+	return s.allocTotal
+}
+
+func newFramer(c net.Conn) *turn.STUNConn { return turn.NewSTUNConn(c) }
+
+// Addrs returns the bound listen addresses by transport (for tests and
+// logs, where ports may have been chosen by the kernel).
+func (s *Service) Addrs() (udp, tcp, tlsAddrs []net.Addr) {
+	seen := map[string]bool{}
+	for _, pc := range s.packetConns {
+		if a := pc.LocalAddr(); !seen[a.String()] {
+			seen[a.String()] = true
+			udp = append(udp, a)
+		}
+	}
+	for _, l := range s.streams {
+		switch {
+		case l.ln == nil:
+		case l.tls == nil:
+			tcp = append(tcp, l.Addr())
+		default:
+			tlsAddrs = append(tlsAddrs, l.Addr())
+		}
+	}
+	return udp, tcp, tlsAddrs
+}
