@@ -15,9 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -37,6 +39,47 @@ const (
 type State struct {
 	Version int        `json:"version"`
 	Relay   RelayState `json:"relay"`
+	VPN     VPNState   `json:"vpn"`
+	// Peers are the WireGuard devices, in the order they were added.
+	Peers []Peer `json:"peers"`
+}
+
+// VPNState is the WireGuard endpoint's generated material.
+type VPNState struct {
+	// PrivateKey is the server's WireGuard private key (base64), generated
+	// on first start and kept, so clients survive restarts.
+	PrivateKey Secret `json:"private_key,omitempty"`
+	// ULA is the IPv6 /64 generated once when vpn.address has no IPv6
+	// prefix (RFC 4193 random global ID).
+	ULA netip.Prefix `json:"ula,omitzero"`
+	// Retired are addresses of removed peers. New peers get never-used
+	// addresses first; retired ones are reused, oldest first, only when the
+	// pool has nothing else.
+	Retired []netip.Addr `json:"retired,omitempty"`
+}
+
+// Peer is one WireGuard device of a family member.
+type Peer struct {
+	Name      string `json:"name"`
+	PublicKey string `json:"public_key"`
+	// PrivateKey is kept only when tariq generated the pair; a peer added
+	// with --public-key made its own and the server never holds it.
+	PrivateKey   Secret     `json:"private_key,omitempty"`
+	PresharedKey Secret     `json:"preshared_key"`
+	IPv4         netip.Addr `json:"ipv4"`
+	IPv6         netip.Addr `json:"ipv6,omitzero"`
+	Disabled     bool       `json:"disabled,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+}
+
+// Peer returns the peer named name, or nil.
+func (st *State) Peer(name string) *Peer {
+	for i := range st.Peers {
+		if st.Peers[i].Name == name {
+			return &st.Peers[i]
+		}
+	}
+	return nil
 }
 
 // RelayState is the relay's generated material.
