@@ -1,0 +1,60 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tariq-vpn/tariq/config"
+	"github.com/tariq-vpn/tariq/internal/store"
+)
+
+func (a *app) initCmd() *cobra.Command {
+	var host, email string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "init --host NAME [--email E]",
+		Short: "Write a commented config with a fresh REST secret",
+		Long: `Write a commented configuration file (--config, default ` + config.DefaultFile + `)
+naming every key, with server.public_host set to --host and a freshly
+generated relay shared secret. With --email and a DNS name, TLS certificates
+come from Let's Encrypt automatically. The file is written 0600; an existing
+file is kept unless --force.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !config.ValidHost(host) {
+				return usageErr(fmt.Errorf("--host %q is neither an IP address nor a DNS name", host))
+			}
+			path := a.configFile
+			if path == "" {
+				path = config.DefaultFile
+			}
+			if _, err := os.Stat(path); err == nil && !force {
+				return usageErr(fmt.Errorf("%s exists; keeping it (use --force to overwrite)", path))
+			} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			text := config.Template(config.TemplateData{Host: host, Email: email, Secret: store.NewSecret(32).Reveal()})
+			if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+				return err
+			}
+			if err := store.WriteFile(path, []byte(text), 0o600); err != nil {
+				return fmt.Errorf("writing %s: %w", path, err)
+			}
+			if _, err := config.Load(config.Options{File: path}); err != nil {
+				return fmt.Errorf("the written config does not load (a bug): %w", err)
+			}
+			fmt.Fprintf(a.stdout, "wrote %s\nnext: tariq check --config %s && tariq serve --config %s\n", path, path, path)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&host, "host", "", "public DNS name or IP address clients dial (required)")
+	cmd.Flags().StringVar(&email, "email", "", "contact for Let's Encrypt (turns on ACME with a DNS name)")
+	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing file")
+	cmd.MarkFlagRequired("host")
+	return cmd
+}

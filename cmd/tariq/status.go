@@ -1,0 +1,98 @@
+package main
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tariq-vpn/tariq/internal/admin"
+)
+
+func (a *app) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show peers, allocations and certificates of the running daemon",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := a.load()
+			if err != nil {
+				return err
+			}
+			st, err := admin.NewClient(l.Server.AdminSocket).Status(ctxOf(cmd))
+			if err != nil {
+				return err
+			}
+			printStatus(a, st, time.Now())
+			return nil
+		},
+	}
+}
+
+func printStatus(a *app, st *admin.Status, now time.Time) {
+	w := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
+	defer w.Flush()
+	fmt.Fprintf(w, "tariq %s on %s, up %s\n", st.Version, st.PublicHost, now.Sub(st.StartedAt).Round(time.Second))
+	if c := st.TLS; c != nil {
+		kind := "issued by " + c.Issuer
+		if c.SelfSigned {
+			kind = "self-signed"
+		}
+		fmt.Fprintf(w, "\nCertificate\t%s %s, %s, expires %s (in %s)\n", c.Mode, strings.Join(c.Names, ","), kind,
+			c.NotAfter.Format(time.DateOnly), c.NotAfter.Sub(now).Round(time.Hour))
+	}
+	if r := st.Relay; r != nil {
+		fmt.Fprintf(w, "\nRelay\trealm %s, %d allocations, relayed %s to peers, %s from peers\n", r.Realm, r.Allocations,
+			bytesStr(r.BytesToPeers), bytesStr(r.BytesFromPeers))
+		for _, u := range r.URIs {
+			fmt.Fprintf(w, "\t%s\n", u)
+		}
+		if len(r.ByUser) > 0 {
+			fmt.Fprintf(w, "\nUSER\tALLOCATIONS\n")
+			for _, u := range slices.Sorted(maps.Keys(r.ByUser)) {
+				fmt.Fprintf(w, "%s\t%d\n", u, r.ByUser[u])
+			}
+		}
+		if len(r.AuthFailures) > 0 {
+			var parts []string
+			for _, k := range slices.Sorted(maps.Keys(r.AuthFailures)) {
+				parts = append(parts, fmt.Sprintf("%s %d", k, r.AuthFailures[k]))
+			}
+			fmt.Fprintf(w, "Auth failures\t%s\n", strings.Join(parts, ", "))
+		}
+	}
+	if v := st.VPN; v != nil {
+		fmt.Fprintf(w, "\nWireGuard\t%s, UDP %d, public key %s\n", v.Interface, v.ListenPort, v.PublicKey)
+		if len(v.Peers) > 0 {
+			fmt.Fprintf(w, "\nPEER\tADDRESS\tSTATE\tLAST HANDSHAKE\tRECEIVED\tSENT\tENDPOINT\n")
+			for _, p := range v.Peers {
+				state := "enabled"
+				if !p.Enabled {
+					state = "disabled"
+				}
+				hs := "never"
+				if !p.LastHandshake.IsZero() {
+					hs = now.Sub(p.LastHandshake).Round(time.Second).String() + " ago"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.IPv4, state, hs, bytesStr(p.RxBytes), bytesStr(p.TxBytes), p.Endpoint)
+			}
+		}
+	}
+}
+
+func bytesStr(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,82 @@
+package config
+
+import (
+	"bytes"
+	"text/template"
+)
+
+// TemplateData fills the file `tariq init` writes.
+type TemplateData struct {
+	Host   string // server.public_host
+	Email  string // tls.email
+	Secret string // the first relay.secrets entry
+}
+
+var initTemplate = template.Must(template.New("init").Parse(`# tariq configuration, written by "tariq init".
+# Every key can also come from the environment as TARIQ_<SECTION>_<KEY>
+# (TARIQ_RELAY_REALM, ...), and flags beat both. Unknown keys are an error.
+# Apply changes with "systemctl reload tariq" (SIGHUP); the log says which
+# changes need a restart.
+
+server:
+  public_host: {{printf "%q" .Host}}   # the name or IP clients dial; configs, TURN URIs and the certificate use it
+  data_dir: /var/lib/tariq         # keys, secrets, peers, certificates (kept 0600)
+  log_level: info                  # debug | info | warn | error
+  admin_socket: /run/tariq/admin.sock
+  metrics_listen: 127.0.0.1:9477   # Prometheus text format; "" turns metrics off
+
+tls:
+  mode: auto          # auto | acme | self-signed | files | off
+                      # auto: ACME when public_host is a DNS name and email is set, else self-signed
+  email: {{printf "%q" .Email}}
+  acme_ca: ""         # ACME directory URL; empty = Let's Encrypt
+  acme_ca_roots: ""   # PEM file of roots to trust for that CA (private CAs)
+  cert_file: ""       # files mode
+  key_file: ""
+
+vpn:
+  enabled: true
+  mode: tun                        # tun (kernel TUN device)
+  interface: tariq0
+  listen_port: 51820               # UDP; open it in the VPS firewall
+  address: [10.77.0.1/24]          # the server's tunnel address; an IPv6 ULA /64 is generated unless you add one
+  dns: [1.1.1.1, 1.0.0.1]          # pushed to clients
+  mtu: 1420
+  nat: true                        # masquerade client traffic out of the uplink
+  uplink: ""                       # empty = the default-route interface
+  client_allowed_ips: [0.0.0.0/0, ::/0]
+  persistent_keepalive: 25s
+
+relay:
+  enabled: true
+  realm: ""                        # empty = public_host
+  listen_udp: [":3478"]
+  listen_tcp: [":3478"]
+  listen_tls: [":5349"]            # the web.listen port carries TURN over TLS too
+  relay_ip: ""                     # public IP for XOR-RELAYED-ADDRESS when the VPS is behind 1:1 NAT
+  relay_bind: 0.0.0.0              # 0.0.0.0 (or ::) = every address, both families
+  relay_ports: 49152-65535         # open these UDP ports in the VPS firewall
+  secrets:                         # REST shared secrets (coturn's use-auth-secret): the first signs, all verify
+    - {{printf "%q" .Secret}}
+  users: {}                        # static long-term users, name: password
+  credential_ttl: 24h              # lifetime of credentials "tariq turn credentials" mints
+  max_allocations: 10000
+  max_allocations_per_user: 50
+  allow_peers: []                  # CIDRs let through although the built-in list denies them
+  deny_peers: []                   # CIDRs refused in addition to the built-in list (these win)
+  tcp_relay: false                 # RFC 6062 TCP allocations; off: it turns a relay into a TCP proxy
+
+web:
+  enabled: true
+  listen: [":443"]                 # HTTPS page; TURN over TLS shares the port
+`))
+
+// Template returns the commented config file `tariq init` writes. It names
+// every key with its default, so it doubles as the reference.
+func Template(d TemplateData) string {
+	var b bytes.Buffer
+	if err := initTemplate.Execute(&b, d); err != nil {
+		panic(err) // the template is a constant; a failure is a programming error
+	}
+	return b.String()
+}

@@ -1,0 +1,72 @@
+package admin
+
+import "time"
+
+// Status is what `tariq status` shows.
+type Status struct {
+	Version    string       `json:"version"`
+	PublicHost string       `json:"public_host"`
+	StartedAt  time.Time    `json:"started_at"`
+	Relay      *RelayStatus `json:"relay,omitempty"`
+	VPN        *VPNStatus   `json:"vpn,omitempty"`
+	TLS        *CertStatus  `json:"tls,omitempty"`
+}
+
+// RelayStatus is the TURN relay's part of Status.
+type RelayStatus struct {
+	Realm          string            `json:"realm"`
+	URIs           []string          `json:"uris"`
+	Allocations    int               `json:"allocations"`
+	ByUser         map[string]int    `json:"by_user,omitempty"`
+	AuthFailures   map[string]uint64 `json:"auth_failures,omitempty"`
+	PeersDenied    map[string]uint64 `json:"peers_denied,omitempty"`
+	BytesToPeers   uint64            `json:"bytes_to_peers"`
+	BytesFromPeers uint64            `json:"bytes_from_peers"`
+	RelayIPv4      string            `json:"relay_ipv4,omitempty"`
+	RelayIPv6      string            `json:"relay_ipv6,omitempty"`
+}
+
+// VPNStatus is the WireGuard endpoint's part of Status.
+type VPNStatus struct {
+	Interface  string       `json:"interface"`
+	ListenPort int          `json:"listen_port"`
+	PublicKey  string       `json:"public_key"`
+	Peers      []PeerStatus `json:"peers"`
+}
+
+// PeerStatus is one WireGuard peer.
+type PeerStatus struct {
+	Name          string    `json:"name"`
+	PublicKey     string    `json:"public_key"`
+	IPv4          string    `json:"ipv4"`
+	IPv6          string    `json:"ipv6,omitempty"`
+	Enabled       bool      `json:"enabled"`
+	Endpoint      string    `json:"endpoint,omitempty"`
+	LastHandshake time.Time `json:"last_handshake,omitzero"`
+	RxBytes       uint64    `json:"rx_bytes"`
+	TxBytes       uint64    `json:"tx_bytes"`
+}
+
+// CertStatus is the certificate being served.
+type CertStatus struct {
+	Mode       string    `json:"mode"`
+	Names      []string  `json:"names"`
+	Issuer     string    `json:"issuer"`
+	NotAfter   time.Time `json:"not_after,omitzero"`
+	SelfSigned bool      `json:"self_signed"`
+	SPKIHash   string    `json:"spki_sha256,omitempty"`
+}
+
+// AddPeerRequest asks for a new WireGuard peer.
+type AddPeerRequest struct {
+	Name string `json:"name"`
+	// PublicKey is set when the device made its own key pair; the server
+	// then never holds the private key.
+	PublicKey string `json:"public_key,omitempty"`
+}
+
+// PeerConfig is a peer with its client configuration (wg-quick text).
+type PeerConfig struct {
+	Peer   PeerStatus `json:"peer"`
+	Config string     `json:"config"`
+}

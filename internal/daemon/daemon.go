@@ -1,0 +1,358 @@
+// Package daemon composes tariq's subsystems (state store, certificates,
+// WireGuard endpoint, TURN relay, HTTPS page, metrics, admin API) into the
+// running daemon, and offers the CLI the same operations when no daemon
+// runs. It is the only importer of vpn and relay.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tariq-vpn/tariq/config"
+	"github.com/tariq-vpn/tariq/internal/admin"
+	"github.com/tariq-vpn/tariq/internal/certs"
+	"github.com/tariq-vpn/tariq/internal/sdnotify"
+	"github.com/tariq-vpn/tariq/internal/store"
+	"github.com/tariq-vpn/tariq/relay"
+)
+
+// Options configure Run.
+type Options struct {
+	Config *config.Loaded
+	// Load rereads the configuration for a reload.
+	Load   func() (*config.Loaded, error)
+	Logger *slog.Logger
+	// Level is the root logger's level; a reload sets it from server.log_level.
+	Level *slog.LevelVar
+	// Out receives the start-up summary for a person (URLs, next steps).
+	Out io.Writer
+	// Reload delivers SIGHUP.
+	Reload <-chan os.Signal
+	// Ready, if set, is called once every listener is up.
+	Ready   func(*Daemon)
+	Version string
+}
+
+// subsystem is the shape every part of the daemon shares.
+type subsystem interface {
+	Serve(ctx context.Context) error
+	Close() error
+}
+
+// Daemon is a running tariq.
+type Daemon struct {
+	opts    Options
+	log     *slog.Logger
+	started time.Time
+
+	mu   sync.Mutex // guards cfg and host
+	cfg  *config.Config
+	host string
+
+	store  *store.Store
+	certs  *certs.Source
+	relay  *relay.Service
+	web    *httpsServer
+	admin  *admin.Server
+	parts  []namedPart // opened, in order; closed in reverse
+	closed sync.Once
+}
+
+type namedPart struct {
+	name string
+	subsystem
+}
+
+// closeTimeout bounds shutdown.
+const closeTimeout = 10 * time.Second
+
+// Run opens every subsystem, serves until ctx is done or one of them
+// fails, and closes everything in reverse order. A start-up failure
+// returns the wrapped cause naming the subsystem; cancellation is not an
+// error.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	d := &Daemon{opts: opts, log: opts.Logger, started: time.Now(), cfg: opts.Config.Config}
+	if err := d.open(ctx); err != nil {
+		d.close()
+		return err
+	}
+	defer d.close()
+
+	sdnotify.Ready("serving " + d.host)
+	d.log.Info("tariq ready", "version", opts.Version, "public_host", d.host, "config", fileOrDefaults(opts.Config.File))
+	if opts.Out != nil {
+		d.printSummary(opts.Out)
+	}
+	if opts.Ready != nil {
+		opts.Ready(d)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, p := range d.parts {
+		g.Go(func() error {
+			if err := p.Serve(gctx); err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-opts.Reload:
+				d.reload()
+			}
+		}
+	})
+	err := g.Wait()
+	sdnotify.Stopping()
+	d.log.Info("tariq stopping")
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+func fileOrDefaults(f string) string {
+	if f == "" {
+		return "(none: defaults)"
+	}
+	return f
+}
+
+func (d *Daemon) add(name string, s subsystem) { d.parts = append(d.parts, namedPart{name, s}) }
+
+// open brings the subsystems up in dependency order; each is added to the
+// close list as soon as it exists, so a failure closes what came before.
+func (d *Daemon) open(ctx context.Context) error {
+	cfg := d.cfg
+	d.host = ResolveHost(cfg)
+	if cfg.Server.PublicHost == "" {
+		d.log.Warn("server.public_host is not set; using the default route's address, which clients behind other networks may not reach",
+			"public_host", d.host)
+	}
+	cfg.Server.PublicHost = d.host
+
+	st, err := store.Open(cfg.Server.DataDir)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	d.store = st
+	if _, err := st.Load(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+
+	if certs.ResolveMode(cfg) != config.TLSOff {
+		src, err := certs.New(cfg, certs.Deps{Logger: d.log.With("component", "certs")})
+		if err != nil {
+			return err
+		}
+		d.certs = src
+		d.add("certs", src)
+		if err := src.Open(ctx); err != nil {
+			return err
+		}
+	}
+
+	if cfg.Relay.Enabled {
+		deps := relay.Deps{Logger: d.log.With("component", "relay"), Store: st}
+		if d.certs != nil {
+			deps.TLS = d.certs.TLSConfig("stun.turn")
+		}
+		r, err := relay.New(cfg, deps)
+		if err != nil {
+			return err
+		}
+		d.relay = r
+		d.add("relay", r)
+		if err := r.Open(ctx); err != nil {
+			return err
+		}
+	}
+
+	if cfg.Web.Enabled {
+		w := newHTTPSServer(d)
+		d.web = w
+		d.add("web", w)
+		if err := w.Open(ctx); err != nil {
+			return err
+		}
+	}
+
+	if cfg.Server.MetricsListen != "" {
+		m := newMetricsServer(d)
+		d.add("metrics", m)
+		if err := m.Open(ctx); err != nil {
+			return err
+		}
+	}
+
+	a := admin.NewServer(cfg.Server.AdminSocket, backend{d}, d.log.With("component", "admin"))
+	d.admin = a
+	d.add("admin", a)
+	if err := a.Open(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+// close closes every opened subsystem in reverse order, under a deadline.
+func (d *Daemon) close() {
+	d.closed.Do(func() {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := len(d.parts) - 1; i >= 0; i-- {
+				if err := d.parts[i].Close(); err != nil {
+					d.log.Warn("closing "+d.parts[i].name, "err", err)
+				}
+			}
+		}()
+		select {
+		case <-done:
+		case <-time.After(closeTimeout):
+			d.log.Error("shutdown timed out; exiting anyway", "timeout", closeTimeout)
+		}
+	})
+}
+
+// reload rereads the configuration. If it is invalid, every problem is
+// logged and the running configuration stays; otherwise each subsystem
+// applies what it can live and says which keys need a restart.
+func (d *Daemon) reload() {
+	d.log.Info("reloading configuration")
+	loaded, err := d.opts.Load()
+	if err != nil {
+		for _, e := range unjoin(err) {
+			d.log.Error("config rejected; keeping the running one", "err", e)
+		}
+		return
+	}
+	sdnotify.Reloading()
+	defer sdnotify.Ready("serving " + d.host)
+	cfg := loaded.Config
+	if cfg.Server.PublicHost == "" {
+		cfg.Server.PublicHost = ResolveHost(cfg)
+	}
+	if d.opts.Level != nil {
+		d.opts.Level.Set(cfg.Server.LogLevel.Slog())
+	}
+	var refused []error
+	if d.certs != nil {
+		refused = append(refused, d.certs.Reload(cfg))
+	}
+	if d.relay != nil {
+		refused = append(refused, d.relay.Reload(cfg))
+	}
+	for _, e := range unjoin(errors.Join(refused...)) {
+		d.log.Warn("config change not applied", "err", e)
+	}
+	d.mu.Lock()
+	d.cfg = cfg
+	d.mu.Unlock()
+	d.log.Info("configuration reloaded")
+}
+
+// unjoin flattens errors.Join trees into their leaves.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// config returns the configuration in force.
+func (d *Daemon) config() *config.Config {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+// ResolveHost returns server.public_host, or when it is empty the source
+// address of the default route (IPv4 first), or "localhost".
+func ResolveHost(cfg *config.Config) string {
+	if cfg.Server.PublicHost != "" {
+		return cfg.Server.PublicHost
+	}
+	for _, probe := range []struct{ network, dst string }{{"udp4", "192.0.2.1:9"}, {"udp6", "[2001:db8::1]:9"}} {
+		c, err := net.Dial(probe.network, probe.dst) // a connected UDP socket sends nothing
+		if err != nil {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(c.LocalAddr().String())
+		c.Close()
+		if err == nil && !ap.Addr().IsUnspecified() {
+			return ap.Addr().Unmap().String()
+		}
+	}
+	return "localhost"
+}
+
+// Relay returns the relay, or nil when it is disabled (for tests).
+func (d *Daemon) Relay() *relay.Service { return d.relay }
+
+// Endpoints lists the relay's client-facing endpoints.
+func (d *Daemon) Endpoints() []relay.Endpoint {
+	cfg := d.config()
+	return relay.Endpoints(cfg, d.host, false)
+}
+
+func (d *Daemon) printSummary(w io.Writer) {
+	cfg := d.config()
+	fmt.Fprintf(w, "\ntariq is serving %s\n", d.host)
+	if d.relay != nil {
+		fmt.Fprintln(w, "\n  TURN relay (paste into your apps; `tariq turn app synapse|nextcloud|jitsi|galene|livekit` prints full snippets):")
+		for _, e := range d.Endpoints() {
+			fmt.Fprintf(w, "    %s\n", e.URI())
+		}
+		if len(cfg.Relay.Secrets) == 0 {
+			fmt.Fprintf(w, "  REST shared secret: generated and kept in %s (0600)\n", d.store.Path("state.json"))
+		} else {
+			fmt.Fprintln(w, "  REST shared secret: relay.secrets in the config file")
+		}
+		fmt.Fprintln(w, "  Try it: tariq turn credentials   (a username/password pair valid for relay.credential_ttl)")
+	}
+	if d.web != nil {
+		for _, a := range d.web.Addrs() {
+			fmt.Fprintf(w, "\n  Web page: https://%s/\n", hostPort(d.host, a))
+		}
+	}
+	if d.certs != nil {
+		info := d.certs.Info()
+		fmt.Fprintf(w, "  Certificate: %s for %v until %s\n", info.Mode, info.Names, info.NotAfter.Format(time.DateOnly))
+	}
+	fmt.Fprintf(w, "  Status: tariq status   (admin socket %s)\n\n", cfg.Server.AdminSocket)
+}
+
+func hostPort(host string, a net.Addr) string {
+	_, port, _ := net.SplitHostPort(a.String())
+	if port == "443" {
+		if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
+			return "[" + host + "]"
+		}
+		return host
+	}
+	return net.JoinHostPort(host, port)
+}

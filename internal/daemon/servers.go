@@ -1,0 +1,135 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tariq-vpn/tariq/internal/web"
+)
+
+// httpServer is an http.Server on one or more listeners, the shape the
+// HTTPS page and the metrics endpoint share.
+type httpServer struct {
+	name  string
+	addrs []string
+	tls   *tls.Config // nil for plain HTTP
+	srv   *http.Server
+	lns   []net.Listener
+}
+
+func newHTTPServer(name string, addrs []string, tlsConf *tls.Config, h http.Handler, log *slog.Logger) *httpServer {
+	return &httpServer{name: name, addrs: addrs, tls: tlsConf, srv: &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}}
+}
+
+func (s *httpServer) Open(ctx context.Context) error {
+	var lc net.ListenConfig
+	for _, a := range s.addrs {
+		ln, err := lc.Listen(ctx, "tcp", a)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		if s.tls != nil {
+			ln = tls.NewListener(ln, s.tls)
+		}
+		s.lns = append(s.lns, ln)
+	}
+	return nil
+}
+
+func (s *httpServer) Serve(ctx context.Context) error {
+	errc := make(chan error, len(s.lns))
+	for _, ln := range s.lns {
+		go func() { errc <- s.srv.Serve(ln) }()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}
+}
+
+func (s *httpServer) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	for _, ln := range s.lns {
+		ln.Close() // listeners Serve never saw
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.srv.Close()
+	}
+	return nil
+}
+
+// Addrs returns the bound addresses.
+func (s *httpServer) Addrs() []net.Addr {
+	out := make([]net.Addr, len(s.lns))
+	for i, ln := range s.lns {
+		out[i] = ln.Addr()
+	}
+	return out
+}
+
+// httpsServer is the HTTPS page on web.listen.
+type httpsServer struct{ *httpServer }
+
+func newHTTPSServer(d *Daemon) *httpsServer {
+	cfg := d.config()
+	h := web.Handler(func() web.Info {
+		info := web.Info{Host: d.host, Version: d.opts.Version}
+		for _, e := range d.Endpoints() {
+			info.TURN = append(info.TURN, e.URI())
+		}
+		return info
+	})
+	return &httpsServer{newHTTPServer("web", cfg.Web.Listen, d.certs.TLSConfig("h2", "http/1.1"), h, d.log.With("component", "web"))}
+}
+
+// metricsServer serves Prometheus text on server.metrics_listen.
+type metricsServer struct{ *httpServer }
+
+
+func newMetricsServer(d *Daemon) *metricsServer {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tariq_start_time_seconds", Help: "When the daemon started, in unix seconds.",
+		}, func() float64 { return float64(d.started.Unix()) }),
+	)
+	if d.relay != nil {
+		reg.MustRegister(d.relay.Stats().Collector(d.relay.Allocations))
+	}
+	if d.certs != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tariq_certificate_expiry_seconds", Help: "When the served certificate expires, in unix seconds.",
+		}, func() float64 { return float64(d.certs.Info().NotAfter.Unix()) }))
+	}
+	cfg := d.config()
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return &metricsServer{newHTTPServer("metrics", []string{cfg.Server.MetricsListen}, nil, mux, d.log.With("component", "metrics"))}
+}

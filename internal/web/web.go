@@ -1,0 +1,54 @@
+// Package web is the HTTPS page tariq serves on web.listen: for now a
+// small landing page that says what the server is, with strict security
+// headers and no third-party assets.
+package web
+
+import (
+	"html/template"
+	"net/http"
+)
+
+// Info is what the landing page shows.
+type Info struct {
+	Host    string
+	TURN    []string // TURN URIs
+	Version string
+}
+
+var landing = template.Must(template.New("landing").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>tariq on {{.Host}}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem;line-height:1.5}code{word-break:break-all}</style>
+</head><body>
+<h1>tariq</h1>
+<p>This server ({{.Host}}) carries calls and a private VPN for the people who run it and their family.</p>
+<p>If you were sent a link to join, open that link on your phone.</p>
+{{with .TURN}}<h2>For app operators</h2><p>TURN URIs:</p><ul>{{range .}}<li><code>{{.}}</code></li>{{end}}</ul>{{end}}
+</body></html>
+`))
+
+// Handler serves the page.
+func Handler(info func() Info) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		landing.Execute(w, info())
+	})
+	return SecurityHeaders(mux)
+}
+
+// SecurityHeaders sets headers for a page with no third-party assets and no
+// reason to be framed or to leak where its visitors came from.
+func SecurityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; script-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+		hd.Set("Referrer-Policy", "no-referrer")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("Cross-Origin-Opener-Policy", "same-origin")
+		hd.Set("Cache-Control", "no-store")
+		h.ServeHTTP(w, r)
+	})
+}
