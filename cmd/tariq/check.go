@@ -35,4 +35,3 @@ host. Exits 2 on a config problem, 1 on a host problem, 0 when all is well.`,
 		},
 	}
 }
-

@@ -110,7 +110,6 @@ func newHTTPSServer(d *Daemon) *httpsServer {
 // metricsServer serves Prometheus text on server.metrics_listen.
 type metricsServer struct{ *httpServer }
 
-
 func newMetricsServer(d *Daemon) *metricsServer {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
