@@ -125,8 +125,18 @@ func Load(opts Options) (*Loaded, error) {
 		cfg.Relay.Users = users
 	}
 
-	if len(problems) == 0 {
-		problems = append(problems, cfg.Validate()...)
+	// Validate even after decode problems, so one pass reports everything;
+	// a key that failed to decode is zero, so its own checks are skipped.
+	failed := map[string]bool{}
+	for _, p := range problems {
+		if fe, ok := p.(*FieldError); ok {
+			failed[fe.Key] = true
+		}
+	}
+	for _, p := range cfg.Validate() {
+		if fe, ok := p.(*FieldError); !ok || !failed[fe.Key] {
+			problems = append(problems, p)
+		}
 	}
 	if len(problems) > 0 {
 		return nil, errors.Join(problems...)

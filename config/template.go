@@ -44,7 +44,7 @@ vpn:
   mtu: 1420
   nat: true                        # masquerade client traffic out of the uplink
   uplink: ""                       # empty = the default-route interface
-  client_allowed_ips: [0.0.0.0/0, ::/0]
+  client_allowed_ips: [0.0.0.0/0, "::/0"]
   persistent_keepalive: 25s
 
 relay:

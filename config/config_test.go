@@ -1,0 +1,329 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "tariq.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// problems returns the lines of a Load error, sorted.
+func problems(err error) []string {
+	if err == nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		out = append(out, line)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestDefaultsValidate(t *testing.T) {
+	l, err := Load(Options{File: writeFile(t, "")})
+	if err != nil {
+		t.Fatalf("defaults do not load: %v", err)
+	}
+	if diff := cmp.Diff(Default(), l.Config, cmpopts.EquateEmpty(), cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+		cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("empty file differs from Default() (-want +got):\n%s", diff)
+	}
+}
+
+func TestLoadProblems(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"unknown key", "server:\n  bogus: 1\n", []string{"server.bogus: unknown key"}},
+		{"unknown section", "extra: 1\n", []string{"extra: unknown key"}},
+		{"port range", "relay:\n  relay_ports: 70000-1\n", []string{`relay.relay_ports: "70000-1" is not a port range (want min-max, 1-65535, min <= max)`}},
+		{"reversed range", "relay:\n  relay_ports: 6000-5000\n", []string{`relay.relay_ports: "6000-5000" is not a port range (want min-max, 1-65535, min <= max)`}},
+		{"every problem at once", "relay:\n  relay_ip: nope\n  credential_ttl: 3x\n  max_allocations: abc\nserver:\n  bogus: 1\n", []string{
+			`relay.credential_ttl: "3x" is not a duration (like 25s, 24h or 1h30m)`,
+			`relay.max_allocations: "abc" is not a valid int`,
+			`relay.relay_ip: "nope" is not an IP address`,
+			"server.bogus: unknown key",
+		}},
+		{"bad prefix", "relay:\n  allow_peers: [10.0.0.0/33]\n", []string{`relay.allow_peers: "10.0.0.0/33" is not an IP prefix (like 10.0.0.0/8)`}},
+		{"log level", "server:\n  log_level: loud\n", []string{`server.log_level: "loud" is not one of debug, info, warn, error`}},
+		{"relative data dir", "server:\n  data_dir: state\n", []string{`server.data_dir: "state" is not an absolute path`}},
+		{"public host with scheme", "server:\n  public_host: https://x.example\n", []string{`server.public_host: "https://x.example" is neither an IP address nor a DNS name (no scheme, no port)`}},
+		{"tls mode", "tls:\n  mode: maybe\n", []string{`tls.mode: "maybe" is not one of auto, acme, self-signed, files, off`}},
+		{"acme needs email and name", "server:\n  public_host: 203.0.113.9\ntls:\n  mode: acme\n", []string{
+			"server.public_host: must be a DNS name when tls.mode is acme (ACME certifies names, not IP addresses)",
+			"tls.email: is required when tls.mode is acme (the CA's account contact)",
+		}},
+		{"files needs files", "tls:\n  mode: files\n", []string{"tls.cert_file: is required when tls.mode is files", "tls.key_file: is required when tls.mode is files"}},
+		{"acme ca url", "tls:\n  acme_ca: http://ca.example/dir\n", []string{`tls.acme_ca: "http://ca.example/dir" is not an https:// ACME directory URL`}},
+		{"email", "tls:\n  email: not-an-email\n", []string{`tls.email: "not-an-email" is not an email address`}},
+		{"web needs tls", "tls:\n  mode: 'off'\nrelay:\n  listen_tls: []\n", []string{"web.enabled: the HTTPS page needs TLS, but tls.mode is off"}},
+		{"listen syntax", "relay:\n  listen_udp: [\"3478\"]\n", []string{`relay.listen_udp: "3478" is not host:port (like :3478 or 127.0.0.1:3478)`}},
+		{"listen host name", "relay:\n  listen_tcp: [\"example.com:3478\"]\n", []string{`relay.listen_tcp: "example.com:3478": "example.com" is not an IP address (listen addresses take IPs, not names)`}},
+		{"port clash", "relay:\n  listen_tls: [\":443\"]\n", []string{"web.listen: :443 is already used by relay.listen_tls (:443)"}},
+		{"wildcard overlap", "relay:\n  listen_udp: [\"127.0.0.1:51820\"]\n", []string{"vpn.listen_port: :51820 overlaps relay.listen_udp (127.0.0.1:51820)"}},
+		{"secret too short", "relay:\n  secrets: [short]\n", []string{"relay.secrets: secret #1 is 5 characters; use at least 16 (tariq generates one if the list is empty)"}},
+		{"empty password", "relay:\n  users: {bob: \"\"}\n", []string{`relay.users: user "bob" has an empty password`}},
+		{"per-user over total", "relay:\n  max_allocations: 10\n  max_allocations_per_user: 11\n", []string{"relay.max_allocations_per_user: 11 is more than relay.max_allocations (10)"}},
+		{"two relay ipv4", "relay:\n  relay_ip: [203.0.113.1, 203.0.113.2]\n", []string{"relay.relay_ip: give at most one IPv4 and one IPv6 address"}},
+		{"vpn address is a network", "vpn:\n  address: [10.77.0.0/24]\n", []string{"vpn.address: 10.77.0.0/24 is a network address; give the server's own address in it, like 10.77.0.1"}},
+		{"vpn needs ipv4", "vpn:\n  address: [fd00::1/64]\n", []string{"vpn.address: needs exactly one IPv4 prefix (and at most one IPv6), got 0 IPv4"}},
+		{"vpn mtu", "vpn:\n  mtu: 500\n", []string{"vpn.mtu: 500 is outside 1280-9000 (IPv6 needs at least 1280)"}},
+		{"vpn interface", "vpn:\n  interface: a-very-long-interface-name\n", []string{`vpn.interface: "a-very-long-interface-name" is not an interface name (1-15 characters, no '/', ':' or spaces)`}},
+		{"keepalive fraction", "vpn:\n  persistent_keepalive: 1.5\n", []string{"vpn.persistent_keepalive: 1.5s is not whole seconds between 0 and 65535s"}},
+		{"nothing to serve", "vpn: {enabled: false}\nrelay: {enabled: false}\nweb: {enabled: false}\n", []string{"vpn.enabled: vpn, relay and web are all disabled: there is nothing to serve"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(Options{File: writeFile(t, tc.yaml)})
+			want := slices.Clone(tc.want)
+			slices.Sort(want)
+			if diff := cmp.Diff(want, problems(err)); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+			var fe *FieldError
+			if err != nil && !errors.As(err, &fe) {
+				t.Errorf("error %v carries no *FieldError", err)
+			}
+		})
+	}
+}
+
+func TestLoadFileErrors(t *testing.T) {
+	if _, err := Load(Options{File: filepath.Join(t.TempDir(), "missing.yaml")}); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Errorf("missing explicit file: %v", err)
+	}
+	if _, err := Load(Options{File: writeFile(t, "relay: [unclosed\n")}); err == nil || !strings.Contains(err.Error(), "parsing config") {
+		t.Errorf("broken YAML: %v", err)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	file := writeFile(t, "relay:\n  realm: from-file\n")
+	get := func(opts Options) string {
+		t.Helper()
+		opts.File = file
+		l, err := Load(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Relay.Realm
+	}
+	if got := get(Options{}); got != "from-file" {
+		t.Errorf("file: %q", got)
+	}
+	t.Setenv("TARIQ_RELAY_REALM", "from-env")
+	if got := get(Options{}); got != "from-env" {
+		t.Errorf("env over file: %q", got)
+	}
+	if got := get(Options{Set: map[string]string{"relay.realm": "from-flag"}}); got != "from-flag" {
+		t.Errorf("flag over env: %q", got)
+	}
+	if _, err := Load(Options{File: file, Set: map[string]string{"relay.nope": "x"}}); err == nil || !strings.Contains(err.Error(), "relay.nope: unknown key") {
+		t.Errorf("unknown flag key: %v", err)
+	}
+}
+
+func TestUnknownEnv(t *testing.T) {
+	t.Setenv("TARIQ_RELAY_REALMM", "typo")
+	_, err := Load(Options{File: writeFile(t, "")})
+	if err == nil || !strings.Contains(err.Error(), "TARIQ_RELAY_REALMM: unknown environment variable") {
+		t.Errorf("typo in env: %v", err)
+	}
+}
+
+// envValues gives every key a valid value that differs from its default, in
+// the environment's string form, and what flatten must then report.
+var envValues = map[string][2]string{
+	"server.public_host":             {"vpn.example.org", "vpn.example.org"},
+	"server.data_dir":                {"/srv/tariq", "/srv/tariq"},
+	"server.log_level":               {"debug", "debug"},
+	"server.admin_socket":            {"/tmp/t.sock", "/tmp/t.sock"},
+	"server.metrics_listen":          {"127.0.0.1:9999", "127.0.0.1:9999"},
+	"tls.mode":                       {"self-signed", "self-signed"},
+	"tls.email":                      {"ops@example.org", "ops@example.org"},
+	"tls.acme_ca":                    {"https://ca.example/dir", "https://ca.example/dir"},
+	"tls.acme_ca_roots":              {"/etc/roots.pem", "/etc/roots.pem"},
+	"tls.cert_file":                  {"/etc/c.pem", "/etc/c.pem"},
+	"tls.key_file":                   {"/etc/k.pem", "/etc/k.pem"},
+	"vpn.enabled":                    {"false", "false"},
+	"vpn.mode":                       {"tun", "tun"},
+	"vpn.interface":                  {"wg9", "wg9"},
+	"vpn.listen_port":                {"51821", "51821"},
+	"vpn.address":                    {"10.9.0.1/24,fd00:9::1/64", "[10.9.0.1/24 fd00:9::1/64]"},
+	"vpn.dns":                        {"9.9.9.9", "[9.9.9.9]"},
+	"vpn.mtu":                        {"1380", "1380"},
+	"vpn.nat":                        {"false", "false"},
+	"vpn.uplink":                     {"eth1", "eth1"},
+	"vpn.client_allowed_ips":         {"10.0.0.0/8", "[10.0.0.0/8]"},
+	"vpn.persistent_keepalive":       {"15s", "15s"},
+	"relay.enabled":                  {"false", "false"},
+	"relay.realm":                    {"example.org", "example.org"},
+	"relay.listen_udp":               {":3479,:3480", "[:3479 :3480]"},
+	"relay.listen_tcp":               {":3479", "[:3479]"},
+	"relay.listen_tls":               {":5350", "[:5350]"},
+	"relay.relay_ip":                 {"203.0.113.7,2001:db8::7", "[203.0.113.7 2001:db8::7]"},
+	"relay.relay_bind":               {"203.0.113.7", "203.0.113.7"},
+	"relay.relay_ports":              {"50000-50100", "50000-50100"},
+	"relay.secrets":                  {"aaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbb", "[aaaaaaaaaaaaaaaa bbbbbbbbbbbbbbbb]"},
+	"relay.users":                    {"Alice=pw1,bob=pw2", "map[Alice:pw1 bob:pw2]"},
+	"relay.credential_ttl":           {"1h", "1h0m0s"},
+	"relay.max_allocations":          {"100", "100"},
+	"relay.max_allocations_per_user": {"5", "5"},
+	"relay.allow_peers":              {"127.0.0.1,10.0.0.0/8", "[127.0.0.1/32 10.0.0.0/8]"},
+	"relay.deny_peers":               {"198.51.100.0/24", "[198.51.100.0/24]"},
+	"relay.tcp_relay":                {"true", "true"},
+	"web.enabled":                    {"false", "false"},
+	"web.listen":                     {":8443", "[:8443]"},
+}
+
+// TestEveryKeyFromEnv sets each key through its TARIQ_* variable alone and
+// checks it arrives: viper only reads variables for keys it knows (#188, #761).
+func TestEveryKeyFromEnv(t *testing.T) {
+	for _, key := range Keys() {
+		v, ok := envValues[key]
+		if !ok {
+			t.Errorf("%s has no entry in envValues: add one", key)
+			continue
+		}
+		t.Run(key, func(t *testing.T) {
+			t.Setenv(EnvName(key), v[0])
+			// Keys that are only valid with a companion setting.
+			base := "vpn: {enabled: false}\n"
+			switch key {
+			case "vpn.enabled", "vpn.mode", "vpn.interface", "vpn.listen_port", "vpn.address", "vpn.dns", "vpn.mtu",
+				"vpn.nat", "vpn.uplink", "vpn.client_allowed_ips", "vpn.persistent_keepalive":
+				base = ""
+			case "web.enabled":
+				base = ""
+			}
+			l, err := Load(Options{File: writeFile(t, base)})
+			if err != nil {
+				t.Fatalf("%s=%s: %v", EnvName(key), v[0], err)
+			}
+			got := fmt.Sprint(flatten(l.Config)[key])
+			if key == "relay.users" {
+				got = fmt.Sprint(l.Relay.Users)
+				got = strings.ReplaceAll(got, "[redacted]", "") // Secret redacts in fmt
+				want := fmt.Sprint(map[string]string{"Alice": "pw1", "bob": "pw2"})
+				if fmt.Sprint(len(l.Relay.Users)) != "2" || l.Relay.Users["Alice"].Reveal() != "pw1" {
+					t.Errorf("users: got %v, want %s", l.Relay.Users, want)
+				}
+				return
+			}
+			if got != v[1] {
+				t.Errorf("got %s, want %s", got, v[1])
+			}
+		})
+	}
+}
+
+func TestUsersKeepCase(t *testing.T) {
+	l, err := Load(Options{File: writeFile(t, "relay:\n  users:\n    Alice: Secret1\n    bob: 123\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Relay.Users["Alice"].Reveal() != "Secret1" || l.Relay.Users["bob"].Reveal() != "123" || len(l.Relay.Users) != 2 {
+		t.Errorf("users = %#v", l.Relay.Users)
+	}
+}
+
+func TestDurationsAndPrefixes(t *testing.T) {
+	l, err := Load(Options{File: writeFile(t, "vpn:\n  persistent_keepalive: 30\nrelay:\n  credential_ttl: 90m\n  allow_peers: ['::ffff:127.0.0.1']\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.VPN.PersistentKeepalive != 30*time.Second {
+		t.Errorf("bare number keepalive = %v, want 30s", l.VPN.PersistentKeepalive)
+	}
+	if l.Relay.CredentialTTL != 90*time.Minute {
+		t.Errorf("ttl = %v", l.Relay.CredentialTTL)
+	}
+	if l.Relay.AllowPeers[0].Bits() != 128 {
+		t.Errorf("bare address prefix = %v, want a /128", l.Relay.AllowPeers[0])
+	}
+}
+
+func TestSecretRedacted(t *testing.T) {
+	s := Secret("hunter2hunter2hunter2")
+	for _, got := range []string{fmt.Sprint(s), fmt.Sprintf("%v %s %#v", s, s, s), fmt.Sprint(RelayConfig{Secrets: []Secret{s}})} {
+		if strings.Contains(got, "hunter2") {
+			t.Errorf("secret leaked: %s", got)
+		}
+	}
+	if s.Reveal() != "hunter2hunter2hunter2" {
+		t.Error("Reveal")
+	}
+}
+
+// TestTemplate checks `tariq init`'s file against a golden copy, that it
+// loads, and that it names every key (so it stays the reference).
+func TestTemplate(t *testing.T) {
+	text := Template(TemplateData{Host: "vpn.example.org", Email: "ops@example.org", Secret: "0123456789abcdef0123456789abcdef"})
+	golden := filepath.Join("testdata", "init.golden.yaml")
+	if *update {
+		if err := os.WriteFile(golden, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(want), text); diff != "" {
+		t.Errorf("template differs from %s (-want +got; rerun with -update if intended):\n%s", golden, diff)
+	}
+	l, err := Load(Options{File: writeFile(t, text)})
+	if err != nil {
+		t.Fatalf("template does not load: %v", err)
+	}
+	if l.Server.PublicHost != "vpn.example.org" || l.Relay.Secrets[0].Reveal() != "0123456789abcdef0123456789abcdef" {
+		t.Errorf("template values not read back: %+v", l.Server)
+	}
+	for _, key := range Keys() {
+		section, name, _ := strings.Cut(key, ".")
+		if !strings.Contains(text, "\n"+section+":") || !strings.Contains(text, "  "+name+":") {
+			t.Errorf("template does not name %s", key)
+		}
+	}
+}
+
+func FuzzPortRange(f *testing.F) {
+	for _, s := range []string{"49152-65535", "1-1", "0-5", "70000-1", "5", "a-b", "-", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var r PortRange
+		if err := r.UnmarshalText([]byte(s)); err != nil {
+			return
+		}
+		if r.Min == 0 || r.Min > r.Max {
+			t.Fatalf("%q accepted as %v", s, r)
+		}
+		var back PortRange
+		if err := back.UnmarshalText([]byte(r.String())); err != nil || back != r {
+			t.Fatalf("%v does not round-trip", r)
+		}
+	})
+}

@@ -1,0 +1,42 @@
+package daemon
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestDependencyRules enforces the package graph STYLE.md sets out
+// (tailscale cmd/tailscaled/deps_test.go): config imports nothing of ours;
+// vpn and relay never import each other or the daemon; only the daemon
+// imports vpn and relay.
+func TestDependencyRules(t *testing.T) {
+	const mod = "github.com/tariq-vpn/tariq"
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, mod+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	checked := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg, imports := strings.TrimPrefix(fields[0], mod), fields[1:]
+		for _, imp := range imports {
+			if !strings.HasPrefix(imp, mod) {
+				continue
+			}
+			checked++
+			dep := strings.TrimPrefix(imp, mod)
+			switch {
+			case pkg == "/config":
+				t.Errorf("config imports %s; it must import nothing of ours", dep)
+			case (dep == "/vpn" || dep == "/relay") && pkg != "/internal/daemon":
+				t.Errorf("%s imports %s; only internal/daemon may", pkg, dep)
+			case (pkg == "/vpn" || pkg == "/relay") && strings.HasPrefix(dep, "/internal/daemon"):
+				t.Errorf("%s imports the daemon", pkg)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no internal imports seen: the go list output was not parsed")
+	}
+}
