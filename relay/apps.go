@@ -86,6 +86,24 @@ func (d snippetData) Of(scheme, transport string) []Endpoint {
 	return out
 }
 
+// serverGroup is one Nextcloud Talk TURN server: a scheme and host:port
+// with every transport it takes there.
+type serverGroup struct{ Scheme, HostPort, Transports string }
+
+func (d snippetData) Grouped() []serverGroup {
+	var out []serverGroup
+	for _, e := range d.Endpoints {
+		hp := net.JoinHostPort(e.Host, strconv.Itoa(e.Port))
+		i := slices.IndexFunc(out, func(g serverGroup) bool { return g.Scheme == e.Scheme && g.HostPort == hp })
+		if i < 0 {
+			out = append(out, serverGroup{e.Scheme, hp, e.Transport})
+		} else if !strings.Contains(out[i].Transports, e.Transport) {
+			out[i].Transports += "," + e.Transport
+		}
+	}
+	return out
+}
+
 var snippets = template.Must(template.New("").Funcs(template.FuncMap{
 	"hostport": func(e Endpoint) string { return net.JoinHostPort(e.Host, strconv.Itoa(e.Port)) },
 }).Parse(`
@@ -104,8 +122,8 @@ turn_allow_guests: true
 {{- range .Of "turn" "udp"}}
 occ talk:stun:add {{hostport .}}
 {{- end}}
-{{- range .Endpoints}}
-occ talk:turn:add {{.Scheme}} {{hostport .}} {{.Transport}} --secret="{{$.Secret}}"
+{{- range .Grouped}}
+occ talk:turn:add {{.Scheme}} {{.HostPort}} {{.Transports}} --secret="{{$.Secret}}"
 {{- end}}
 # Talk mints 24-hour credentials itself (Settings > Talk shows the servers).
 {{end}}

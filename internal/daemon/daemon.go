@@ -313,10 +313,23 @@ func ResolveHost(cfg *config.Config) string {
 // Relay returns the relay, or nil when it is disabled (for tests).
 func (d *Daemon) Relay() *relay.Service { return d.relay }
 
-// Endpoints lists the relay's client-facing endpoints.
+// Endpoints lists the relay's client-facing endpoints, with the ports
+// actually bound (a configured port 0 is the kernel's choice).
 func (d *Daemon) Endpoints() []relay.Endpoint {
-	cfg := d.config()
-	return relay.Endpoints(cfg, d.host, false)
+	cfg := *d.config()
+	if d.relay != nil {
+		udp, tcp, tlsAddrs := d.relay.Addrs()
+		cfg.Relay.ListenUDP, cfg.Relay.ListenTCP, cfg.Relay.ListenTLS = addrStrings(udp), addrStrings(tcp), addrStrings(tlsAddrs)
+	}
+	return relay.Endpoints(&cfg, d.host, false)
+}
+
+func addrStrings(addrs []net.Addr) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.String()
+	}
+	return out
 }
 
 func (d *Daemon) printSummary(w io.Writer) {
