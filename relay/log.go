@@ -38,8 +38,14 @@ func (l pionLogger) logf(level slog.Level, format string, args ...any) {
 }
 
 func (l pionLogger) errLevel(msg string) slog.Level {
-	if strings.Contains(msg, "handshake") {
+	switch {
+	case strings.Contains(msg, "handshake"):
 		return slog.LevelDebug // a client that cannot finish TLS is not a server fault
+	case strings.Contains(msg, "broken pipe"), strings.Contains(msg, "connection reset by peer"):
+		// A write to a TCP or TLS client that has hung up: pion's "Failed to
+		// close conn" (the TLS close_notify) and "Failed to send ChannelData"
+		// as every browser ends a call over TURN-TCP/TLS. Routine, not a fault.
+		return slog.LevelDebug
 	}
 	return slog.LevelWarn
 }

@@ -158,7 +158,7 @@ func TestTurnCredentials(t *testing.T) {
 	if c.Password != strings.TrimSpace(string(want)) {
 		t.Errorf("password %q, want %q", c.Password, want)
 	}
-	if len(c.URIs) != 3 || c.URIs[0] != "turn:turn.example.org:3478?transport=udp" {
+	if len(c.URIs) != 4 || c.URIs[0] != "turn:turn.example.org:3478?transport=udp" || c.URIs[3] != "turns:turn.example.org:443?transport=tcp" {
 		t.Errorf("uris %v", c.URIs)
 	}
 

@@ -321,7 +321,10 @@ func (d *Daemon) Endpoints() []relay.Endpoint {
 		udp, tcp, tlsAddrs := d.relay.Addrs()
 		cfg.Relay.ListenUDP, cfg.Relay.ListenTCP, cfg.Relay.ListenTLS = addrStrings(udp), addrStrings(tcp), addrStrings(tlsAddrs)
 	}
-	return relay.Endpoints(&cfg, d.host, false)
+	if d.web != nil {
+		cfg.Web.Listen = addrStrings(d.web.Addrs())
+	}
+	return relay.Endpoints(&cfg, d.host, d.web != nil)
 }
 
 func addrStrings(addrs []net.Addr) []string {

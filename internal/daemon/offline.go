@@ -45,7 +45,7 @@ func TURNCredentials(cfg *config.Config, id string, ttl time.Duration) (relay.Cr
 		return relay.Credentials{}, nil, err
 	}
 	var uris []string
-	for _, e := range relay.Endpoints(cfg, ResolveHost(cfg), false) {
+	for _, e := range relay.Endpoints(cfg, ResolveHost(cfg), cfg.Web.Enabled && cfg.TLS.Mode != config.TLSOff) {
 		uris = append(uris, e.URI())
 	}
 	return relay.MintCredentials(secret, id, ttl, time.Now()), uris, nil
@@ -57,7 +57,7 @@ func AppSnippet(cfg *config.Config, app string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return relay.AppSnippet(app, relay.Endpoints(cfg, ResolveHost(cfg), false), secret, cfg.Relay.CredentialTTL)
+	return relay.AppSnippet(app, relay.Endpoints(cfg, ResolveHost(cfg), cfg.Web.Enabled && cfg.TLS.Mode != config.TLSOff), secret, cfg.Relay.CredentialTTL)
 }
 
 // Apps lists the applications AppSnippet knows.

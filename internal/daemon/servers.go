@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tariq-vpn/tariq/internal/mux"
 	"github.com/tariq-vpn/tariq/internal/web"
 )
 
@@ -92,8 +93,17 @@ func (s *httpServer) Addrs() []net.Addr {
 	return out
 }
 
-// httpsServer is the HTTPS page on web.listen.
-type httpsServer struct{ *httpServer }
+// httpsServer is the HTTPS page on web.listen. Each address is one TLS
+// port shared with TURN: the mux sends STUN streams to the relay and HTTP
+// ones to the page.
+type httpsServer struct {
+	addrs []string
+	tls   *tls.Config
+	turn  func(raw, conn net.Conn)
+	log   *slog.Logger
+	srv   *http.Server
+	muxes []*mux.Mux
+}
 
 func newHTTPSServer(d *Daemon) *httpsServer {
 	cfg := d.config()
@@ -104,7 +114,73 @@ func newHTTPSServer(d *Daemon) *httpsServer {
 		}
 		return info
 	})
-	return &httpsServer{newHTTPServer("web", cfg.Web.Listen, d.certs.TLSConfig("h2", "http/1.1"), h, d.log.With("component", "web"))}
+	log := d.log.With("component", "web")
+	turn := func(raw, conn net.Conn) { conn.Close() }
+	protos := []string{"h2", "http/1.1"}
+	if d.relay != nil {
+		turn = d.relay.PushTLS
+		protos = append(protos, "stun.turn")
+	}
+	// The mux hands over TLS streams that are not *tls.Conn, which net/http
+	// takes for cleartext: allow HTTP/2 with prior knowledge so h2 (whose
+	// ALPN the handshake already agreed) still works.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := newHTTPServer("web", nil, nil, h, log).srv
+	srv.Protocols = &protocols
+	return &httpsServer{addrs: cfg.Web.Listen, tls: d.certs.TLSConfig(protos...), turn: turn, log: log, srv: srv}
+}
+
+func (s *httpsServer) Open(ctx context.Context) error {
+	var lc net.ListenConfig
+	for _, a := range s.addrs {
+		ln, err := lc.Listen(ctx, "tcp", a)
+		if err != nil {
+			return fmt.Errorf("web: %w", err)
+		}
+		s.muxes = append(s.muxes, mux.New(ln, s.tls, s.turn, s.log))
+	}
+	return nil
+}
+
+func (s *httpsServer) Serve(ctx context.Context) error {
+	errc := make(chan error, 2*len(s.muxes))
+	for _, m := range s.muxes {
+		go func() { errc <- m.Serve(ctx) }()
+		go func() { errc <- s.srv.Serve(m.HTTPListener()) }()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		if err == nil || errors.Is(err, http.ErrServerClosed) {
+			<-ctx.Done()
+			return nil
+		}
+		return err
+	}
+}
+
+func (s *httpsServer) Close() error {
+	for _, m := range s.muxes {
+		m.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
+		s.srv.Close()
+	}
+	return nil
+}
+
+// Addrs returns the bound addresses.
+func (s *httpsServer) Addrs() []net.Addr {
+	out := make([]net.Addr, len(s.muxes))
+	for i, m := range s.muxes {
+		out[i] = m.Addr()
+	}
+	return out
 }
 
 // metricsServer serves Prometheus text on server.metrics_listen.
