@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // WriteFile writes data to path atomically: a reader, or a restart after a
@@ -29,6 +30,9 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 	if err := f.Chmod(perm); err != nil {
 		return err
 	}
+	if err := matchOwner(f, dir); err != nil {
+		return err
+	}
 	if _, err := f.Write(data); err != nil {
 		return err
 	}
@@ -47,4 +51,22 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// matchOwner gives f its directory's owner when running as root, so a root
+// CLI editing the store of a daemon that runs as its own user (systemd
+// User=tariq) leaves files that daemon can still read.
+func matchOwner(f *os.File, dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return nil
+	}
+	return f.Chown(int(st.Uid), int(st.Gid))
 }

@@ -202,6 +202,10 @@ func (s *Store) lock(how int) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening state lock: %w", err)
 	}
+	if err := matchOwner(f, s.dir); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening state lock: %w", err)
+	}
 	if err := unix.Flock(int(f.Fd()), how); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("locking state: %w", err)
