@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
+	"strconv"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -12,6 +14,24 @@ import (
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/store"
 )
+
+// shareWithDaemon lets the daemon's group read the config when the system
+// user the systemd unit runs as exists (root:tariq 0640); otherwise the
+// file stays 0600.
+func shareWithDaemon(path string) error {
+	g, err := user.LookupGroup("tariq")
+	if err != nil || os.Geteuid() != 0 {
+		return nil
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return nil
+	}
+	if err := os.Chown(path, 0, gid); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o640)
+}
 
 func (a *app) initCmd() *cobra.Command {
 	var host, email string
@@ -22,8 +42,9 @@ func (a *app) initCmd() *cobra.Command {
 		Long: `Write a commented configuration file (--config, default ` + config.DefaultFile + `)
 naming every key, with server.public_host set to --host and a freshly
 generated relay shared secret. With --email and a DNS name, TLS certificates
-come from Let's Encrypt automatically. The file is written 0600; an existing
-file is kept unless --force.`,
+come from Let's Encrypt automatically. The file is written 0600 (0640 with
+group tariq when that system user exists); an existing file is kept unless
+--force.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !config.ValidHost(host) {
@@ -44,6 +65,9 @@ file is kept unless --force.`,
 			}
 			if err := store.WriteFile(path, []byte(text), 0o600); err != nil {
 				return fmt.Errorf("writing %s: %w", path, err)
+			}
+			if err := shareWithDaemon(path); err != nil {
+				return err
 			}
 			if _, err := config.Load(config.Options{File: path}); err != nil {
 				return fmt.Errorf("the written config does not load (a bug): %w", err)
