@@ -6,8 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
-	"strconv"
 	"path/filepath"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
