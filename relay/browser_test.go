@@ -2,47 +2,18 @@ package relay
 
 import (
 	"crypto/tls"
-	"encoding/json"
-	"fmt"
 	"log/slog"
 	"maps"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
-
 	"github.com/tariq-vpn/tariq/internal/certs"
 	"github.com/tariq-vpn/tariq/internal/testutil"
 )
-
-// browserCall is what relayCall in testdata/webrtc.html resolves with.
-type browserCall struct {
-	Error           string           `json:"error"`
-	Received1       string           `json:"received1"` // at pc1, sent by pc2
-	Received2       string           `json:"received2"` // at pc2, sent by pc1
-	PC1             *browserPair     `json:"pc1"`
-	PC2             *browserPair     `json:"pc2"`
-	CandidateErrors []map[string]any `json:"candidateErrors"`
-	Log             []string         `json:"log"`
-}
-
-// browserPair is one side's selected candidate pair, from getStats().
-type browserPair struct {
-	State         string `json:"state"`
-	Nominated     bool   `json:"nominated"`
-	LocalType     string `json:"localType"`
-	LocalAddress  string `json:"localAddress"`
-	RelayProtocol string `json:"relayProtocol"`
-	URL           string `json:"url"`
-	RemoteType    string `json:"remoteType"`
-	RemoteAddress string `json:"remoteAddress"`
-}
 
 // TestBrowserRelayOnly has headless Chromium place a call between two
 // RTCPeerConnections with iceTransportPolicy 'relay', through the relay over
@@ -56,8 +27,7 @@ func TestBrowserRelayOnly(t *testing.T) {
 	udp, tcp, tlsAddrs := r.Addrs()
 	pin := servedSPKI(t, r, tlsAddrs[0].String())
 
-	page := httptest.NewServer(http.FileServer(http.Dir("testdata")))
-	t.Cleanup(page.Close)
+	page := testutil.WebRTCPageServer(t)
 	b := testutil.NewBrowser(t, testutil.BrowserOptions{
 		Timeout: 3 * time.Minute,
 		// Chromium verifies turns: certificates (a self-signed one fails
@@ -82,25 +52,15 @@ func TestBrowserRelayOnly(t *testing.T) {
 					t.Logf("relay: auth failures %v, peers denied %v", r.Stats().AuthFailures(), r.Stats().PeersDenied())
 				}
 			})
-			call := placeCall(t, b, page.URL, tc.url, tc.user, tc.pass)
-			if call.Error != "" {
-				t.Errorf("call: %s", call.Error)
-			}
-			if call.Received2 != "ping from pc1" || call.Received1 != "pong from pc2" {
-				t.Errorf("pc2 received %q, pc1 received %q; want the ping and the pong", call.Received2, call.Received1)
-			}
+			call := testutil.PlaceRelayCall(t, b, page, tc.url, tc.user, tc.pass)
+			call.CheckRelayed(t, tc.protocol)
 			for _, side := range []struct {
 				name string
-				p    *browserPair
+				p    *testutil.CandidatePair
 			}{{"pc1", call.PC1}, {"pc2", call.PC2}} {
 				p := side.p
 				if p == nil {
-					t.Errorf("%s: no selected candidate pair", side.name)
 					continue
-				}
-				if p.LocalType != "relay" || p.RemoteType != "relay" || p.RelayProtocol != tc.protocol {
-					t.Errorf("%s: selected pair %s (%s) → %s, relayProtocol %q; want relay → relay over %s",
-						side.name, p.LocalType, p.LocalAddress, p.RemoteType, p.RelayProtocol, tc.protocol)
 				}
 				// Both ends are relayed addresses of this relay.
 				for _, a := range []string{p.LocalAddress, p.RemoteAddress} {
@@ -132,7 +92,7 @@ func TestBrowserRelayOnly(t *testing.T) {
 	t.Run("tls/unpinned", func(t *testing.T) {
 		nb := testutil.NewBrowser(t, testutil.BrowserOptions{Timeout: time.Minute})
 		url := "turns:" + tlsAddrs[0].String() + "?transport=tcp"
-		call := placeCall(t, nb, page.URL, url, "alice", "wonderland")
+		call := testutil.PlaceRelayCall(t, nb, page, url, "alice", "wonderland")
 		if call.Received1 != "" || call.Received2 != "" || call.Error == "" {
 			t.Errorf("call through an untrusted turns: server went through: %+v", call)
 		}
@@ -142,32 +102,6 @@ func TestBrowserRelayOnly(t *testing.T) {
 			t.Errorf("no icecandidateerror 701 for %s: %v", url, call.CandidateErrors)
 		}
 	})
-}
-
-// placeCall loads testdata/webrtc.html in b and runs relayCall through the
-// one TURN server url, within 30 seconds. On failure the test log gets the
-// page's own log and every icecandidateerror event.
-func placeCall(t *testing.T, b *testutil.Browser, pageURL, url, user, pass string) browserCall {
-	t.Helper()
-	server, err := json.Marshal(map[string]string{"urls": url, "username": user, "credential": pass})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var call browserCall
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("page log:\n\t%s", strings.Join(call.Log, "\n\t"))
-			t.Logf("icecandidateerror events: %v", call.CandidateErrors)
-		}
-	})
-	err = b.RunTimeout(30*time.Second,
-		chromedp.Navigate(pageURL+"/webrtc.html"),
-		testutil.EvalJSON(fmt.Sprintf("relayCall(%s, 20000)", server), &call),
-	)
-	if err != nil {
-		t.Fatalf("running the call: %v", err)
-	}
-	return call
 }
 
 // TestBrowserHangupLogsAtDebug: when a browser ends a call over TURN-TLS, pion

@@ -59,13 +59,14 @@ type Daemon struct {
 	cfg  *config.Config
 	host string
 
-	store  *store.Store
-	certs  *certs.Source
-	relay  *relay.Service
-	web    *httpsServer
-	admin  *admin.Server
-	parts  []namedPart // opened, in order; closed in reverse
-	closed sync.Once
+	store   *store.Store
+	certs   *certs.Source
+	relay   *relay.Service
+	web     *httpsServer
+	metrics *metricsServer
+	admin   *admin.Server
+	parts   []namedPart // opened, in order; closed in reverse
+	closed  sync.Once
 }
 
 type namedPart struct {
@@ -196,6 +197,7 @@ func (d *Daemon) open(ctx context.Context) error {
 
 	if cfg.Server.MetricsListen != "" {
 		m := newMetricsServer(d)
+		d.metrics = m
 		d.add("metrics", m)
 		if err := m.Open(ctx); err != nil {
 			return err
@@ -308,6 +310,22 @@ func ResolveHost(cfg *config.Config) string {
 		}
 	}
 	return "localhost"
+}
+
+// MetricsAddr returns the metrics endpoint's bound address, or nil.
+func (d *Daemon) MetricsAddr() net.Addr {
+	if d.metrics == nil {
+		return nil
+	}
+	return d.metrics.Addrs()[0]
+}
+
+// WebAddrs returns the HTTPS port(s) actually bound.
+func (d *Daemon) WebAddrs() []net.Addr {
+	if d.web == nil {
+		return nil
+	}
+	return d.web.Addrs()
 }
 
 // Relay returns the relay, or nil when it is disabled (for tests).

@@ -177,8 +177,14 @@ func echo(t *testing.T) net.PacketConn {
 	return c
 }
 
+// relayOnce sends a datagram to peer through the allocation and waits for
+// the echo. The payload is longer than 4 bytes on purpose: pion's stream
+// framing (STUNConn, used by its client and server alike) waits for a 9th
+// byte before it parses any frame, so over TCP/TLS an 8-byte ChannelData
+// frame (payload of 4 bytes or less) sits until the next frame arrives.
 func relayOnce(relayed net.PacketConn, peer net.Addr) error {
-	if _, err := relayed.WriteTo([]byte("ping"), peer); err != nil {
+	const msg = "ping through tariq"
+	if _, err := relayed.WriteTo([]byte(msg), peer); err != nil {
 		return err
 	}
 	relayed.SetReadDeadline(time.Now().Add(3 * time.Second))
@@ -187,7 +193,7 @@ func relayOnce(relayed net.PacketConn, peer net.Addr) error {
 	if err != nil {
 		return err
 	}
-	if string(b[:n]) != "ping" {
+	if string(b[:n]) != msg {
 		return fmt.Errorf("echo %q", b[:n])
 	}
 	return nil

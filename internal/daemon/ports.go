@@ -1,0 +1,64 @@
+package daemon
+
+import (
+	"net"
+	"slices"
+	"strconv"
+
+	"github.com/tariq-vpn/tariq/config"
+)
+
+// Port is one port (or range) to open in the server's firewall.
+type Port struct {
+	Proto string // udp or tcp
+	Ports string // "3478" or "49152-65535"
+	What  string
+}
+
+// FirewallPorts lists what clients must reach, from the configuration.
+// Loopback-only listeners are left out.
+func FirewallPorts(cfg *config.Config) []Port {
+	var out []Port
+	add := func(proto, what string, addrs []string) {
+		for _, a := range addrs {
+			host, port, err := net.SplitHostPort(a)
+			if err != nil || port == "0" {
+				continue
+			}
+			if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+				continue
+			}
+			p := Port{proto, port, what}
+			if i := slices.IndexFunc(out, func(q Port) bool { return q.Proto == p.Proto && q.Ports == p.Ports }); i >= 0 {
+				out[i].What += ", " + what
+				continue
+			}
+			out = append(out, p)
+		}
+	}
+	if cfg.VPN.Enabled {
+		add("udp", "WireGuard", []string{":" + strconv.Itoa(cfg.VPN.ListenPort)})
+	}
+	if cfg.Relay.Enabled {
+		add("udp", "TURN", cfg.Relay.ListenUDP)
+		add("tcp", "TURN", cfg.Relay.ListenTCP)
+		if cfg.TLS.Mode != config.TLSOff {
+			add("tcp", "TURN over TLS", cfg.Relay.ListenTLS)
+		}
+		out = append(out, Port{"udp", cfg.Relay.RelayPorts.String(), "TURN relayed media"})
+		if cfg.Relay.TCPRelay {
+			out = append(out, Port{"tcp", cfg.Relay.RelayPorts.String(), "TURN TCP relays"})
+		}
+	}
+	if cfg.Web.Enabled {
+		what := "HTTPS page"
+		if cfg.Relay.Enabled {
+			what += " and TURN over TLS"
+		}
+		add("tcp", what, cfg.Web.Listen)
+		if mode := cfg.TLS.Mode; mode == config.TLSACME || (mode == config.TLSAuto && config.IsDNSName(cfg.Server.PublicHost) && cfg.TLS.Email != "") {
+			out = append(out, Port{"tcp", "80", "ACME HTTP-01 challenges"})
+		}
+	}
+	return out
+}
