@@ -121,4 +121,3 @@ func TestSharedPortBrowser(t *testing.T) {
 		t.Errorf("%d allocations through the shared port, want 2", n)
 	}
 }
-
