@@ -1,0 +1,540 @@
+// Package vpn is tariq's WireGuard endpoint: a wireguard-go device over a
+// kernel TUN interface, its peers and their address pool, forwarding and
+// NAT out of the server's uplink, the UAPI socket that wg(8) talks to, and
+// the client configs (wg-quick text and QR codes) that family devices
+// import.
+//
+// The state store is the truth about peers: every change is written there
+// first (atomically), then applied to the live device as one UAPI set for
+// that one peer, so every other tunnel keeps flowing.
+package vpn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/tariq-vpn/tariq/config"
+	"github.com/tariq-vpn/tariq/internal/store"
+)
+
+// Deps is what the VPN uses but does not create.
+type Deps struct {
+	Logger *slog.Logger
+	// Store keeps the server key, the ULA and the peers. Required.
+	Store *store.Store
+	// TUN is the packet device. Nil means a kernel TUN named vpn.interface
+	// (Linux). When set (tests inject tuntest or netstack devices), the
+	// caller owns the interface: Open sets no addresses, forwarding or NAT
+	// on it. Either way Close closes it.
+	TUN tun.Device
+	// Bind is the UDP side. Nil means conn.NewDefaultBind(), which keeps
+	// UDP GSO/GRO.
+	Bind conn.Bind
+	// DisableUAPI leaves out the UAPI socket (/var/run/wireguard/IFACE.sock,
+	// root only), for tests and embedding without root.
+	DisableUAPI bool
+	// Now is the clock for peers' creation times; nil means time.Now.
+	Now func() time.Time
+}
+
+// Service is the WireGuard endpoint.
+//
+// Lock order: mu, then the store's lock (store.Update). mu is held across a
+// peer change's store write and device update, so the device sees changes
+// in the order the store does.
+type Service struct {
+	deps  Deps
+	log   *slog.Logger
+	wglog *wgLog
+
+	mu      sync.Mutex     // guards everything below
+	cfg     *config.Config // the config in effect (after Reload)
+	opened  bool           // Open was called
+	plan    addressing     // set by Open
+	pub     Key            // server public key, set by Open
+	peers   []store.Peer   // as last stored, for PeerStatus
+	tun     tun.Device     // nil until created or adopted
+	dev     *device.Device // nil until built
+	host    *host          // nil with an injected TUN
+	uapi    net.Listener   // nil when disabled or not yet open
+	conns   map[net.Conn]struct{}
+	serving bool        // the UAPI accept loop runs
+	closed  atomic.Bool // set (under mu) when Close starts
+
+	// ipcHook, when set (tests), replaces the device's IpcSet for peer
+	// changes, to make the device refuse one.
+	ipcHook func(string) error
+
+	uapiWG    sync.WaitGroup // the accept loop and its handlers
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New checks cfg and builds the service; it opens nothing.
+func New(cfg *config.Config, deps Deps) (*Service, error) {
+	if deps.Store == nil {
+		return nil, errors.New("vpn: no state store")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if err := checkConfig(cfg); err != nil {
+		return nil, fmt.Errorf("vpn: %w", err)
+	}
+	log := deps.Logger
+	return &Service{
+		deps:  deps,
+		log:   log,
+		wglog: newWGLog(log),
+		cfg:   cfg,
+		conns: map[net.Conn]struct{}{},
+	}, nil
+}
+
+// checkConfig checks what the service relies on. config.Validate checks
+// the same and more for a loaded file; this guards hand-built configs
+// (tests, embedding). Port 0 is allowed here: the kernel picks one.
+func checkConfig(cfg *config.Config) error {
+	n := cfg.VPN
+	var errs []error
+	if n.Interface == "" || len(n.Interface) > 15 || strings.ContainsAny(n.Interface, "/ \t:") {
+		errs = append(errs, &config.FieldError{Key: "vpn.interface", Msg: fmt.Sprintf("%q is not an interface name", n.Interface)})
+	}
+	if n.ListenPort < 0 || n.ListenPort > 65535 {
+		errs = append(errs, &config.FieldError{Key: "vpn.listen_port", Msg: fmt.Sprintf("%d is not a port", n.ListenPort)})
+	}
+	var v4, v6 int
+	for _, p := range n.Address {
+		if p.Addr().Is4() {
+			v4++
+			if p.Bits() > 30 {
+				errs = append(errs, &config.FieldError{Key: "vpn.address", Msg: fmt.Sprintf("%s leaves no room for clients", p)})
+			}
+		} else {
+			v6++
+			if p.Bits() > 126 {
+				errs = append(errs, &config.FieldError{Key: "vpn.address", Msg: fmt.Sprintf("%s leaves no room for clients", p)})
+			}
+		}
+		if p.Addr() == p.Masked().Addr() {
+			errs = append(errs, &config.FieldError{Key: "vpn.address", Msg: fmt.Sprintf("%s is a network address, not the server's own", p)})
+		}
+	}
+	if v4 != 1 || v6 > 1 {
+		errs = append(errs, &config.FieldError{Key: "vpn.address", Msg: "needs exactly one IPv4 prefix and at most one IPv6"})
+	}
+	if n.MTU < 576 || n.MTU > 65535 {
+		errs = append(errs, &config.FieldError{Key: "vpn.mtu", Msg: fmt.Sprintf("%d is not a usable MTU", n.MTU)})
+	}
+	return errors.Join(errs...)
+}
+
+// Open loads (or on first start generates and keeps) the server key and
+// ULA, creates the TUN and the device, puts every enabled peer on it, and,
+// for a kernel TUN, sets the addresses and brings the link up, switches IP
+// forwarding on, writes the NAT table and opens the UAPI socket. It returns
+// the first failure, named (`vpn: opening TUN tariq0: …`); whatever was
+// created is closed again.
+//
+// The netlink and nftables sockets are opened here, in the caller's
+// network namespace, and serve every later change.
+func (s *Service) Open(ctx context.Context) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.opened {
+		return errors.New("vpn: already opened")
+	}
+	s.opened = true
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("vpn: %w", err)
+			s.closeOnce.Do(s.closeLocked)
+		}
+	}()
+	s.tun = s.deps.TUN // adopted: closed by Close even if Open fails early
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	cfg := s.cfg
+	name := cfg.VPN.Interface
+
+	state, err := s.deps.Store.Update(func(st *store.State) error {
+		_, err := ensureServerState(st, cfg)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("loading state: %w", err)
+	}
+	priv, pub, err := serverKeys(state)
+	if err != nil {
+		return err
+	}
+	if s.plan, err = addressingFor(cfg, state); err != nil {
+		return err
+	}
+	s.pub = pub
+	s.setPeersLocked(state.Peers)
+
+	if s.tun == nil {
+		if s.tun, err = createTUN(name, cfg.VPN.MTU); err != nil {
+			return fmt.Errorf("opening TUN %s: %w", name, err)
+		}
+	}
+	bind := s.deps.Bind
+	if bind == nil {
+		bind = conn.NewDefaultBind()
+	}
+	s.dev = device.NewDevice(s.tun, bind, s.wglog.deviceLogger())
+
+	if err := s.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", priv.Hex(), cfg.VPN.ListenPort)); err != nil {
+		return fmt.Errorf("listening on UDP port %d: %w", cfg.VPN.ListenPort, err)
+	}
+	if err := s.dev.Up(); err != nil {
+		return fmt.Errorf("listening on UDP port %d: %w", cfg.VPN.ListenPort, err)
+	}
+	if err := s.dev.IpcSet(s.allPeersUAPILocked()); err != nil {
+		return fmt.Errorf("configuring peers: %w", err)
+	}
+
+	var natDesc, fwd []string
+	if s.deps.TUN == nil {
+		if s.host, err = openHost(name); err != nil {
+			return err
+		}
+		if err := s.host.configure(s.plan.prefixes()); err != nil {
+			return err
+		}
+		up4, up6 := s.host.uplinks(cfg.VPN.Uplink)
+		if fwd, err = s.host.enableForwarding(true, true, up6); err != nil {
+			return err
+		}
+		if cfg.VPN.NAT {
+			if natDesc, err = s.applyNATLocked(cfg, up4, up6); err != nil {
+				return fmt.Errorf("setting up NAT: %w", err)
+			}
+		} else if err := s.host.removeNAT(); err != nil { // a table left by an earlier run with NAT on
+			return err
+		}
+	}
+	if !s.deps.DisableUAPI {
+		if s.uapi, err = openUAPI(name); err != nil {
+			return fmt.Errorf("opening UAPI socket %s: %w", uapiSocketPath(name), err)
+		}
+	}
+	if len(fwd) > 0 {
+		s.log.Info("vpn changed kernel settings", "sysctl", fwd)
+	}
+	s.log.Info("vpn listening", "interface", name, "listen", s.listenPortLocked(),
+		"address", joinStrings(s.plan.prefixes()), "peers", len(s.peers), "nat", natSummary(cfg, natDesc),
+		"public_key", pub.String())
+	return nil
+}
+
+func natSummary(cfg *config.Config, desc []string) string {
+	switch {
+	case !cfg.VPN.NAT:
+		return "off"
+	case len(desc) == 0:
+		return "none"
+	}
+	return strings.Join(desc, ", ")
+}
+
+// applyNATLocked writes the masquerade rules for both families out of
+// their uplinks. A family without an uplink (no default route, as on an
+// IPv6-only VPS) gets no rule and a warning rather than an error: the
+// tunnel itself still works, and the other family still gets out.
+func (s *Service) applyNATLocked(cfg *config.Config, up4, up6 string) (desc []string, err error) {
+	var rules []natRule
+	for _, r := range []natRule{{s.plan.v4.Masked(), up4}, {s.plan.v6.Masked(), up6}} {
+		if r.out == "" {
+			fam := "IPv4"
+			if r.src.Addr().Is6() {
+				fam = "IPv6"
+			}
+			s.log.Warn("vpn has no uplink for this family: its traffic through the tunnel will not reach the internet (set vpn.uplink)",
+				"family", fam, "subnet", r.src.String())
+			continue
+		}
+		rules = append(rules, r)
+		desc = append(desc, r.src.String()+" via "+r.out)
+	}
+	if err := s.host.applyNAT(rules); err != nil {
+		return nil, err
+	}
+	return desc, nil
+}
+
+// Serve serves the UAPI socket until ctx is done (nil) or the device stops
+// on its own (an error: the TUN interface was removed).
+func (s *Service) Serve(ctx context.Context) error {
+	s.mu.Lock()
+	dev, uapi := s.dev, s.uapi
+	if dev == nil || s.closed.Load() {
+		s.mu.Unlock()
+		return fmt.Errorf("vpn: %w", ErrNotRunning)
+	}
+	if uapi != nil && !s.serving {
+		s.serving = true
+		s.uapiWG.Add(1)
+		go s.acceptUAPI(uapi, dev)
+	}
+	s.mu.Unlock()
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-dev.Wait():
+		if s.closed.Load() {
+			return nil
+		}
+		return fmt.Errorf("vpn: device %s stopped (was the interface removed?)", s.cfg.VPN.Interface)
+	}
+}
+
+func (s *Service) acceptUAPI(l net.Listener, dev *device.Device) {
+	defer s.uapiWG.Done()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if !s.closed.Load() {
+				s.log.Warn("vpn UAPI socket stopped: wg(8) cannot reach the interface until restart", "err", err)
+			}
+			return
+		}
+		s.mu.Lock()
+		if s.closed.Load() {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.uapiWG.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.uapiWG.Done()
+			dev.IpcHandle(c) // closes c
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Close removes the NAT table, closes the UAPI socket and the device (and
+// with it the TUN interface and UDP sockets). It is idempotent and safe
+// after a partial Open. IP forwarding is left on: other software may rely
+// on it, and wg-quick leaves it too.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	s.closeOnce.Do(s.closeLocked)
+	err := s.closeErr
+	s.mu.Unlock()
+	s.uapiWG.Wait()
+	return err
+}
+
+func (s *Service) closeLocked() {
+	s.closed.Store(true)
+	var errs []error
+	if s.uapi != nil {
+		s.uapi.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	if s.host != nil {
+		if err := s.host.removeNAT(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.dev != nil {
+		s.dev.Close()
+	} else if s.tun != nil {
+		s.tun.Close()
+	}
+	if s.host != nil {
+		if err := s.host.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.closeErr = fmt.Errorf("vpn: %w", err)
+	}
+	if s.dev != nil {
+		s.log.Info("vpn stopped", "interface", s.cfg.VPN.Interface)
+	}
+}
+
+// Reload applies what can change live and refuses, by key, what cannot.
+// Live: vpn.dns, vpn.client_allowed_ips, vpn.persistent_keepalive and
+// server.public_host (they shape exported client configs only),
+// vpn.listen_port (the device rebinds; configs already handed out name the
+// old port), vpn.mtu, vpn.nat and vpn.uplink (kernel TUN only). Needing a
+// restart: vpn.enabled, vpn.mode, vpn.interface, vpn.address. Refused keys
+// keep their old values; everything else is applied.
+func (s *Service) Reload(cfg *config.Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return fmt.Errorf("vpn: %w", ErrNotRunning)
+	}
+	if err := checkConfig(cfg); err != nil {
+		return fmt.Errorf("vpn: %w", err)
+	}
+	if s.dev == nil { // not open yet: nothing is live
+		s.cfg = cfg
+		return nil
+	}
+	o, n := s.cfg.VPN, cfg.VPN
+	eff := *cfg
+	var errs []error
+	refuse := func(key string) {
+		errs = append(errs, &config.FieldError{Key: key, Msg: "changing it needs a restart"})
+	}
+	if o.Enabled != n.Enabled {
+		refuse("vpn.enabled")
+		eff.VPN.Enabled = o.Enabled
+	}
+	if o.Mode != n.Mode {
+		refuse("vpn.mode")
+		eff.VPN.Mode = o.Mode
+	}
+	if o.Interface != n.Interface {
+		refuse("vpn.interface")
+		eff.VPN.Interface = o.Interface
+	}
+	if !slices.Equal(o.Address, n.Address) {
+		refuse("vpn.address")
+		eff.VPN.Address = o.Address
+	}
+	if n.ListenPort != o.ListenPort {
+		if err := s.dev.IpcSet(fmt.Sprintf("listen_port=%d\n", n.ListenPort)); err != nil {
+			// The device dropped its old sockets trying; take the old port back.
+			if err2 := s.dev.IpcSet(fmt.Sprintf("listen_port=%d\n", o.ListenPort)); err2 != nil {
+				s.log.Error("vpn cannot listen on its old port either: tunnels are down until restart", "listen", o.ListenPort, "err", err2)
+			}
+			errs = append(errs, &config.FieldError{Key: "vpn.listen_port", Msg: fmt.Sprintf("listening on UDP port %d: %v", n.ListenPort, err)})
+			eff.VPN.ListenPort = o.ListenPort
+		}
+	}
+	if n.MTU != o.MTU {
+		switch {
+		case s.host == nil:
+			refuse("vpn.mtu")
+			eff.VPN.MTU = o.MTU
+		default:
+			if err := s.host.setMTU(n.MTU); err != nil {
+				errs = append(errs, &config.FieldError{Key: "vpn.mtu", Msg: err.Error()})
+				eff.VPN.MTU = o.MTU
+			}
+		}
+	}
+	if s.host != nil && (n.NAT != o.NAT || (n.NAT && n.Uplink != o.Uplink)) {
+		var err error
+		if n.NAT {
+			up4, up6 := s.host.uplinks(n.Uplink)
+			_, err = s.applyNATLocked(&eff, up4, up6)
+		} else {
+			err = s.host.removeNAT()
+		}
+		if err != nil {
+			errs = append(errs, &config.FieldError{Key: "vpn.nat", Msg: err.Error()})
+			eff.VPN.NAT, eff.VPN.Uplink = o.NAT, o.Uplink
+		}
+	}
+	s.cfg = &eff
+	s.log.Info("vpn config reloaded", "listen", eff.VPN.ListenPort, "mtu", eff.VPN.MTU, "nat", eff.VPN.NAT,
+		"dns", joinStrings(eff.VPN.DNS), "client_allowed_ips", joinStrings(eff.VPN.ClientAllowedIPs))
+	return errors.Join(errs...)
+}
+
+// ServerPublicKey returns the server's public key (base64); "" before Open.
+func (s *Service) ServerPublicKey() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pub.IsZero() {
+		return ""
+	}
+	return s.pub.String()
+}
+
+// ListenPort returns the UDP port the device listens on (the kernel's pick
+// when vpn.listen_port is 0), or 0 when not open.
+func (s *Service) ListenPort() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listenPortLocked()
+}
+
+func (s *Service) listenPortLocked() int {
+	if s.dev == nil {
+		return 0
+	}
+	out, err := s.dev.IpcGet()
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(out) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "listen_port="); ok {
+			n, _ := strconv.Atoi(v)
+			return n
+		}
+	}
+	return 0
+}
+
+// Addresses returns the server's own tunnel addresses with their prefixes
+// (10.77.0.1/24 and the IPv6 one); nil before Open.
+func (s *Service) Addresses() []netip.Prefix {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.plan.v4.IsValid() {
+		return nil
+	}
+	return s.plan.prefixes()
+}
+
+// setPeerOnDeviceLocked applies a one-peer UAPI set.
+func (s *Service) setPeerOnDeviceLocked(set string) error {
+	if s.ipcHook != nil {
+		return s.ipcHook(set)
+	}
+	return s.dev.IpcSet(set)
+}
+
+func (s *Service) runningLocked() error {
+	if s.dev == nil || s.closed.Load() {
+		return fmt.Errorf("vpn: %w", ErrNotRunning)
+	}
+	return nil
+}
+
+// setPeersLocked records the stored peers and tells the log adapter their
+// names.
+func (s *Service) setPeersLocked(peers []store.Peer) {
+	s.peers = slices.Clone(peers)
+	names := make(map[Key]string, len(peers))
+	for _, p := range peers {
+		if k, err := ParseKey(p.PublicKey); err == nil {
+			names[k] = p.Name
+		}
+	}
+	s.wglog.setNames(names)
+}
