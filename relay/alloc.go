@@ -107,15 +107,30 @@ func (a allocator) AllocateListener(conf turn.AllocateListenerConfig) (net.Liste
 	return &relayListener{Listener: ln, s: a.s}, &net.TCPAddr{IP: f.adv.AsSlice(), Port: port}, nil
 }
 
-// AllocateConn dials a peer for an RFC 6062 Connect, from the relayed address.
+// AllocateConn dials a peer for an RFC 6062 Connect, from the relayed
+// address. conf.LocalAddr is the advertised address (relay.relay_ip, which
+// behind 1:1 NAT is on no local interface), so the dial binds the relay's
+// bind address with the allocation's port instead.
 func (a allocator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {
 	if !a.s.tcpRelay {
 		return nil, ErrTCPRelayDisabled
 	}
-	if ap, ok := addrPort(conf.RemoteAddr); ok && !a.s.peerPortOK(ap) {
-		return nil, fmt.Errorf("peer %s: %w", ap, errPeerRefused)
+	f, err := a.family(conf.Network)
+	if err != nil {
+		return nil, err
 	}
-	d := net.Dialer{LocalAddr: conf.LocalAddr, Control: reuseport.Control, Timeout: 30 * time.Second}
+	local, ok := conf.LocalAddr.(*net.TCPAddr)
+	if !ok {
+		return nil, fmt.Errorf("connect on the non-TCP allocation %v", conf.LocalAddr)
+	}
+	if ap, ok := addrPort(conf.RemoteAddr); !ok || !a.s.peerPortOK(ap) {
+		return nil, fmt.Errorf("peer %v: %w", conf.RemoteAddr, errPeerRefused)
+	}
+	d := net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: f.bind.AsSlice(), Port: local.Port},
+		Control:   reuseport.Control,
+		Timeout:   30 * time.Second,
+	}
 	return d.Dial(conf.Network, conf.RemoteAddr.String())
 }
 

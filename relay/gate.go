@@ -37,30 +37,33 @@ const (
 	stunMagicCookie        = 0x2112A442
 )
 
-// inspect returns a reply to send in place of passing frame on to pion, or nil.
-func (s *Service) inspect(frame []byte, src, local net.Addr) []byte {
+// inspect returns a reply to send in place of passing frame on to pion, or
+// nil. dataConn reports an authenticated ConnectionBind with relay.tcp_relay
+// on: if pion accepts it, the rest of the stream is a TCP relay's data,
+// unframed (RFC 6062 §5.4).
+func (s *Service) inspect(frame []byte, src, local net.Addr) (reply []byte, dataConn bool) {
 	if len(frame) < stunHeaderSize || frame[0]&0xC0 != 0 ||
 		binary.BigEndian.Uint32(frame[4:8]) != stunMagicCookie {
-		return nil
+		return nil, false
 	}
 	var t stun.MessageType
 	t.ReadValue(binary.BigEndian.Uint16(frame[0:2]))
 	if t.Class != stun.ClassRequest {
-		return nil
+		return nil, false
 	}
 	switch t.Method {
 	case stun.MethodAllocate, stun.MethodRefresh, stun.MethodCreatePermission,
 		stun.MethodChannelBind, stun.MethodConnect, stun.MethodConnectionBind:
 	default:
-		return nil
+		return nil, false
 	}
 	m := &stun.Message{Raw: append([]byte(nil), frame...)}
 	if err := m.Decode(); err != nil {
-		return nil
+		return nil, false
 	}
 	var user stun.Username
 	if user.GetFrom(m) != nil || !m.Contains(stun.AttrMessageIntegrity) {
-		return nil
+		return nil, false
 	}
 	now := s.now()
 	cands, _ := s.policy.Load().candidates(user.String(), t.Method, now)
@@ -72,7 +75,7 @@ func (s *Service) inspect(frame []byte, src, local net.Addr) []byte {
 		}
 	}
 	if match < 0 {
-		return nil
+		return nil, false
 	}
 	if len(cands) > 1 {
 		s.hints.put(src, user.String(), match, now)
@@ -85,23 +88,25 @@ func (s *Service) inspect(frame []byte, src, local net.Addr) []byte {
 		if v, err := m.Get(attrRequestedTransport); err == nil && len(v) == 4 {
 			copy(rt[:], v)
 			if rt[0] == protoTCP && !s.tcpRelay {
-				return errorReply(m, stun.CodeUnsupportedTransProto, key)
+				return errorReply(m, stun.CodeUnsupportedTransProto, key), false
 			}
 		}
 		if !s.canRelay(requestedFamily(m, src, local)) {
-			return errorReply(m, stun.CodeAddrFamilyNotSupported, key)
+			return errorReply(m, stun.CodeAddrFamilyNotSupported, key), false
 		}
 	case stun.MethodChannelBind:
 		var peer stun.XORMappedAddress
 		if err := peer.GetFromAs(m, stun.AttrXORPeerAddress); err != nil {
-			return nil // pion answers 400
+			return nil, false // pion answers 400
 		}
 		if v, reason := s.checkPeer(peer.IP); v == Deny {
 			s.log.Debug("turn peer refused", "remote", src.String(), "peer", peer.IP.String(), "rule", reason)
-			return errorReply(m, stun.CodeForbidden, key)
+			return errorReply(m, stun.CodeForbidden, key), false
 		}
+	case stun.MethodConnectionBind:
+		return nil, s.tcpRelay
 	}
-	return nil
+	return nil, false
 }
 
 // requestedFamily is the family an Allocate asks for: its
@@ -178,7 +183,7 @@ func (c *gatePacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil {
 			return n, addr, err
 		}
-		if reply := c.s.inspect(b[:n], addr, c.LocalAddr()); reply != nil {
+		if reply, _ := c.s.inspect(b[:n], addr, c.LocalAddr()); reply != nil {
 			c.PacketConn.WriteTo(reply, addr)
 			continue
 		}
@@ -202,8 +207,15 @@ type gateStreamConn struct {
 	firstFrame time.Duration
 	idle       time.Duration
 	started    bool
-	onClose    func()
-	closeOnce  sync.Once
+	// data is set once an authenticated ConnectionBind went to pion: from
+	// then on pion copies the stream to a TCP peer, so Read passes bytes
+	// through unframed (if pion refused the bind, its own framing still
+	// reads the next requests, without the gate). Bytes a client sent
+	// before the success response would stay in the framer, as they would
+	// in pion's; clients wait for it.
+	data      bool
+	onClose   func()
+	closeOnce sync.Once
 }
 
 func (c *gateStreamConn) Read(b []byte) (int, error) {
@@ -211,6 +223,12 @@ func (c *gateStreamConn) Read(b []byte) (int, error) {
 		n := copy(b, c.pending)
 		c.pending = c.pending[n:]
 		return n, nil
+	}
+	if c.data {
+		if err := c.Conn.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
+			return 0, err
+		}
+		return c.Conn.Read(b)
 	}
 	for {
 		wait := c.idle
@@ -226,12 +244,14 @@ func (c *gateStreamConn) Read(b []byte) (int, error) {
 		}
 		c.started = true
 		frame := c.buf[:n]
-		if reply := c.s.inspect(frame, c.RemoteAddr(), c.LocalAddr()); reply != nil {
+		reply, data := c.s.inspect(frame, c.RemoteAddr(), c.LocalAddr())
+		if reply != nil {
 			if _, err := c.Conn.Write(reply); err != nil {
 				return 0, err
 			}
 			continue
 		}
+		c.data = data
 		k := copy(b, frame)
 		c.pending = frame[k:]
 		return k, nil
