@@ -1,6 +1,7 @@
 // Package certs hands out the daemon's TLS certificate according to
 // tls.mode: a self-signed one generated once and kept, a pair of files
-// reread on reload, or (see acme.go) one obtained and renewed through ACME.
+// reread on reload, or (see acme.go) one obtained and renewed through ACME
+// by certmagic, with the self-signed one served until it arrives.
 package certs
 
 import (
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,19 +20,54 @@ import (
 )
 
 // Deps is what the certificate source uses but does not create.
+//
+// The ACME fields are seams for tests, which run the CA and its validation
+// on loopback; their zero values are what production uses.
 type Deps struct {
 	Logger *slog.Logger
 	Now    func() time.Time
+
+	// ACMEListenHost is the address certmagic's own challenge servers bind;
+	// empty means every interface.
+	ACMEListenHost string
+	// ACMEHTTPPort is the port the HTTP-01 solver binds; 0 means 80.
+	ACMEHTTPPort int
+	// ACMETLSALPNPort is the port the TLS-ALPN-01 solver binds, or finds
+	// taken by a listener serving TLSConfig (which then answers the
+	// challenge); 0 means 443.
+	ACMETLSALPNPort int
+	// ACMEDisableHTTP01 and ACMEDisableTLSALPN01 turn one challenge off,
+	// so a test can force the other.
+	ACMEDisableHTTP01    bool
+	ACMEDisableTLSALPN01 bool
+	// ACMERetry, when positive, restarts certmagic's management this long
+	// after a failed first issuance instead of waiting for certmagic's own
+	// retry schedule (1 min, 2 min, 2 min, 5 min, … up to 30 days), so a
+	// test sees the CA come up without waiting minutes.
+	ACMERetry time.Duration
 }
+
+// Where the served certificate comes from (Info.Source).
+const (
+	SourceSelfSigned = "self-signed" // tls.mode self-signed
+	SourceFiles      = "files"       // tls.mode files
+	SourceACME       = "acme"        // tls.mode acme: the certificate certmagic obtained
+	SourceFallback   = "fallback"    // tls.mode acme, none obtained yet: the self-signed one
+)
 
 // Info describes the certificate being served.
 type Info struct {
 	Mode       config.TLSMode `json:"mode"`
+	Source     string         `json:"source"` // one of the Source… constants; "" when TLS is off
 	Names      []string       `json:"names"`
 	Issuer     string         `json:"issuer"`
 	NotAfter   time.Time      `json:"not_after"`
 	SelfSigned bool           `json:"self_signed"`
 	SPKIHash   string         `json:"spki_sha256"`
+	// CA is the ACME directory in acme mode.
+	CA string `json:"acme_ca,omitempty"`
+	// ACMEError is the last failure to obtain or renew, cleared by success.
+	ACMEError string `json:"acme_error,omitempty"`
 }
 
 // Source serves the current certificate to every TLS listener through
@@ -38,11 +75,16 @@ type Info struct {
 type Source struct {
 	cfg  *config.Config
 	mode config.TLSMode // the resolved mode: auto becomes acme or self-signed
+	deps Deps
 	log  *slog.Logger
 	now  func() time.Time
 
+	// cert is the certificate served in self-signed and files modes, and
+	// the fallback served in acme mode until certmagic has one.
 	cert atomic.Pointer[tls.Certificate]
 	mu   sync.Mutex // serialises loads
+
+	acme atomic.Pointer[acmeManager] // acme mode, from Open
 }
 
 // New resolves tls.mode and builds the source; it reads and writes nothing.
@@ -53,9 +95,16 @@ func New(cfg *config.Config, deps Deps) (*Source, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	s := &Source{cfg: cfg, log: deps.Logger, now: deps.Now, mode: ResolveMode(cfg)}
+	s := &Source{cfg: cfg, deps: deps, log: deps.Logger, now: deps.Now, mode: ResolveMode(cfg)}
 	if s.mode == config.TLSACME {
-		return nil, errors.New("certs: tls.mode acme is not available yet; use self-signed or files")
+		// config.Validate says the same; checked again because certmagic
+		// with no email would ask for one on stdin.
+		if cfg.TLS.Email == "" {
+			return nil, fmt.Errorf("certs: %w", &config.FieldError{Key: "tls.email", Msg: "is required when tls.mode is acme (the CA's account contact)"})
+		}
+		if !config.IsDNSName(cfg.Server.PublicHost) {
+			return nil, fmt.Errorf("certs: %w", &config.FieldError{Key: "server.public_host", Msg: "must be a DNS name when tls.mode is acme"})
+		}
 	}
 	return s, nil
 }
@@ -76,10 +125,18 @@ func ResolveMode(cfg *config.Config) config.TLSMode {
 // Mode returns the resolved mode.
 func (s *Source) Mode() config.TLSMode { return s.mode }
 
-// Open loads (or generates) the certificate.
+// Open loads (or generates) the certificate. In acme mode it loads the
+// self-signed fallback and a stored ACME certificate, if any, and starts
+// certmagic, which obtains one in the background when none is stored: Open
+// never waits for the CA.
 func (s *Source) Open(ctx context.Context) error {
 	if err := s.load(); err != nil {
 		return fmt.Errorf("certs: %w", err)
+	}
+	if s.mode == config.TLSACME {
+		if err := s.openACME(ctx); err != nil {
+			return fmt.Errorf("certs: %w", err)
+		}
 	}
 	return nil
 }
@@ -91,7 +148,7 @@ func (s *Source) load() error {
 	switch s.mode {
 	case config.TLSOff:
 		return nil
-	case config.TLSSelfSigned:
+	case config.TLSSelfSigned, config.TLSACME:
 		c, created, err := loadOrCreateSelfSigned(s.cfg.Server.DataDir, s.host(), s.now())
 		if err != nil {
 			return err
@@ -108,6 +165,9 @@ func (s *Source) load() error {
 		cert = &c
 	}
 	s.cert.Store(cert)
+	if s.mode == config.TLSACME {
+		return nil // openACME says what is live
+	}
 	info := s.Info()
 	s.log.Info("certificate loaded", "mode", string(s.mode), "names", info.Names, "not_after", info.NotAfter.Format(time.RFC3339))
 	return nil
@@ -120,33 +180,74 @@ func (s *Source) host() string {
 	return "localhost"
 }
 
-// Serve blocks until ctx is done.
+// Serve blocks until ctx is done. Renewals need nothing from it: certmagic's
+// cache, started by Open, checks them every 10 minutes until Close.
 func (s *Source) Serve(ctx context.Context) error {
 	<-ctx.Done()
 	return nil
 }
 
-// Reload rereads the files in files mode; a change of mode needs a restart.
+// Reload rereads the files in files mode; a change of mode, or in acme
+// mode of the host, email or CA, needs a restart.
 func (s *Source) Reload(cfg *config.Config) error {
 	if ResolveMode(cfg) != s.mode {
 		return &config.FieldError{Key: "tls.mode", Msg: "changing it needs a restart"}
 	}
-	if s.mode != config.TLSFiles {
-		return nil
+	switch s.mode {
+	case config.TLSACME:
+		var refused []error
+		for _, k := range []struct{ key, old, new string }{
+			{"server.public_host", s.cfg.Server.PublicHost, cfg.Server.PublicHost},
+			{"tls.email", s.cfg.TLS.Email, cfg.TLS.Email},
+			{"tls.acme_ca", s.cfg.TLS.ACMECA, cfg.TLS.ACMECA},
+			{"tls.acme_ca_roots", s.cfg.TLS.ACMECARoots, cfg.TLS.ACMECARoots},
+		} {
+			if k.old != k.new {
+				refused = append(refused, &config.FieldError{Key: k.key, Msg: "changing it needs a restart"})
+			}
+		}
+		return errors.Join(refused...)
+	case config.TLSFiles:
+		s.cfg = cfg
+		return s.load()
 	}
-	s.cfg = cfg
-	return s.load()
+	return nil
 }
 
-// Close releases nothing yet; it exists for the subsystem shape.
-func (s *Source) Close() error { return nil }
+// Close stops certmagic in acme mode. It is idempotent and safe after a
+// partial Open.
+func (s *Source) Close() error {
+	if m := s.acme.Load(); m != nil {
+		m.close()
+	}
+	return nil
+}
 
 // Certificate returns the certificate being served, or nil when TLS is off.
-func (s *Source) Certificate() *tls.Certificate { return s.cert.Load() }
+// In acme mode it is the ACME certificate once certmagic has one, else the
+// self-signed fallback.
+func (s *Source) Certificate() *tls.Certificate {
+	if m := s.acme.Load(); m != nil {
+		if c, ok := m.live(); ok {
+			return &c.Certificate
+		}
+	}
+	return s.cert.Load()
+}
 
 // TLSConfig returns a server config that serves the current certificate and
-// offers protos by ALPN. Clients that send no ALPN still connect.
+// offers protos by ALPN. Clients that send no ALPN still connect. In acme
+// mode it also offers acme-tls/1 and answers TLS-ALPN-01 challenges (RFC
+// 8737), so a listener on the challenge port (443) lets certmagic validate
+// through it.
 func (s *Source) TLSConfig(protos ...string) *tls.Config {
+	if s.mode == config.TLSACME {
+		return &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			NextProtos:     append(slices.Clip(protos), acmeTLS1),
+			GetCertificate: s.getCertificateACME,
+		}
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: protos,
@@ -162,16 +263,38 @@ func (s *Source) TLSConfig(protos ...string) *tls.Config {
 // Info describes the certificate being served.
 func (s *Source) Info() Info {
 	info := Info{Mode: s.mode}
-	c := s.cert.Load()
+	switch s.mode {
+	case config.TLSSelfSigned:
+		info.Source = SourceSelfSigned
+	case config.TLSFiles:
+		info.Source = SourceFiles
+	case config.TLSACME:
+		info.Source = SourceFallback
+		info.CA = s.caURL()
+		if m := s.acme.Load(); m != nil {
+			info.ACMEError = m.lastError()
+			if c, ok := m.live(); ok {
+				info.Source = SourceACME
+				fillInfo(&info, &c.Certificate)
+				return info
+			}
+		}
+	}
+	fillInfo(&info, s.cert.Load())
+	return info
+}
+
+// fillInfo describes c in info; c may be nil.
+func fillInfo(info *Info, c *tls.Certificate) {
 	if c == nil {
-		return info
+		return
 	}
 	leaf := c.Leaf
 	if leaf == nil && len(c.Certificate) > 0 {
 		leaf, _ = x509.ParseCertificate(c.Certificate[0])
 	}
 	if leaf == nil {
-		return info
+		return
 	}
 	info.Names = append(info.Names, leaf.DNSNames...)
 	for _, ip := range leaf.IPAddresses {
@@ -181,5 +304,4 @@ func (s *Source) Info() Info {
 	info.NotAfter = leaf.NotAfter
 	info.SelfSigned = leaf.CheckSignatureFrom(leaf) == nil
 	info.SPKIHash = SPKIHash(leaf)
-	return info
 }
