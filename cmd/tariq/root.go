@@ -119,7 +119,7 @@ automatic TLS, so a family can route calls through a server they trust.`,
 	pf.StringVar(&a.dataDir, "data-dir", "", "data directory (server.data_dir)")
 	pf.StringVar(&a.adminSocket, "admin-socket", "", "admin socket (server.admin_socket)")
 	pf.StringArrayVar(&a.sets, "set", nil, "set any config key, e.g. --set relay.realm=example.org (repeatable)")
-	root.AddCommand(a.serveCmd(), a.initCmd(), a.checkCmd(), a.turnCmd(), a.statusCmd(), a.portsCmd(), a.versionCmd())
+	root.AddCommand(a.serveCmd(), a.initCmd(), a.checkCmd(), a.peerCmd(), a.turnCmd(), a.statusCmd(), a.portsCmd(), a.versionCmd())
 	return root
 }
 

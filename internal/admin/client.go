@@ -113,3 +113,11 @@ func (c *Client) SetPeerEnabled(ctx context.Context, name string, enabled bool) 
 	}
 	return c.do(ctx, http.MethodPost, "/v1/peers/"+url.PathEscape(trimName(name))+"/"+verb, nil, nil)
 }
+
+// CreateInvite makes a one-time link to a peer's config.
+func (c *Client) CreateInvite(ctx context.Context, req InviteRequest) (*Invite, error) {
+	var inv Invite
+	return &inv, c.do(ctx, http.MethodPost, "/v1/invites", req, &inv)
+}
+
+var _ Peers = (*Client)(nil)

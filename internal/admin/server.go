@@ -19,14 +19,21 @@ import (
 	"time"
 )
 
-// Backend is what the API exposes; the daemon implements it.
-type Backend interface {
-	Status(ctx context.Context) (*Status, error)
+// Peers is peer management, which the CLI gets from the running daemon
+// (Client) or, with no daemon running, from the store directly.
+type Peers interface {
 	Peers(ctx context.Context) ([]PeerStatus, error)
 	AddPeer(ctx context.Context, req AddPeerRequest) (*PeerConfig, error)
 	PeerConfig(ctx context.Context, name string) (*PeerConfig, error)
 	RemovePeer(ctx context.Context, name string) error
 	SetPeerEnabled(ctx context.Context, name string, enabled bool) error
+	CreateInvite(ctx context.Context, req InviteRequest) (*Invite, error)
+}
+
+// Backend is what the API exposes; the daemon implements it.
+type Backend interface {
+	Peers
+	Status(ctx context.Context) (*Status, error)
 }
 
 // Error is an API error with its HTTP status; a Backend returns one to
@@ -63,6 +70,7 @@ func NewServer(path string, b Backend, log *slog.Logger) *Server {
 	mux.HandleFunc("DELETE /v1/peers/{name}", s.removePeer)
 	mux.HandleFunc("POST /v1/peers/{name}/enable", s.setEnabled(true))
 	mux.HandleFunc("POST /v1/peers/{name}/disable", s.setEnabled(false))
+	mux.HandleFunc("POST /v1/invites", s.createInvite)
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -215,6 +223,19 @@ func (s *Server) setEnabled(enabled bool) http.HandlerFunc {
 		}
 		s.reply(w, r, nil, s.backend.SetPeerEnabled(r.Context(), r.PathValue("name"), enabled))
 	}
+}
+
+func (s *Server) createInvite(w http.ResponseWriter, r *http.Request) {
+	if !s.allowed(w, r) {
+		return
+	}
+	var req InviteRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
+		writeErr(w, Errorf(http.StatusBadRequest, "bad request: %v", err))
+		return
+	}
+	inv, err := s.backend.CreateInvite(r.Context(), req)
+	s.reply(w, r, inv, err)
 }
 
 // trimName is used by the client to build paths.

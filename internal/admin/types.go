@@ -70,3 +70,16 @@ type PeerConfig struct {
 	Peer   PeerStatus `json:"peer"`
 	Config string     `json:"config"`
 }
+
+// InviteRequest asks for a one-time link to a peer's config.
+type InviteRequest struct {
+	Peer string        `json:"peer"`
+	TTL  time.Duration `json:"ttl"`
+}
+
+// Invite is a one-time link. The URL carries the only copy of the token.
+type Invite struct {
+	URL     string    `json:"url"`
+	Peer    string    `json:"peer"`
+	Expires time.Time `json:"expires"`
+}

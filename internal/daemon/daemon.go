@@ -24,6 +24,7 @@ import (
 	"github.com/tariq-vpn/tariq/internal/sdnotify"
 	"github.com/tariq-vpn/tariq/internal/store"
 	"github.com/tariq-vpn/tariq/relay"
+	"github.com/tariq-vpn/tariq/vpn"
 )
 
 // Options configure Run.
@@ -61,6 +62,7 @@ type Daemon struct {
 
 	store   *store.Store
 	certs   *certs.Source
+	vpn     *vpn.Service
 	relay   *relay.Service
 	web     *httpsServer
 	metrics *metricsServer
@@ -170,6 +172,18 @@ func (d *Daemon) open(ctx context.Context) error {
 		}
 	}
 
+	if cfg.VPN.Enabled {
+		v, err := vpn.New(cfg, vpn.Deps{Logger: d.log.With("component", "vpn"), Store: st})
+		if err != nil {
+			return err
+		}
+		d.vpn = v
+		d.add("vpn", v)
+		if err := v.Open(ctx); err != nil {
+			return err
+		}
+	}
+
 	if cfg.Relay.Enabled {
 		deps := relay.Deps{Logger: d.log.With("component", "relay"), Store: st}
 		if d.certs != nil {
@@ -258,6 +272,9 @@ func (d *Daemon) reload() {
 	if d.certs != nil {
 		refused = append(refused, d.certs.Reload(cfg))
 	}
+	if d.vpn != nil {
+		refused = append(refused, d.vpn.Reload(cfg))
+	}
 	if d.relay != nil {
 		refused = append(refused, d.relay.Reload(cfg))
 	}
@@ -328,6 +345,9 @@ func (d *Daemon) WebAddrs() []net.Addr {
 	return d.web.Addrs()
 }
 
+// VPN returns the WireGuard endpoint, or nil when it is disabled (for tests).
+func (d *Daemon) VPN() *vpn.Service { return d.vpn }
+
 // Relay returns the relay, or nil when it is disabled (for tests).
 func (d *Daemon) Relay() *relay.Service { return d.relay }
 
@@ -367,6 +387,10 @@ func (d *Daemon) printSummary(w io.Writer) {
 			fmt.Fprintln(w, "  REST shared secret: relay.secrets in the config file")
 		}
 		fmt.Fprintln(w, "  Try it: tariq turn credentials   (a username/password pair valid for relay.credential_ttl)")
+	}
+	if d.vpn != nil {
+		fmt.Fprintf(w, "\n  WireGuard: UDP %d on %s, server key %s\n", d.vpn.ListenPort(), cfg.VPN.Interface, d.vpn.ServerPublicKey())
+		fmt.Fprintln(w, "  Add a family member's device: tariq peer add mom --qr   (or --invite for a one-time link)")
 	}
 	if d.web != nil {
 		for _, a := range d.web.Addrs() {

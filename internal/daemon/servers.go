@@ -107,13 +107,17 @@ type httpsServer struct {
 
 func newHTTPSServer(d *Daemon) *httpsServer {
 	cfg := d.config()
+	var inv web.Invites
+	if d.vpn != nil {
+		inv = invites{d}
+	}
 	h := web.Handler(func() web.Info {
-		info := web.Info{Host: d.host, Version: d.opts.Version}
+		info := web.Info{Host: d.host, Version: d.opts.Version, TrustedCert: !d.certs.Info().SelfSigned}
 		for _, e := range d.Endpoints() {
 			info.TURN = append(info.TURN, e.URI())
 		}
 		return info
-	})
+	}, inv)
 	log := d.log.With("component", "web")
 	turn := func(raw, conn net.Conn) { conn.Close() }
 	protos := []string{"h2", "http/1.1"}

@@ -42,6 +42,18 @@ type State struct {
 	VPN     VPNState   `json:"vpn"`
 	// Peers are the WireGuard devices, in the order they were added.
 	Peers []Peer `json:"peers"`
+	// Invites are one-time links that hand a peer its config.
+	Invites []Invite `json:"invites,omitempty"`
+}
+
+// Invite is a one-time link to one peer's config. Only the token's hash is
+// kept, so a leaked state file does not leak live links.
+type Invite struct {
+	Hash      string    `json:"hash"` // hex SHA-256 of the token
+	Peer      string    `json:"peer"`
+	CreatedAt time.Time `json:"created_at"`
+	Expires   time.Time `json:"expires"`
+	UsedAt    time.Time `json:"used_at,omitzero"`
 }
 
 // VPNState is the WireGuard endpoint's generated material.

@@ -13,6 +13,9 @@ type Info struct {
 	Host    string
 	TURN    []string // TURN URIs
 	Version string
+	// TrustedCert is true when the certificate is one browsers trust
+	// (ACME or files), which turns on HSTS.
+	TrustedCert bool
 }
 
 var landing = template.Must(template.New("landing").Parse(`<!doctype html>
@@ -28,14 +31,26 @@ var landing = template.Must(template.New("landing").Parse(`<!doctype html>
 </body></html>
 `))
 
-// Handler serves the page.
-func Handler(info func() Info) http.Handler {
+// Handler serves the landing page and, when invites is not nil, the
+// one-time invite links under /join/.
+func Handler(info func() Info, invites Invites) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		landing.Execute(w, info())
 	})
-	return SecurityHeaders(mux)
+	if invites != nil {
+		h := &inviteHandler{invites: invites, server: func() string { return info().Host }, limit: &limiter{}}
+		mux.HandleFunc("GET /join/{token}", h.page)
+		mux.HandleFunc("GET /join/{token}/download", h.download)
+	}
+	sec := SecurityHeaders(mux)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if info().TrustedCert {
+			w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+		}
+		sec.ServeHTTP(w, r)
+	})
 }
 
 // SecurityHeaders sets headers for a page with no third-party assets and no
@@ -43,12 +58,13 @@ func Handler(info func() Info) http.Handler {
 func SecurityHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
-		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; script-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
 		hd.Set("Referrer-Policy", "no-referrer")
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("Cross-Origin-Opener-Policy", "same-origin")
 		hd.Set("Cache-Control", "no-store")
+		hd.Set("X-Robots-Tag", "noindex, nofollow")
 		h.ServeHTTP(w, r)
 	})
 }

@@ -1,0 +1,339 @@
+package web
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/netip"
+	"path"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/text/language"
+	"golang.org/x/time/rate"
+)
+
+// The outcomes of looking up an invite token.
+var (
+	ErrInviteUnknown = errors.New("no such invite")
+	ErrInviteUsed    = errors.New("invite already used")
+	ErrInviteExpired = errors.New("invite expired")
+)
+
+// Invite is what a one-time link opens: one peer's client config.
+type Invite struct {
+	Peer    string
+	Config  string // wg-quick text
+	QRPNG   []byte // the config as a QR code
+	Expires time.Time
+}
+
+// Invites looks invites up by token. Implementations compare token hashes
+// in constant time and never keep the token itself.
+type Invites interface {
+	// Peek returns the invite without using it up.
+	Peek(token string) (*Invite, error)
+	// Redeem burns the invite and returns it; a second call gets ErrInviteUsed.
+	Redeem(token string) (*Invite, error)
+}
+
+// NewToken returns a fresh invite token (144 random bits, URL-safe) and
+// the hash to store in its place.
+func NewToken() (token, hash string) {
+	b := make([]byte, 18)
+	rand.Read(b)
+	token = base64.RawURLEncoding.EncodeToString(b)
+	return token, HashToken(token)
+}
+
+// HashToken returns the stored form of token: hex SHA-256.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+//go:embed i18n/*.json
+var i18nFiles embed.FS
+
+// translations maps a language tag ("en", "ar") to its strings. A language
+// is one JSON file in i18n/; keys it lacks fall back to English.
+var translations, langTags = loadTranslations()
+
+func loadTranslations() (map[string]map[string]string, []language.Tag) {
+	out := map[string]map[string]string{}
+	tags := []language.Tag{language.English} // the matcher's default comes first
+	entries, err := fs.ReadDir(i18nFiles, "i18n")
+	if err != nil {
+		panic(err)
+	}
+	for _, e := range entries {
+		b, err := i18nFiles.ReadFile(path.Join("i18n", e.Name()))
+		if err != nil {
+			panic(err)
+		}
+		m := map[string]string{}
+		if err := json.Unmarshal(b, &m); err != nil {
+			panic(fmt.Sprintf("i18n/%s: %v", e.Name(), err)) // embedded: a build-time mistake
+		}
+		lang := strings.TrimSuffix(e.Name(), ".json")
+		out[lang] = m
+		if lang != "en" {
+			tags = append(tags, language.MustParse(lang))
+		}
+	}
+	return out, tags
+}
+
+var langMatcher = language.NewMatcher(langTags)
+
+// pickLang chooses the page language: ?lang= if known, else Accept-Language.
+func pickLang(r *http.Request) string {
+	if l := r.URL.Query().Get("lang"); translations[l] != nil {
+		return l
+	}
+	tags, _, _ := language.ParseAcceptLanguage(r.Header.Get("Accept-Language"))
+	_, i, _ := langMatcher.Match(tags...)
+	base, _ := langTags[i].Base()
+	return base.String()
+}
+
+// platforms, in the order the page offers them.
+var platforms = []string{"android", "ios", "windows", "macos"}
+
+// pickPlatform chooses the instructions: ?os= if known, else the User-Agent.
+func pickPlatform(r *http.Request) string {
+	if p := r.URL.Query().Get("os"); p == "other" || contains(platforms, p) {
+		return p
+	}
+	ua := r.UserAgent()
+	switch {
+	case strings.Contains(ua, "Android"):
+		return "android"
+	case strings.Contains(ua, "iPhone"), strings.Contains(ua, "iPad"), strings.Contains(ua, "iPod"):
+		return "ios"
+	case strings.Contains(ua, "Windows"):
+		return "windows"
+	case strings.Contains(ua, "Macintosh"), strings.Contains(ua, "Mac OS X"):
+		return "macos"
+	}
+	return "other"
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// tr returns a translator for lang that fills {placeholders} from vars.
+func tr(lang string, vars map[string]string) func(string) string {
+	return func(key string) string {
+		s, ok := translations[lang][key]
+		if !ok {
+			s = translations["en"][key]
+		}
+		for k, v := range vars {
+			s = strings.ReplaceAll(s, "{"+k+"}", v)
+		}
+		return s
+	}
+}
+
+var invitePage = template.Must(template.New("invite").Parse(`<!doctype html>
+<html lang="{{.Lang}}" dir="{{call .T "dir"}}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<meta name="robots" content="noindex">
+<title>{{call .T "title"}}</title>
+<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans Arabic",sans-serif;margin:0;padding:1rem;line-height:1.5;max-width:32rem;margin-inline:auto;color:#1b1b1b;background:#fff}
+h1{font-size:1.4rem;margin:.5rem 0 1rem}
+ol{padding-inline-start:1.4rem}li{margin:.5rem 0}
+.btn{display:block;text-align:center;background:#0b6bcb;color:#fff;text-decoration:none;font-size:1.15rem;padding:.9rem;border-radius:.6rem;margin:1rem 0}
+.qr{display:block;width:100%;max-width:20rem;height:auto;margin:1rem auto;image-rendering:pixelated}
+.small{font-size:.9rem;color:#555}
+nav{margin-top:1.5rem;font-size:.95rem}nav a{margin-inline-end:.8rem}
+.msg{margin-top:3rem}
+</style></head><body>
+<nav class="small">{{range .Langs}}{{if ne .Code $.Lang}}<a href="?lang={{.Code}}&amp;os={{$.Platform}}" hreflang="{{.Code}}" lang="{{.Code}}">{{.Name}}</a>{{end}}{{end}}</nav>
+{{if .Invite}}
+<h1>{{call .T "title"}}</h1>
+<p>{{call .T "intro"}}</p>
+<ol>
+<li>{{call .T (printf "step_%s_1" .Platform)}}</li>
+<li>{{call .T (printf "step_%s_2" .Platform)}}</li>
+<li>{{call .T (printf "step_%s_3" .Platform)}}</li>
+</ol>
+<a class="btn" id="download" href="{{.DownloadURL}}" download="{{.FileName}}">{{call .T "download"}}</a>
+<img class="qr" id="qr" alt="QR" src="{{.QR}}">
+<p class="small">{{call .T "scan_hint"}}</p>
+<p class="small">{{call .T "once"}}</p>
+<nav class="small">{{call .T "other_devices"}} {{range .Platforms}}{{if ne . $.Platform}}<a href="?os={{.}}&amp;lang={{$.Lang}}">{{call $.T .}}</a>{{end}}{{end}}</nav>
+{{else}}
+<div class="msg" id="message"><h1>{{call .T .MsgTitle}}</h1><p>{{call .T .MsgBody}}</p></div>
+{{end}}
+</body></html>
+`))
+
+type langLink struct{ Code, Name string }
+
+type invitePageData struct {
+	Lang, Platform    string
+	T                 func(string) string
+	Langs             []langLink
+	Platforms         []string
+	Invite            *Invite
+	QR                template.URL
+	DownloadURL       string
+	FileName          string
+	MsgTitle, MsgBody string
+}
+
+// fileNameRe is what WireGuard accepts as a tunnel name, which its apps take
+// from the file name: 1-15 of [a-zA-Z0-9_=+.-].
+var fileNameRe = regexp.MustCompile(`[^a-zA-Z0-9_=+.-]`)
+
+func confFileName(peer string) string {
+	name := fileNameRe.ReplaceAllString(peer, "")
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	if name == "" {
+		name = "tariq"
+	}
+	return name + ".conf"
+}
+
+// inviteHandler serves /join/{token} and /join/{token}/download.
+type inviteHandler struct {
+	invites Invites
+	server  func() string
+	limit   *limiter
+}
+
+func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
+	lang, platform := pickLang(r), pickPlatform(r)
+	d := invitePageData{Lang: lang, Platform: platform, Platforms: platforms}
+	for _, code := range sortedLangs() {
+		d.Langs = append(d.Langs, langLink{code, translations[code]["lang_name"]})
+	}
+	vars := map[string]string{"server": h.server()}
+	status := http.StatusOK
+	if !h.limit.allow(r) {
+		status, d.MsgTitle, d.MsgBody = http.StatusTooManyRequests, "slow_title", "slow_body"
+	} else if inv, err := h.invites.Peek(r.PathValue("token")); err != nil {
+		status, d.MsgTitle, d.MsgBody = messageFor(err)
+	} else {
+		d.Invite = inv
+		d.QR = template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(inv.QRPNG))
+		d.DownloadURL = r.PathValue("token") + "/download"
+		d.FileName = confFileName(inv.Peer)
+		vars["name"] = inv.Peer
+		vars["expires"] = inv.Expires.UTC().Format("2006-01-02 15:04 UTC")
+	}
+	d.T = tr(lang, vars)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Language", lang)
+	w.Header().Set("Vary", "Accept-Language, User-Agent")
+	w.WriteHeader(status)
+	invitePage.Execute(w, d)
+}
+
+func (h *inviteHandler) download(w http.ResponseWriter, r *http.Request) {
+	if !h.limit.allow(r) {
+		http.Error(w, "too many tries; wait a minute", http.StatusTooManyRequests)
+		return
+	}
+	inv, err := h.invites.Redeem(r.PathValue("token"))
+	if err != nil {
+		// Back to the page, which explains in the visitor's language.
+		http.Redirect(w, r, "../"+r.PathValue("token"), http.StatusSeeOther)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", confFileName(inv.Peer)))
+	w.Write([]byte(inv.Config))
+}
+
+func messageFor(err error) (status int, title, body string) {
+	switch {
+	case errors.Is(err, ErrInviteUsed):
+		return http.StatusGone, "used_title", "used_body"
+	case errors.Is(err, ErrInviteExpired):
+		return http.StatusGone, "expired_title", "expired_body"
+	}
+	return http.StatusNotFound, "unknown_title", "unknown_body"
+}
+
+func sortedLangs() []string {
+	out := []string{"en"}
+	for code := range translations {
+		if code != "en" {
+			out = append(out, code)
+		}
+	}
+	if len(out) > 2 {
+		sortStrings(out[1:])
+	}
+	return out
+}
+
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+// limiter rate-limits invite requests per client (per /64 for IPv6): a
+// burst of 10, then one every 6 seconds. Tokens carry 144 random bits, so
+// this guards the server's effort more than the tokens.
+type limiter struct {
+	mu sync.Mutex
+	m  map[netip.Prefix]*rate.Limiter
+}
+
+const maxTracked = 1 << 14
+
+func (l *limiter) allow(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return true
+	}
+	a = a.Unmap()
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	key, _ := a.Prefix(bits)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil || len(l.m) > maxTracked {
+		l.m = map[netip.Prefix]*rate.Limiter{}
+	}
+	lim, ok := l.m[key]
+	if !ok {
+		lim = rate.NewLimiter(rate.Every(6*time.Second), 10)
+		l.m[key] = lim
+	}
+	return lim.Allow()
+}
