@@ -78,7 +78,7 @@ func (a allocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 	if err != nil {
 		return nil, nil, err
 	}
-	rc := &relayPacketConn{PacketConn: pc, s: a.s}
+	rc := &relayPacketConn{PacketConn: pc, s: a.s, port: uint16(port)}
 	a.s.trackRelay(rc, true)
 	return rc, &net.UDPAddr{IP: f.adv.AsSlice(), Port: port}, nil
 }
@@ -104,7 +104,9 @@ func (a allocator) AllocateListener(conf turn.AllocateListenerConfig) (net.Liste
 	if err != nil {
 		return nil, nil, err
 	}
-	return &relayListener{Listener: ln, s: a.s}, &net.TCPAddr{IP: f.adv.AsSlice(), Port: port}, nil
+	rl := &relayListener{Listener: ln, s: a.s, port: uint16(port)}
+	a.s.trackPort(rl.port, true)
+	return rl, &net.TCPAddr{IP: f.adv.AsSlice(), Port: port}, nil
 }
 
 // AllocateConn dials a peer for an RFC 6062 Connect, from the relayed
@@ -148,31 +150,40 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-// peerPortOK applies the filter to one peer transport address: denied peers
-// never, the server's own addresses on the relay port range only, so a
-// relay can carry a call between two clients of the same server but cannot
-// reach the server's own services (SSH, a database, its TURN ports).
+// peerPortOK applies the filter to one peer transport address.
 func (s *Service) peerPortOK(ap netip.AddrPort) bool {
-	switch v, _ := s.policy.Load().filter.Check(ap.Addr()); v {
+	v, _ := s.policy.Load().filter.Check(ap.Addr())
+	return s.portOK(v, ap.Port())
+}
+
+// portOK finishes a verdict for one port: denied peers never; the server's
+// own addresses only on a port one of its live allocations holds, so a
+// relay can carry a call between two clients of the same server but cannot
+// reach the server's own services (SSH, a database, a resolver's ephemeral
+// ports, its TURN and WireGuard ports).
+func (s *Service) portOK(v Verdict, port uint16) bool {
+	switch v {
 	case Allow:
 		return true
 	case AllowOwn:
-		return s.ports.Contains(int(ap.Port()))
+		return s.ports.Contains(int(port)) && s.liveRelayPort(port)
 	}
 	return false
 }
 
 // relayPacketConn is one allocation's relayed UDP socket. It applies the peer
 // filter per packet in both directions (so a reload that denies a peer cuts
-// live permissions too) and counts relayed traffic. Verdicts are cached per
-// peer until the policy changes.
+// live permissions too) and counts relayed traffic. The filter's verdicts
+// are cached per peer address until the policy changes; the own-address
+// port check is made on every packet.
 type relayPacketConn struct {
 	net.PacketConn
-	s *Service
+	s    *Service
+	port uint16 // the relayed port, one of relay.relay_ports
 
 	mu     sync.Mutex // guards cache and policy
 	policy *policy
-	cache  map[netip.AddrPort]bool
+	cache  map[netip.Addr]Verdict // the filter's verdicts under policy
 }
 
 func (c *relayPacketConn) allowed(addr net.Addr) bool {
@@ -182,16 +193,16 @@ func (c *relayPacketConn) allowed(addr net.Addr) bool {
 	}
 	p := c.s.policy.Load()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.policy != p || len(c.cache) > 1024 {
-		c.policy, c.cache = p, make(map[netip.AddrPort]bool, 4)
+		c.policy, c.cache = p, make(map[netip.Addr]Verdict, 4)
 	}
-	ok, hit := c.cache[ap]
+	v, hit := c.cache[ap.Addr()]
 	if !hit {
-		ok = c.s.peerPortOK(ap)
-		c.cache[ap] = ok
+		v, _ = p.filter.Check(ap.Addr())
+		c.cache[ap.Addr()] = v
 	}
-	return ok
+	c.mu.Unlock()
+	return c.s.portOK(v, ap.Port())
 }
 
 func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
@@ -230,7 +241,14 @@ func (c *relayPacketConn) Close() error {
 // turns away connections from peers the filter refuses.
 type relayListener struct {
 	net.Listener
-	s *Service
+	s         *Service
+	port      uint16
+	closeOnce sync.Once
+}
+
+func (l *relayListener) Close() error {
+	l.closeOnce.Do(func() { l.s.trackPort(l.port, false) })
+	return l.Listener.Close()
 }
 
 func (l *relayListener) Accept() (net.Conn, error) {

@@ -59,6 +59,7 @@ var builtinDeny = func() []namedPrefix {
 		{"::/128", "unspecified"},
 		{"::1/128", "loopback"},
 		{"::/96", "ipv4-compatible"},
+		{"::ffff:0:0:0/96", "ipv4-translated"}, // RFC 2765 SIIT
 		{"64:ff9b::/96", "nat64"},
 		{"64:ff9b:1::/48", "nat64"},
 		{"100::/64", "discard"},
@@ -88,10 +89,13 @@ var builtinDeny = func() []namedPrefix {
 //  1. an address that is not a valid IP is denied;
 //  2. relay.deny_peers, matched against the address and any IPv4 address
 //     embedded in it, denies;
-//  3. the server's own addresses are allowed on the relay port range only;
-//  4. relay.allow_peers allows (and so lifts the built-in list);
-//  5. a translation form (IPv4-compatible, NAT64, 6to4, Teredo) whose
-//     embedded IPv4 address is denied by the built-in list is denied;
+//  3. relay.allow_peers allows, on every port (the operator's explicit
+//     choice lifts both the built-in list and the own-address rule);
+//  4. the server's own addresses are allowed on live relayed ports only
+//     (the service checks the port; the filter answers AllowOwn);
+//  5. a translation form (IPv4-compatible, IPv4-translated, NAT64, 6to4,
+//     Teredo) whose embedded IPv4 address is denied by the built-in list
+//     is denied;
 //  6. the built-in list (IANA special-purpose registries, cloud metadata) and
 //     the VPN's own subnets deny;
 //  7. anything else is allowed.
@@ -149,11 +153,11 @@ func (f *Filter) Check(ip netip.Addr) (Verdict, string) {
 	if contains(f.deny, a) || (embedded.IsValid() && contains(f.deny, embedded)) {
 		return Deny, "deny_peers"
 	}
-	if f.own[a] {
-		return AllowOwn, ""
-	}
 	if contains(f.allow, a) {
 		return Allow, ""
+	}
+	if f.own[a] {
+		return AllowOwn, ""
 	}
 	if embedded.IsValid() {
 		if name, denied := lookup(builtinDeny, embedded); denied {
@@ -168,7 +172,8 @@ func (f *Filter) Check(ip netip.Addr) (Verdict, string) {
 
 // Canonical returns ip without zone and unmapped from ::ffff:0:0/96, and,
 // for the IPv6 forms that carry an IPv4 address (IPv4-compatible ::/96,
-// NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo 2001::/32), that IPv4 address
+// IPv4-translated ::ffff:0:0:0/96, NAT64 64:ff9b::/96, 6to4 2002::/16,
+// Teredo 2001::/32), that IPv4 address
 // (coturn ns_turn_ioaddr.c, ioa_addr_get_embedded_ipv4). For anything else
 // embedded is the zero Addr.
 func Canonical(ip netip.Addr) (canon, embedded netip.Addr) {
@@ -180,6 +185,8 @@ func Canonical(ip netip.Addr) (canon, embedded netip.Addr) {
 	v4 := func(o int) netip.Addr { return netip.AddrFrom4([4]byte(b[o : o+4])) }
 	switch {
 	case isZero(b[:12]) && !isZero(b[12:14]): // ::a.b.c.d, but not :: or ::1
+		return canon, v4(12)
+	case isZero(b[:8]) && b[8] == 0xff && b[9] == 0xff && b[10] == 0 && b[11] == 0: // ::ffff:0:a.b.c.d
 		return canon, v4(12)
 	case b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && isZero(b[4:12]):
 		return canon, v4(12)

@@ -128,6 +128,8 @@ func TestFilterBuiltin(t *testing.T) {
 
 		// IPv6 forms carrying an IPv4 address (coturn#1945).
 		{"::127.0.0.1", Deny, "embedded-loopback"},         // IPv4-compatible
+		{"::ffff:0:7f00:1", Deny, "embedded-loopback"},     // IPv4-translated (SIIT)
+		{"::ffff:0:808:808", Deny, "ipv4-translated"},      // never relayed, even to a public IPv4
 		{"::169.254.169.254", Deny, "embedded-link-local"}, // IPv4-compatible
 		{"::8.8.8.8", Deny, "ipv4-compatible"},             // deprecated form, denied whatever it carries
 		{"::0.0.1.1", Deny, "ipv4-compatible"},
@@ -148,7 +150,7 @@ func TestFilterBuiltin(t *testing.T) {
 }
 
 // TestFilterPrecedence checks the order in the Filter doc comment: deny_peers
-// beats everything, then own addresses, then allow_peers, then the built-in
+// beats everything, then allow_peers, then own addresses, then the built-in
 // list (with embedded IPv4) and the VPN subnets.
 func TestFilterPrecedence(t *testing.T) {
 	for _, tc := range []struct {
@@ -207,9 +209,9 @@ func TestFilterPrecedence(t *testing.T) {
 			},
 		},
 		{
-			name:  "own addresses beat allow_peers",
-			allow: prefixes("10.0.0.0/8"), own: addrs("10.0.0.5"),
-			cases: []filterCase{{"10.0.0.5", AllowOwn, ""}, {"10.0.0.6", Allow, ""}},
+			name:  "allow_peers lifts the own-address rule",
+			allow: prefixes("10.0.0.0/8"), own: addrs("10.0.0.5", "10.1.0.5"),
+			cases: []filterCase{{"10.0.0.5", Allow, ""}, {"10.0.0.6", Allow, ""}, {"10.1.0.5", Allow, ""}, {"10.2.0.5", Allow, ""}, {"11.0.0.5", Allow, ""}},
 		},
 		{
 			name:  "allow_peers lifts the built-in list",

@@ -191,8 +191,12 @@ func (c *gatePacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-// maxFrame is the largest TURN frame on a stream: a 16-bit length plus header.
-const maxFrame = 65535 + 20
+// maxFrame is the largest TURN frame the gate passes on a stream. pion's
+// server reads streams with a 1600-byte buffer (its InboundMTU) and drops
+// the connection on a larger frame, so nothing bigger could be served
+// anyway; a small buffer keeps an idle connection cheap (64 KiB each, at
+// max_allocations connections, would be most of a small VPS's memory).
+const maxFrame = 2048
 
 // gateStreamConn runs the gate on one TCP or TLS control connection. It
 // frames the stream itself (with pion's STUNConn), so pion above it reads

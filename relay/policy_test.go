@@ -133,9 +133,11 @@ func TestRefusedPeerGetsNothing(t *testing.T) {
 }
 
 // TestOwnAddressRelayPortsOnly: the server's own address (127.0.0.2 here)
-// is a valid peer, since two clients of one server relay to each other, but
-// only on relay.relay_ports, so the relay cannot reach the server's other
-// services through it, in either direction.
+// is a valid peer, since two clients of one server relay to each other
+// (TestTwoClientsThroughOneServer), but only on ports its live allocations
+// hold: a service on the own address is out of reach both outside
+// relay_ports and inside them (a resolver's ephemeral port, say), in either
+// direction.
 func TestOwnAddressRelayPortsOnly(t *testing.T) {
 	testutil.LeakCheck(t)
 	in := udpPeer(t, "127.0.0.2:0")
@@ -144,6 +146,7 @@ func TestOwnAddressRelayPortsOnly(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Relay.AllowPeers = nil
 	cfg.Relay.RelayPorts = portRangeWith(int(pin.Port()), int(pout.Port()))
+	cfg.Relay.RelayBind = netip.MustParseAddr("127.0.0.2") // relayed addresses are own addresses too
 	r := startRelay(t, cfg, Deps{OwnAddrs: ownAddrs("127.0.0.2")})
 	udp, _, _ := r.Addrs()
 
@@ -156,17 +159,15 @@ func TestOwnAddressRelayPortsOnly(t *testing.T) {
 
 	t.Run("permission to the own address", func(t *testing.T) {
 		succeeded(t, "create permission", c.request(stun.MethodCreatePermission, xorPeer(pin)))
-		// Permissions are per IP, so a channel to a port outside the range
-		// is granted too; the port rule acts on every datagram.
+		// Permissions are per IP, so a channel to any port is granted; the
+		// port rule acts on every datagram.
 		succeeded(t, "channel bind", c.request(stun.MethodChannelBind, xorPeer(pout), channelNumber(0x4001)))
 		// A neighbouring loopback address is not the server's own.
 		refused(t, c, c.request(stun.MethodCreatePermission, xorPeer(netip.MustParseAddrPort("127.0.0.3:5000"))), stun.CodeForbidden)
 	})
 	t.Run("client to own address", func(t *testing.T) {
-		c.send(pin, "inside the range")
-		if data, from := recv(t, in); data != "inside the range" || apOf(from) != relayed {
-			t.Errorf("own address in range got %q from %v, want it from %v", data, from, relayed)
-		}
+		c.send(pin, "inside the range, not an allocation")
+		silent(t, in, "own address inside relay_ports but no allocation")
 		c.send(pout, "outside the range")
 		c.send(mappedOut, "outside the range, mapped")
 		c.channelData(0x4001, "outside the range, channel")
@@ -174,18 +175,23 @@ func TestOwnAddressRelayPortsOnly(t *testing.T) {
 	})
 	t.Run("own address to client", func(t *testing.T) {
 		to := net.UDPAddrFromAddrPort(relayed)
-		if _, err := out.WriteTo([]byte("from outside the range"), to); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := in.WriteTo([]byte("from inside the range"), to); err != nil {
-			t.Fatal(err)
-		}
-		from, data, ok := c.readData(5 * time.Second)
-		if !ok || data != "from inside the range" || from != pin.String() {
-			t.Fatalf("client got %q from %s (ok %v), want %q from %s", data, from, ok, "from inside the range", pin)
+		for _, p := range []*net.UDPConn{in, out} {
+			if _, err := p.WriteTo([]byte("from the server's own service"), to); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if from, data, ok := c.readData(quiet); ok {
-			t.Errorf("client got %q from %s, outside relay_ports", data, from)
+			t.Errorf("client got %q from %s, which is no allocation", data, from)
+		}
+	})
+	t.Run("another allocation on the own address", func(t *testing.T) {
+		// The positive case: a second client's relayed address is reachable.
+		c2 := newRawClient(t, udp[0], "alice", "wonderland")
+		relayed2 := relayedAddr(t, c2.allocate())
+		succeeded(t, "permission for the first client", c2.request(stun.MethodCreatePermission, xorPeer(relayed)))
+		c.send(relayed2, "to the second allocation")
+		if from, data, ok := c2.readData(5 * time.Second); !ok || data != "to the second allocation" || from != relayed.String() {
+			t.Fatalf("second client got %q from %s (ok %v), want it from %s", data, from, ok, relayed)
 		}
 	})
 }
@@ -658,11 +664,9 @@ func requireIPv6Loopback(t *testing.T) {
 // relays to an IPv6 peer; it refuses IPv6 forms of internal addresses with
 // 403 and answers an IPv4 Allocate with 440.
 //
-// relay_ip ::1 makes ::1 one of the server's own addresses, and the own
-// address rule comes before allow_peers (Filter, precedence 3 and 4): even
-// with allow_peers ::1/128, ::1 is reachable on relay_ports only. So the
-// echo peer's port is put inside relay_ports, and a second peer on ::1
-// outside it must hear nothing.
+// relay_ip ::1 makes ::1 one of the server's own addresses; allow_peers
+// ::1/128 lifts the own-address rule (Filter, precedence 3 before 4), so the
+// echo peer on ::1 is reachable on any port.
 func TestIPv6Relay(t *testing.T) {
 	requireIPv6Loopback(t)
 	testutil.LeakCheck(t)
@@ -681,13 +685,11 @@ func TestIPv6Relay(t *testing.T) {
 			echo.WriteTo(buf[:n], from)
 		}
 	}()
-	outside := udpPeer(t, "[::1]:0")
 	cfg := testConfig(t)
 	cfg.Relay.ListenUDP = []string{"127.0.0.1:0", "[::1]:0"}
 	cfg.Relay.RelayBind = netip.MustParseAddr("::1")
 	cfg.Relay.RelayIP = addrs("::1")
 	cfg.Relay.AllowPeers = prefixes("::1/128")
-	cfg.Relay.RelayPorts = portRangeWith(int(apOf(echo.LocalAddr()).Port()), int(apOf(outside.LocalAddr()).Port()))
 	r := startRelay(t, cfg, Deps{})
 	udp, _, _ := r.Addrs()
 	server := map[string]net.Addr{}
@@ -733,10 +735,6 @@ func TestIPv6Relay(t *testing.T) {
 				t.Fatalf("relayed address %v, want [::1] in %v", ra, cfg.Relay.RelayPorts)
 			}
 			roundTrip(t, relayed, echo.LocalAddr(), "hello over IPv6 via "+control)
-			if _, err := relayed.WriteTo([]byte("outside relay_ports"), outside.LocalAddr()); err != nil {
-				t.Fatal(err)
-			}
-			silent(t, outside, "own address ::1 outside relay_ports")
 		})
 	}
 

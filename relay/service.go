@@ -60,8 +60,9 @@ type Service struct {
 	allocTotal  int
 	allocByUser map[string]int
 
-	relayMu    sync.Mutex // guards relayConns
+	relayMu    sync.Mutex // guards relayConns and relayPorts
 	relayConns map[*relayPacketConn]struct{}
+	relayPorts map[uint16]int // live relayed sockets and listeners per port
 
 	server      *turn.Server
 	packetConns []net.PacketConn
@@ -97,6 +98,7 @@ func New(cfg *config.Config, deps Deps) (*Service, error) {
 		stats:       newStats(),
 		allocByUser: map[string]int{},
 		relayConns:  map[*relayPacketConn]struct{}{},
+		relayPorts:  map[uint16]int{},
 		tcpRelay:    cfg.Relay.TCPRelay,
 		ports:       cfg.Relay.RelayPorts,
 	}, nil
@@ -389,12 +391,34 @@ func (s *Service) maxConns() int { return s.policy.Load().maxAllocs }
 
 func (s *Service) trackRelay(c *relayPacketConn, live bool) {
 	s.relayMu.Lock()
+	_, was := s.relayConns[c]
 	if live {
 		s.relayConns[c] = struct{}{}
 	} else {
 		delete(s.relayConns, c)
 	}
 	s.relayMu.Unlock()
+	if live != was {
+		s.trackPort(c.port, live)
+	}
+}
+
+// trackPort counts a relayed socket or listener on port in or out.
+func (s *Service) trackPort(port uint16, live bool) {
+	s.relayMu.Lock()
+	defer s.relayMu.Unlock()
+	if live {
+		s.relayPorts[port]++
+	} else if s.relayPorts[port]--; s.relayPorts[port] <= 0 {
+		delete(s.relayPorts, port)
+	}
+}
+
+// liveRelayPort reports whether one of the relay's allocations holds port.
+func (s *Service) liveRelayPort(port uint16) bool {
+	s.relayMu.Lock()
+	defer s.relayMu.Unlock()
+	return s.relayPorts[port] > 0
 }
 
 func (s *Service) liveRelays() int {
