@@ -39,6 +39,11 @@ type vpnLab struct {
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
 func newVPNLab(t *testing.T) *vpnLab {
+	return newVPNLabWith(t, "relay:\n  enabled: false\n")
+}
+
+// newVPNLabWith is newVPNLab with extra YAML for the relay section.
+func newVPNLabWith(t *testing.T, relayYAML string) *vpnLab {
 	testutil.RequireRoot(t)
 	for _, b := range []string{"wg", "ip", "nft", "busybox", "curl"} {
 		testutil.RequireBinary(t, b)
@@ -63,11 +68,9 @@ func newVPNLab(t *testing.T) *vpnLab {
   admin_socket: %[1]s/admin.sock
 vpn:
   interface: %[2]s
-relay:
-  enabled: false
 web:
   enabled: false
-`, l.dir, l.iface)), 0o600)
+%[3]s`, l.dir, l.iface, relayYAML)), 0o600)
 	l.serveInternet()
 	l.startDaemon()
 	return l

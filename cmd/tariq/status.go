@@ -42,8 +42,14 @@ func printStatus(a *app, st *admin.Status, now time.Time) {
 		if c.SelfSigned {
 			kind = "self-signed"
 		}
-		fmt.Fprintf(w, "\nCertificate\t%s %s, %s, expires %s (in %s)\n", c.Mode, strings.Join(c.Names, ","), kind,
+		fmt.Fprintf(w, "\nCertificate\t%s (%s) for %s, %s, expires %s (in %s)\n", c.Source, c.Mode, strings.Join(c.Names, ","), kind,
 			c.NotAfter.Format(time.DateOnly), c.NotAfter.Sub(now).Round(time.Hour))
+		if c.Source == "fallback" {
+			fmt.Fprintf(w, "\tstill obtaining a certificate from %s\n", c.CA)
+		}
+		if c.ACMEError != "" {
+			fmt.Fprintf(w, "\tlast ACME error: %s\n", c.ACMEError)
+		}
 	}
 	if r := st.Relay; r != nil {
 		fmt.Fprintf(w, "\nRelay\trealm %s, %d allocations, relayed %s to peers, %s from peers\n", r.Realm, r.Allocations,

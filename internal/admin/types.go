@@ -49,7 +49,12 @@ type PeerStatus struct {
 
 // CertStatus is the certificate being served.
 type CertStatus struct {
-	Mode       string    `json:"mode"`
+	Mode string `json:"mode"`
+	// Source is where the live certificate comes from: acme, fallback
+	// (self-signed while ACME has none yet), self-signed or files.
+	Source     string    `json:"source"`
+	CA         string    `json:"acme_ca,omitempty"`
+	ACMEError  string    `json:"acme_error,omitempty"`
 	Names      []string  `json:"names"`
 	Issuer     string    `json:"issuer"`
 	NotAfter   time.Time `json:"not_after,omitzero"`

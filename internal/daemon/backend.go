@@ -45,8 +45,8 @@ func (b backend) Status(ctx context.Context) (*admin.Status, error) {
 	}
 	if d.certs != nil {
 		info := d.certs.Info()
-		st.TLS = &admin.CertStatus{Mode: string(info.Mode), Names: info.Names, Issuer: info.Issuer,
-			NotAfter: info.NotAfter, SelfSigned: info.SelfSigned, SPKIHash: info.SPKIHash}
+		st.TLS = &admin.CertStatus{Mode: string(info.Mode), Source: info.Source, CA: info.CA, ACMEError: info.ACMEError,
+			Names: info.Names, Issuer: info.Issuer, NotAfter: info.NotAfter, SelfSigned: info.SelfSigned, SPKIHash: info.SPKIHash}
 	}
 	return st, nil
 }

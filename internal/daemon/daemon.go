@@ -42,6 +42,9 @@ type Options struct {
 	// Ready, if set, is called once every listener is up.
 	Ready   func(*Daemon)
 	Version string
+	// CertsDeps, if set, adjusts the certificate source's dependencies
+	// (tests point ACME's challenge ports at loopback with it).
+	CertsDeps func(*certs.Deps)
 }
 
 // subsystem is the shape every part of the daemon shares.
@@ -161,7 +164,11 @@ func (d *Daemon) open(ctx context.Context) error {
 	}
 
 	if certs.ResolveMode(cfg) != config.TLSOff {
-		src, err := certs.New(cfg, certs.Deps{Logger: d.log.With("component", "certs")})
+		deps := certs.Deps{Logger: d.log.With("component", "certs")}
+		if d.opts.CertsDeps != nil {
+			d.opts.CertsDeps(&deps)
+		}
+		src, err := certs.New(cfg, deps)
 		if err != nil {
 			return err
 		}
@@ -399,7 +406,12 @@ func (d *Daemon) printSummary(w io.Writer) {
 	}
 	if d.certs != nil {
 		info := d.certs.Info()
-		fmt.Fprintf(w, "  Certificate: %s for %v until %s\n", info.Mode, info.Names, info.NotAfter.Format(time.DateOnly))
+		switch info.Source {
+		case certs.SourceFallback:
+			fmt.Fprintf(w, "  Certificate: self-signed for now, until %s issues one for %s (status shows progress)\n", info.CA, d.host)
+		default:
+			fmt.Fprintf(w, "  Certificate: %s for %v until %s\n", info.Source, info.Names, info.NotAfter.Format(time.DateOnly))
+		}
 	}
 	fmt.Fprintf(w, "  Status: tariq status   (admin socket %s)\n\n", cfg.Server.AdminSocket)
 }

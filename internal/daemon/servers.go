@@ -202,6 +202,9 @@ func newMetricsServer(d *Daemon) *metricsServer {
 	if d.relay != nil {
 		reg.MustRegister(d.relay.Stats().Collector(d.relay.Allocations))
 	}
+	if d.vpn != nil {
+		reg.MustRegister(vpnCollector{d})
+	}
 	if d.certs != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tariq_certificate_expiry_seconds", Help: "When the served certificate expires, in unix seconds.",
@@ -211,4 +214,41 @@ func newMetricsServer(d *Daemon) *metricsServer {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return &metricsServer{newHTTPServer("metrics", []string{cfg.Server.MetricsListen}, nil, mux, d.log.With("component", "metrics"))}
+}
+
+// vpnCollector exports the WireGuard peers at scrape time, labelled by
+// peer name (names are validated: letters, digits, '-', '_', '.').
+type vpnCollector struct{ d *Daemon }
+
+var (
+	descPeers         = prometheus.NewDesc("tariq_wireguard_peers", "WireGuard peers by state.", []string{"state"}, nil)
+	descPeerHandshake = prometheus.NewDesc("tariq_wireguard_peer_last_handshake_seconds", "Last handshake with the peer, in unix seconds (0: never).", []string{"peer"}, nil)
+	descPeerRx        = prometheus.NewDesc("tariq_wireguard_peer_received_bytes_total", "Bytes received from the peer.", []string{"peer"}, nil)
+	descPeerTx        = prometheus.NewDesc("tariq_wireguard_peer_sent_bytes_total", "Bytes sent to the peer.", []string{"peer"}, nil)
+)
+
+func (c vpnCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPeers, descPeerHandshake, descPeerRx, descPeerTx} {
+		ch <- d
+	}
+}
+
+func (c vpnCollector) Collect(ch chan<- prometheus.Metric) {
+	var enabled, disabled int
+	for _, p := range c.d.vpn.PeerStatus() {
+		if !p.Enabled {
+			disabled++
+			continue
+		}
+		enabled++
+		hs := 0.0
+		if !p.LastHandshake.IsZero() {
+			hs = float64(p.LastHandshake.Unix())
+		}
+		ch <- prometheus.MustNewConstMetric(descPeerHandshake, prometheus.GaugeValue, hs, p.Name)
+		ch <- prometheus.MustNewConstMetric(descPeerRx, prometheus.CounterValue, float64(p.RxBytes), p.Name)
+		ch <- prometheus.MustNewConstMetric(descPeerTx, prometheus.CounterValue, float64(p.TxBytes), p.Name)
+	}
+	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(enabled), "enabled")
+	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(disabled), "disabled")
 }
