@@ -181,6 +181,8 @@ type relayPacketConn struct {
 	s    *Service
 	port uint16 // the relayed port, one of relay.relay_ports
 
+	addrs addrCache // used by the one pion read loop of this allocation
+
 	mu     sync.Mutex // guards cache and policy
 	policy *policy
 	cache  map[netip.Addr]Verdict // the filter's verdicts under policy
@@ -219,7 +221,7 @@ func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 
 func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		n, addr, err := c.PacketConn.ReadFrom(b)
+		n, addr, err := c.addrs.readFrom(c.PacketConn, b)
 		if err != nil {
 			return n, addr, err
 		}

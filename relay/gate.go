@@ -174,12 +174,13 @@ func errorReply(req *stun.Message, code stun.ErrorCode, key []byte) []byte {
 // gatePacketConn runs the gate on a UDP listener socket.
 type gatePacketConn struct {
 	net.PacketConn
-	s *Service
+	s     *Service
+	addrs addrCache // used by the one pion read loop of this socket
 }
 
 func (c *gatePacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		n, addr, err := c.PacketConn.ReadFrom(b)
+		n, addr, err := c.addrs.readFrom(c.PacketConn, b)
 		if err != nil {
 			return n, addr, err
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -227,3 +228,41 @@ func (l *streamListener) Close() error {
 func (l *streamListener) wait() { l.wg.Wait() }
 
 func (l *streamListener) Addr() net.Addr { return l.addr }
+
+// addrCache hands out one *net.UDPAddr per source address, so reading a
+// datagram allocates nothing once a peer has been seen: net.UDPConn's
+// ReadFrom allocates an address for every packet, which is most of the
+// garbage a relay makes. The net.Addr values are shared and must not be
+// mutated (pion only formats and compares them). One reader per socket
+// uses it, without locking.
+type addrCache struct {
+	m map[netip.AddrPort]*net.UDPAddr
+}
+
+const addrCacheMax = 4096
+
+func (c *addrCache) get(ap netip.AddrPort) *net.UDPAddr {
+	if a, ok := c.m[ap]; ok {
+		return a
+	}
+	if c.m == nil || len(c.m) >= addrCacheMax {
+		c.m = make(map[netip.AddrPort]*net.UDPAddr)
+	}
+	a := net.UDPAddrFromAddrPort(ap)
+	c.m[ap] = a
+	return a
+}
+
+// readFrom reads one datagram from pc, through the cache when pc is a
+// *net.UDPConn.
+func (c *addrCache) readFrom(pc net.PacketConn, b []byte) (int, net.Addr, error) {
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return pc.ReadFrom(b)
+	}
+	n, ap, err := uc.ReadFromUDPAddrPort(b)
+	if err != nil {
+		return n, nil, err
+	}
+	return n, c.get(ap), nil
+}
