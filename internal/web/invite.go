@@ -166,7 +166,7 @@ ol{padding-inline-start:1.4rem}li{margin:.5rem 0}
 .btn{display:block;text-align:center;background:#0b6bcb;color:#fff;text-decoration:none;font-size:1.15rem;padding:.9rem;border-radius:.6rem;margin:1rem 0}
 .qr{display:block;width:100%;max-width:20rem;height:auto;margin:1rem auto;image-rendering:pixelated}
 .small{font-size:.9rem;color:#555}
-nav{margin-top:1.5rem;font-size:.95rem}nav a{margin-inline-end:.8rem}
+nav{margin-top:1.5rem;font-size:.95rem}nav a{margin-inline-end:.8rem;white-space:nowrap}
 .msg{margin-top:3rem}
 </style></head><body>
 <nav class="small">{{range .Langs}}{{if ne .Code $.Lang}}<a href="?lang={{.Code}}&amp;os={{$.Platform}}" hreflang="{{.Code}}" lang="{{.Code}}">{{.Name}}</a>{{end}}{{end}}</nav>
@@ -240,10 +240,15 @@ func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
 	} else {
 		d.Invite = inv
 		d.QR = template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(inv.QRPNG))
-		d.DownloadURL = r.PathValue("token") + "/download"
+		// Relative to /join/{token}; the query (?lang=, ?os=) goes along,
+		// so a visitor who switched language keeps it on the way back.
+		d.DownloadURL = r.PathValue("token") + "/download" + query(r)
 		d.FileName = confFileName(inv.Peer)
 		vars["name"] = inv.Peer
-		vars["expires"] = inv.Expires.UTC().Format("2006-01-02 15:04 UTC")
+		// Isolated left-to-right (LRI … PDI, Unicode bidi): bare in an
+		// Arabic sentence, the bidi algorithm shows the date and time as
+		// "UTC 21:11 30-11-2026".
+		vars["expires"] = "\u2066" + inv.Expires.UTC().Format("2006-01-02 15:04 UTC") + "\u2069"
 	}
 	d.T = tr(lang, vars)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -253,15 +258,25 @@ func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
 	invitePage.Execute(w, d)
 }
 
+// query returns r's query string with its "?", or "".
+func query(r *http.Request) string {
+	if r.URL.RawQuery == "" {
+		return ""
+	}
+	return "?" + r.URL.RawQuery
+}
+
 func (h *inviteHandler) download(w http.ResponseWriter, r *http.Request) {
+	// Refused (too many tries) or failed (used, expired, unknown): back to
+	// the page, which explains in the visitor's language.
+	back := "../" + r.PathValue("token") + query(r)
 	if !h.limit.allow(r) {
-		http.Error(w, "too many tries; wait a minute", http.StatusTooManyRequests)
+		http.Redirect(w, r, back, http.StatusSeeOther)
 		return
 	}
 	inv, err := h.invites.Redeem(r.PathValue("token"))
 	if err != nil {
-		// Back to the page, which explains in the visitor's language.
-		http.Redirect(w, r, "../"+r.PathValue("token"), http.StatusSeeOther)
+		http.Redirect(w, r, back, http.StatusSeeOther)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -1,0 +1,595 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/fetch"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+	"golang.org/x/sys/unix"
+
+	"github.com/tariq-vpn/tariq/internal/certs"
+	"github.com/tariq-vpn/tariq/internal/testutil"
+)
+
+// The invite test: the real binary serves the WireGuard endpoint and the
+// HTTPS page in a namespace of its own (the VPN needs root and a TUN, and
+// the namespace keeps both off the host); the CLI makes the invite through
+// the admin socket; headless Chromium, started inside the same namespace,
+// opens the link the way a family member's phone would.
+
+const (
+	invitePublicHost = "vpn.tariq.test"
+	// The page listens on 443 in the test's own namespace, so the link is
+	// the plain https://vpn.tariq.test/join/<token> a family member gets.
+	inviteWebAddr = "127.0.0.1:443"
+
+	androidUA = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36"
+	iPhoneUA  = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+)
+
+// inviteStrings returns the page's translation file for lang, so the test
+// checks the texts a visitor sees against the files translators edit.
+func inviteStrings(t *testing.T, lang string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "internal", "web", "i18n", lang+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// browserIn starts Chromium inside ns. NewBrowser forks chromium and dials
+// its DevTools socket from the calling goroutine, so running it on a thread
+// that joined ns puts the browser, its helper processes and the DevTools
+// connection in ns. The thread is then kept until the browser has closed:
+// chromium runs with Pdeathsig, which Linux delivers when the *thread* that
+// forked it exits (golang/go#27505), and Go ends a locked thread whose
+// goroutine returns.
+func browserIn(t *testing.T, ns *testutil.NetNS, opts testutil.BrowserOptions) *testutil.Browser {
+	t.Helper()
+	testutil.RequireBinary(t, "chromium") // skip here, on the test's goroutine
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // registered first, so it runs after the browser's own cleanup
+	got := make(chan *testutil.Browser)
+	go func() {
+		ok := false
+		defer func() {
+			if !ok { // NewBrowser failed the test and ended this goroutine
+				close(got)
+			}
+		}()
+		runtime.LockOSThread() // never unlocked: the thread belongs to ns for good
+		f, err := os.Open(ns.Path())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+		f.Close()
+		if err != nil {
+			t.Errorf("setns %s: %v", ns.Name, err)
+			return
+		}
+		b := testutil.NewBrowser(t, opts)
+		ok = true
+		got <- b
+		<-release
+	}()
+	b, ok := <-got
+	if !ok {
+		t.FailNow()
+	}
+	return b
+}
+
+// nsClient is an HTTPS client for the page from inside ns, connecting from
+// the loopback address src (each address has its own rate limit) and
+// trusting only the daemon's self-signed certificate. It does not follow
+// redirects.
+func nsClient(t *testing.T, ns *testutil.NetNS, src string, roots *x509.CertPool) *http.Client {
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+		DialContext: func(ctx context.Context, _, _ string) (c net.Conn, err error) {
+			err = ns.Do(func() error {
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+				c, err = d.DialContext(ctx, "tcp", inviteWebAddr)
+				return err
+			})
+			return c, err
+		},
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func get(t *testing.T, c *http.Client, url, acceptLanguage string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Accept-Language", acceptLanguage)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp, string(body)
+}
+
+// checkSecurityHeaders asserts the page's headers: a CSP that loads
+// nothing from anywhere but the page itself (and data: images), no
+// referrer, no sniffing, and no HSTS for a self-signed certificate, which
+// would lock visitors out of a server whose certificate they cannot check.
+func checkSecurityHeaders(t *testing.T, what string, h http.Header) {
+	t.Helper()
+	csp := h.Get("Content-Security-Policy")
+	if !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("%s: CSP %q lacks default-src 'none'", what, csp)
+	}
+	for _, dir := range strings.Split(csp, ";") {
+		f := strings.Fields(dir)
+		for _, src := range f[min(1, len(f)):] {
+			switch src {
+			case "'none'", "'self'", "'unsafe-inline'", "data:":
+			default:
+				t.Errorf("%s: CSP %q allows source %s", what, csp, src)
+			}
+		}
+	}
+	for k, want := range map[string]string{"Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"} {
+		if got := h.Get(k); got != want {
+			t.Errorf("%s: %s %q, want %q", what, k, got, want)
+		}
+	}
+	if v := h.Values("Strict-Transport-Security"); len(v) > 0 {
+		t.Errorf("%s: HSTS %q with a self-signed certificate", what, v)
+	}
+}
+
+// pageView is what the visitor sees of an invite page.
+type pageView struct {
+	Lang      string   `json:"lang"`
+	Dir       string   `json:"dir"`
+	Direction string   `json:"direction"` // computed, of body
+	Title     string   `json:"title"`
+	H1        string   `json:"h1"`
+	Steps     []string `json:"steps"`
+	Button    string   `json:"button"`
+	Href      string   `json:"href"`
+	Download  string   `json:"download"`
+	HasQR     bool     `json:"hasQR"`
+	MsgTitle  string   `json:"msgTitle"`
+	MsgBody   string   `json:"msgBody"`
+	HTML      string   `json:"html"`
+	// Layout, in CSS pixels.
+	ViewWidth   float64 `json:"viewWidth"`
+	ScrollWidth float64 `json:"scrollWidth"`
+	QRWidth     float64 `json:"qrWidth"`
+	QRLeft      float64 `json:"qrLeft"`
+	QRRight     float64 `json:"qrRight"`
+	ButtonH     float64 `json:"buttonH"`
+	ButtonW     float64 `json:"buttonW"`
+}
+
+const readPage = `(() => {
+	const q = s => document.querySelector(s);
+	const box = e => e ? e.getBoundingClientRect() : {width: 0, height: 0, left: 0, right: 0};
+	const qr = q('#qr'), btn = q('#download');
+	const text = e => e ? e.innerText.trim() : '';
+	const img = qr && qr.complete && qr.naturalWidth > 0;
+	return {
+		lang: document.documentElement.lang, dir: document.documentElement.dir,
+		direction: getComputedStyle(document.body).direction,
+		title: document.title, h1: text(q('h1')),
+		steps: [...document.querySelectorAll('ol li')].map(text),
+		button: text(btn), href: btn ? btn.href : '', download: btn ? btn.getAttribute('download') : '',
+		hasQR: !!img, msgTitle: text(q('#message h1')), msgBody: text(q('#message p')), html: document.documentElement.outerHTML,
+		viewWidth: innerWidth, scrollWidth: document.documentElement.scrollWidth,
+		qrWidth: box(qr).width, qrLeft: box(qr).left, qrRight: box(qr).right,
+		buttonH: box(btn).height, buttonW: box(btn).width,
+	};
+})()`
+
+// TestInviteBrowser is the family member's side of an invite, end to end:
+// the link from `tariq peer add mom --invite` opens on a phone in English
+// and Arabic, its QR code (read back from a screenshot) and its download
+// are exactly the config `tariq peer show mom` prints, the download works
+// once, and used, expired, unknown and too-frequent links get a friendly
+// message and never the config.
+func TestInviteBrowser(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireBinary(t, "chromium")
+	zbarimg := testutil.RequireBinary(t, "zbarimg")
+	// tariq refuses unknown TARIQ_* variables, and the CLI (in-process) and
+	// the daemon both read this environment: take this one out of it.
+	keepShots, keep := os.LookupEnv("TARIQ_KEEP_SCREENSHOTS")
+	if keep {
+		os.Unsetenv("TARIQ_KEEP_SCREENSHOTS")
+		t.Cleanup(func() { os.Setenv("TARIQ_KEEP_SCREENSHOTS", keepShots) })
+	}
+	bin, err := buildTariq()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "tariq.yaml")
+	err = os.WriteFile(conf, []byte(fmt.Sprintf(`server:
+  public_host: %[2]s
+  data_dir: %[1]s/data
+  admin_socket: %[1]s/admin.sock
+  metrics_listen: ""
+tls:
+  mode: self-signed
+vpn:
+  nat: false
+relay:
+  enabled: false
+web:
+  listen: [%[3]q]
+`, dir, invitePublicHost, inviteWebAddr)), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &vpnLab{t: t, bin: bin, conf: conf, dir: dir, server: testutil.NewNetNS(t)}
+	l.startDaemon()
+
+	// The sysadmin's side: the CLI, through the running daemon's admin socket.
+	code, out, errOut := tariq(t, "peer", "add", "mom", "--invite", "--config", conf)
+	if code != 0 {
+		t.Fatalf("peer add mom --invite: %d %s", code, errOut)
+	}
+	link := strings.TrimSpace(out)
+	m := regexp.MustCompile(`^https://` + regexp.QuoteMeta(invitePublicHost) + `/join/([A-Za-z0-9_-]+)$`).FindStringSubmatch(link)
+	if m == nil {
+		t.Fatalf("peer add --invite printed %q, want https://%s/join/<token>", out, invitePublicHost)
+	}
+	if tok, err := base64.RawURLEncoding.DecodeString(m[1]); err != nil || len(tok) < 16 {
+		t.Errorf("token %q carries %d bytes (%v), want at least 128 random bits", m[1], len(tok), err)
+	}
+	code, wantConf, errOut := tariq(t, "peer", "show", "mom", "--config", conf)
+	if code != 0 {
+		t.Fatalf("peer show mom: %d %s", code, errOut)
+	}
+	privKey := regexp.MustCompile(`(?m)^PrivateKey = (\S+)$`).FindStringSubmatch(wantConf)
+	if privKey == nil {
+		t.Fatalf("peer show mom has no private key:\n%s", wantConf)
+	}
+
+	pemBytes, err := os.ReadFile(filepath.Join(dir, "data", "tls", "self-signed.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(pemBytes)
+	if blk == nil {
+		t.Fatal("no PEM in self-signed.crt")
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+
+	// Headers of the live page, from an address of its own (127.0.0.2),
+	// so the browser's visits below have their own rate-limit budget.
+	other := nsClient(t, l.server, "127.0.0.2", roots)
+	resp, body := get(t, other, link, "en")
+	if resp.StatusCode != 200 || !strings.Contains(body, `id="qr"`) {
+		t.Fatalf("invite page: %d\n%s", resp.StatusCode, body)
+	}
+	checkSecurityHeaders(t, "invite page", resp.Header)
+
+	en, ar := inviteStrings(t, "en"), inviteStrings(t, "ar")
+	steps := func(tr map[string]string, platform string) []string {
+		return []string{tr["step_"+platform+"_1"], tr["step_"+platform+"_2"], tr["step_"+platform+"_3"]}
+	}
+
+	b := browserIn(t, l.server, testutil.BrowserOptions{
+		Timeout:  3 * time.Minute,
+		Viewport: testutil.PhoneViewport(),
+		HostMap:  map[string]string{invitePublicHost: "127.0.0.1"},
+		Flags:    map[string]any{"ignore-certificate-errors-spki-list": certs.SPKIHash(cert)},
+	})
+	var (
+		mu       sync.Mutex
+		willDL   *browser.EventDownloadWillBegin
+		dlDone   = make(chan string, 1)
+		dlHeader network.Headers
+		dlStatus int64
+	)
+	chromedp.ListenTarget(b.Context(), func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev := ev.(type) {
+		case *browser.EventDownloadWillBegin:
+			willDL = ev
+		case *browser.EventDownloadProgress:
+			if ev.State == browser.DownloadProgressStateCompleted || ev.State == browser.DownloadProgressStateCanceled {
+				select {
+				case dlDone <- string(ev.State):
+				default:
+				}
+			}
+		case *fetch.EventRequestPaused:
+			// The download's response, paused by the Fetch domain: what the
+			// browser received, before it saves the file.
+			dlStatus = ev.ResponseStatusCode
+			dlHeader = network.Headers{}
+			for _, h := range ev.ResponseHeaders {
+				dlHeader[h.Name] = h.Value
+			}
+			go chromedp.Run(b.Context(), fetch.ContinueRequest(ev.RequestID))
+		}
+	})
+
+	shots := t.TempDir()
+	visit := func(label, url, ua, acceptLanguage string) (pageView, int64) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(b.Context(), 20*time.Second)
+		defer cancel()
+		if err := chromedp.Run(ctx, emulation.SetUserAgentOverride(ua).WithAcceptLanguage(acceptLanguage)); err != nil {
+			t.Fatalf("%s: %v", label, err)
+		}
+		resp, err := chromedp.RunResponse(ctx, chromedp.Navigate(url))
+		if err != nil {
+			t.Fatalf("%s: opening %s: %v", label, url, err)
+		}
+		var v pageView
+		if err := chromedp.Run(ctx, chromedp.WaitReady("body"), testutil.EvalJSON(readPage, &v)); err != nil {
+			t.Fatalf("%s: reading the page: %v", label, err)
+		}
+		return v, resp.Status
+	}
+	// screenshot saves a full-page PNG and returns what zbarimg reads in it
+	// and whether it found a code at all.
+	screenshot := func(name string) (string, bool) {
+		t.Helper()
+		var png []byte
+		if err := b.RunTimeout(20*time.Second, chromedp.FullScreenshot(&png, 100)); err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		file := filepath.Join(shots, name)
+		if err := os.WriteFile(file, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if keepShots != "" {
+			if err := os.MkdirAll(keepShots, 0o755); err == nil {
+				err = os.WriteFile(filepath.Join(keepShots, name), png, 0o644)
+			}
+			if err != nil {
+				t.Errorf("keeping %s: %v", name, err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, zbarimg, "--raw", "-q", file).Output()
+		var exit *exec.ExitError
+		switch {
+		case errors.As(err, &exit) && exit.ExitCode() == 4: // zbarimg: no symbols found
+			return "", false
+		case err != nil:
+			t.Fatalf("zbarimg %s: %v", name, err)
+		}
+		return strings.TrimSuffix(string(out), "\n"), true // zbarimg ends each symbol with a newline
+	}
+
+	// The rate limit allows a burst of 10 page and download requests per
+	// address: the browser below makes 8 (counted as it goes).
+	for _, tc := range []struct {
+		lang, acceptLanguage, ua, platform, dir string
+		tr                                      map[string]string
+	}{
+		// Chromium's Accept-Language override is a plain list: it adds the
+		// q-values itself (given "ar;q=0.9" it sends a malformed header).
+		{"en", "en-US,en", androidUA, "android", "ltr", en},
+		{"ar", "ar-EG,ar,en", iPhoneUA, "ios", "rtl", ar},
+	} {
+		label := "first visit, " + tc.lang
+		v, status := visit(label, link, tc.ua, tc.acceptLanguage) // 1, 2
+		title := strings.ReplaceAll(tc.tr["title"], "{server}", invitePublicHost)
+		if status != 200 || v.Lang != tc.lang || v.Dir != tc.dir || v.Direction != tc.dir {
+			t.Errorf("%s: status %d, lang %q, dir %q (computed %q); want 200, %s, %s", label, status, v.Lang, v.Dir, v.Direction, tc.lang, tc.dir)
+		}
+		if v.Title != title || v.H1 != title {
+			t.Errorf("%s: title %q, heading %q, want %q", label, v.Title, v.H1, title)
+		}
+		if want := steps(tc.tr, tc.platform); strings.Join(v.Steps, "\n") != strings.Join(want, "\n") {
+			t.Errorf("%s: steps for %s\n%q\nwant\n%q", label, tc.platform, v.Steps, want)
+		}
+		if v.Button != tc.tr["download"] || v.Download != "mom.conf" || v.Href != link+"/download" {
+			t.Errorf("%s: button %q (download=%q) → %s, want %q (mom.conf) → %s/download", label, v.Button, v.Download, v.Href, tc.tr["download"], link)
+		}
+		// A phone layout: nothing wider than the screen, a QR code big
+		// enough to scan from another phone and inside the screen, a button
+		// a thumb can hit.
+		if !v.HasQR || v.QRWidth < 250 || v.QRLeft < 0 || v.QRRight > v.ViewWidth {
+			t.Errorf("%s: QR shown %v, %.0f px wide at %.0f–%.0f of %.0f", label, v.HasQR, v.QRWidth, v.QRLeft, v.QRRight, v.ViewWidth)
+		}
+		if v.ScrollWidth > v.ViewWidth || v.ButtonH < 44 || v.ButtonW < v.ViewWidth/2 {
+			t.Errorf("%s: page %.0f px wide on a %.0f px screen; button %.0f×%.0f px", label, v.ScrollWidth, v.ViewWidth, v.ButtonW, v.ButtonH)
+		}
+		if got, found := screenshot("invite-" + tc.lang + ".png"); !found || got != wantConf {
+			t.Errorf("%s: QR code in the screenshot (found %v) reads\n%s\nwant the config peer show prints:\n%s", label, found, got, wantConf)
+		}
+	}
+
+	// The download, once, through the button of the Arabic page.
+	dlDir := t.TempDir()
+	err = b.RunTimeout(20*time.Second,
+		browser.SetDownloadBehavior(browser.SetDownloadBehaviorBehaviorAllowAndName).WithDownloadPath(dlDir).WithEventsEnabled(true),
+		fetch.Enable().WithPatterns([]*fetch.RequestPattern{{URLPattern: "*/download", RequestStage: fetch.RequestStageResponse}}),
+		chromedp.Click("#download", chromedp.ByID)) // 3
+	if err != nil {
+		t.Fatalf("clicking the download button: %v", err)
+	}
+	select {
+	case state := <-dlDone:
+		if state != string(browser.DownloadProgressStateCompleted) {
+			t.Fatalf("download %s", state)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("download did not finish within 20s")
+	}
+	mu.Lock()
+	will, hdr, st := willDL, dlHeader, dlStatus
+	mu.Unlock()
+	if err := b.RunTimeout(10*time.Second, fetch.Disable()); err != nil {
+		t.Fatal(err)
+	}
+	if will == nil {
+		t.Fatal("no Browser.downloadWillBegin")
+	}
+	if will.SuggestedFilename != "mom.conf" {
+		t.Errorf("downloaded as %q, want mom.conf", will.SuggestedFilename)
+	}
+	header := func(k string) string {
+		for hk, v := range hdr {
+			if strings.EqualFold(hk, k) {
+				return fmt.Sprint(v)
+			}
+		}
+		return ""
+	}
+	if hdr == nil {
+		t.Error("the browser reported no response for the download")
+	} else if ct, cd := header("Content-Type"), header("Content-Disposition"); st != 200 || ct != "text/plain; charset=utf-8" || cd != `attachment; filename="mom.conf"` {
+		t.Errorf("download: %d, Content-Type %q, Content-Disposition %q", st, ct, cd)
+	}
+	got, err := os.ReadFile(filepath.Join(dlDir, will.GUID))
+	if err != nil {
+		t.Fatalf("the downloaded file: %v", err)
+	}
+	if string(got) != wantConf {
+		t.Errorf("downloaded\n%s\nwant the config peer show prints:\n%s", got, wantConf)
+	}
+
+	// Used: the page says so in the visitor's language, and carries neither
+	// the QR code nor any part of the config; so does the download URL.
+	noConfig := func(label string, v pageView) {
+		t.Helper()
+		if v.HasQR || strings.Contains(v.HTML, `id="qr"`) || strings.Contains(v.HTML, "data:image") ||
+			strings.Contains(v.HTML, privKey[1]) || strings.Contains(v.HTML, "PrivateKey") || v.Href != "" {
+			t.Errorf("%s: the page still hands out the config:\n%s", label, v.HTML)
+		}
+	}
+	for _, tc := range []struct {
+		label, url, ua, acceptLanguage string
+		tr                             map[string]string
+	}{
+		{"second visit, en", link, androidUA, "en", en}, // 4
+		{"second visit, ar", link, iPhoneUA, "ar", ar},  // 5
+		// 6, 7: a 303 back to the page, keeping the language chosen by ?lang=.
+		{"used download URL, ?lang=ar", link + "/download?lang=ar", iPhoneUA, "en", ar},
+	} {
+		v, status := visit(tc.label, tc.url, tc.ua, tc.acceptLanguage)
+		if status != 410 || v.MsgTitle != tc.tr["used_title"] || v.MsgBody != tc.tr["used_body"] {
+			t.Errorf("%s: %d %q %q, want 410 %q %q", tc.label, status, v.MsgTitle, v.MsgBody, tc.tr["used_title"], tc.tr["used_body"])
+		}
+		noConfig(tc.label, v)
+		if tc.label == "second visit, ar" {
+			if got, found := screenshot("used-ar.png"); found {
+				t.Errorf("%s: the screenshot has a QR code: %q", tc.label, got)
+			}
+		}
+	}
+
+	// Expired: a link valid for one second, a second later.
+	code, out, errOut = tariq(t, "peer", "show", "mom", "--invite", "--ttl", "1s", "--config", conf)
+	if code != 0 {
+		t.Fatalf("peer show --invite --ttl 1s: %d %s", code, errOut)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	v, status := visit("expired", strings.TrimSpace(out), iPhoneUA, "ar") // 8
+	if status != 410 || v.MsgTitle != ar["expired_title"] || v.MsgBody != ar["expired_body"] || v.Dir != "rtl" {
+		t.Errorf("expired: %d %q %q (dir %q), want 410 %q %q, rtl", status, v.MsgTitle, v.MsgBody, v.Dir, ar["expired_title"], ar["expired_body"])
+	}
+	noConfig("expired", v)
+
+	// Unknown: a well-formed token nobody was given.
+	unknown := "https://" + invitePublicHost + "/join/" + base64.RawURLEncoding.EncodeToString(make([]byte, 18))
+	resp, body = get(t, other, unknown, "en")
+	if resp.StatusCode != 404 || !strings.Contains(body, en["unknown_title"]) || !strings.Contains(body, en["unknown_body"]) {
+		t.Errorf("unknown token: %d\n%s", resp.StatusCode, body)
+	}
+	checkSecurityHeaders(t, "unknown-token page", resp.Header)
+
+	// Guessing from one address ends in 429 with the friendly text, on the
+	// page and the download URL alike; a valid link still opens from
+	// another address, and the refused download did not burn it.
+	code, out, errOut = tariq(t, "peer", "show", "mom", "--invite", "--config", conf)
+	if code != 0 {
+		t.Fatalf("peer show --invite: %d %s", code, errOut)
+	}
+	fresh := strings.TrimSpace(out)
+	guesser := nsClient(t, l.server, "127.0.0.3", roots)
+	limited := 0
+	for i := range 30 {
+		guess := make([]byte, 18)
+		guess[0] = byte(i + 1)
+		resp, body := get(t, guesser, "https://"+invitePublicHost+"/join/"+base64.RawURLEncoding.EncodeToString(guess), "en")
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited = i + 1
+			if !strings.Contains(body, en["slow_title"]) || !strings.Contains(body, en["slow_body"]) {
+				t.Errorf("429 page lacks the friendly text:\n%s", body)
+			}
+			checkSecurityHeaders(t, "429 page", resp.Header)
+			break
+		}
+		if resp.StatusCode != 404 {
+			t.Fatalf("guess %d: %d\n%s", i, resp.StatusCode, body)
+		}
+	}
+	if limited == 0 {
+		t.Fatal("30 rapid guesses from one address, none refused")
+	}
+	t.Logf("guess %d refused with 429", limited)
+	resp, _ = get(t, guesser, fresh+"/download", "ar")
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || "https://"+invitePublicHost+loc != fresh {
+		t.Errorf("download while limited: %d to %q, want 303 back to the page", resp.StatusCode, loc)
+	}
+	resp, body = get(t, guesser, fresh, "ar")
+	if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(body, ar["slow_title"]) || !strings.Contains(body, ar["slow_body"]) {
+		t.Errorf("the page while limited, in Arabic: %d\n%s", resp.StatusCode, body)
+	}
+	resp, body = get(t, nsClient(t, l.server, "127.0.0.4", roots), fresh+"?lang=ar", "en")
+	if resp.StatusCode != 200 || !strings.Contains(body, `id="qr"`) || !strings.Contains(body, `lang="ar" dir="rtl"`) {
+		t.Errorf("valid link from another address after the guessing: %d\n%s", resp.StatusCode, body)
+	}
+	// The expiry date reads left to right inside the Arabic sentence.
+	if !regexp.MustCompile("\u2066\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d UTC\u2069").MatchString(body) {
+		t.Errorf("the expiry is not isolated left-to-right in the Arabic page:\n%s", body)
+	}
+	// The language chosen by ?lang= goes along to the download URL.
+	if !regexp.MustCompile(`href="[A-Za-z0-9_-]+/download\?lang=ar"`).MatchString(body) {
+		t.Errorf("the download link does not keep ?lang=ar:\n%s", body)
+	}
+}
