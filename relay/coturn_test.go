@@ -1,15 +1,12 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,164 +19,10 @@ import (
 )
 
 // These tests drive the relay with coturn's turnutils_uclient, a TURN client
-// written independently of pion, against turnutils_peer as the echo peer.
-// uclient exits 0 even when nothing comes back, so every run is judged by
-// the totals it prints, and by the relay's own counters.
-
-// uclientRun is one turnutils_uclient run and the summary it printed.
-type uclientRun struct {
-	args    []string
-	out     string
-	err     error // exit status
-	totals  bool  // the final "tot_send_msgs=…, tot_recv_msgs=…" line was printed
-	sent    int
-	recv    int
-	lost    int
-	lostPct float64
-	rttMs   float64
-}
-
-var (
-	reTotals = regexp.MustCompile(`start_mclient: tot_send_msgs=(\d+), tot_recv_msgs=(\d+)`)
-	reLost   = regexp.MustCompile(`Total lost packets (\d+) \(([0-9.]+)%\)`)
-	reRTT    = regexp.MustCompile(`Average round trip delay ([0-9.]+) ms`)
-)
-
-// parseUclient reads the summary turnutils_uclient prints at the end of a run.
-func parseUclient(out string) uclientRun {
-	r := uclientRun{out: out}
-	if m := reTotals.FindAllStringSubmatch(out, -1); m != nil {
-		last := m[len(m)-1]
-		r.totals = true
-		r.sent, _ = strconv.Atoi(last[1])
-		r.recv, _ = strconv.Atoi(last[2])
-	}
-	if m := reLost.FindStringSubmatch(out); m != nil {
-		r.lost, _ = strconv.Atoi(m[1])
-		r.lostPct, _ = strconv.ParseFloat(m[2], 64)
-	} else {
-		r.totals = false
-	}
-	if m := reRTT.FindStringSubmatch(out); m != nil {
-		r.rttMs, _ = strconv.ParseFloat(m[1], 64)
-	}
-	return r
-}
-
-// delivered returns an error unless the run sent want messages and (nearly)
-// all of them came back through the relay: at most 5% lost.
-func (r uclientRun) delivered(want int) error {
-	switch {
-	case r.err != nil:
-		return fmt.Errorf("exit: %v", r.err)
-	case !r.totals:
-		return errors.New("no totals in the output")
-	case r.sent != want:
-		return fmt.Errorf("sent %d messages, want %d", r.sent, want)
-	case r.recv+r.lost != r.sent:
-		return fmt.Errorf("received %d + lost %d != sent %d", r.recv, r.lost, r.sent)
-	case r.recv*20 < want*19 || r.lostPct > 5:
-		return fmt.Errorf("received %d of %d messages (%.1f%% lost)", r.recv, want, r.lostPct)
-	}
-	return nil
-}
-
-// runUclient runs turnutils_uclient with args under a deadline.
-func runUclient(t *testing.T, args ...string) uclientRun {
-	t.Helper()
-	bin := testutil.RequireBinary(t, "turnutils_uclient")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		t.Fatalf("turnutils_uclient %s: no result within 60s\n%s", strings.Join(args, " "), out)
-	}
-	r := parseUclient(string(out))
-	r.args, r.err = args, err
-	return r
-}
-
-func (r uclientRun) String() string {
-	return "turnutils_uclient " + strings.Join(r.args, " ") + "\n" + r.out
-}
-
-// startCoturnPeer starts turnutils_peer on 127.0.0.1 and returns its port
-// once it echoes. The peer binds PORT and PORT+1, so both must be free.
-func startCoturnPeer(t *testing.T) int {
-	t.Helper()
-	bin := testutil.RequireBinary(t, "turnutils_peer")
-	for range 5 {
-		port := freeUDPPortPair(t)
-		cmd := exec.Command(bin, "-L", "127.0.0.1", "-p", strconv.Itoa(port))
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting turnutils_peer: %v", err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		stop := func() {
-			cmd.Process.Kill()
-			<-exited
-		}
-		if echoes(port, exited) {
-			t.Cleanup(stop)
-			return port
-		}
-		stop()
-		t.Logf("turnutils_peer on port %d did not echo (%s); retrying", port, out.String())
-	}
-	t.Fatal("turnutils_peer never echoed")
-	return 0
-}
-
-// freeUDPPortPair returns a port P such that P and P+1 were both free on
-// 127.0.0.1 a moment ago.
-func freeUDPPortPair(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		a, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := a.LocalAddr().(*net.UDPAddr).Port
-		b, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port + 1})
-		a.Close()
-		if err == nil {
-			b.Close()
-			return port
-		}
-	}
-	t.Fatal("no free pair of UDP ports")
-	return 0
-}
-
-// echoes reports whether something on 127.0.0.1:port sends a datagram back
-// within five seconds, giving up early if exited closes.
-func echoes(port int, exited <-chan struct{}) bool {
-	c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	buf := make([]byte, 64)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return false
-		default:
-		}
-		c.Write([]byte("probe"))
-		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		if n, err := c.Read(buf); err == nil && string(buf[:n]) == "probe" {
-			return true
-		}
-	}
-	return false
-}
+// written independently of pion, against turnutils_peer as the echo peer
+// (testutil.RunUclient, testutil.StartCoturnPeer). uclient exits 0 even
+// when nothing comes back, so every run is judged by the totals it prints,
+// and by the relay's own counters.
 
 // stunTap forwards UDP between uclient and the relay and decodes the STUN
 // messages crossing it, to see what uclient never prints: the USERNAME it
@@ -308,7 +151,7 @@ func portOf(a net.Addr) string {
 // itself, and checks that the messages really came back through this relay.
 func TestCoturnRelays(t *testing.T) {
 	testutil.RequireBinary(t, "turnutils_uclient")
-	peer := startCoturnPeer(t)
+	peer := testutil.StartCoturnPeer(t)
 	const clients, msgs = 2, 10
 	static := []string{"-u", "alice", "-w", "wonderland"}
 	rest := []string{"-u", "bob", "-W", testSecret}
@@ -347,19 +190,19 @@ func TestCoturnRelays(t *testing.T) {
 				args = append(args, "-t", "-S", "-p", portOf(tlsAddrs[0]))
 			}
 			start := time.Now()
-			run := runUclient(t, append(args, "127.0.0.1")...)
-			if err := run.delivered(clients * msgs); err != nil {
+			run := testutil.RunUclient(t, append(args, "127.0.0.1")...)
+			if err := run.Delivered(clients * msgs); err != nil {
 				t.Fatalf("%v\n%v", err, run)
 			}
 			st := r.Stats()
-			if got := st.PacketsToPeers.Load(); got < uint64(run.recv) {
-				t.Errorf("relay sent %d packets to the peer; uclient got %d back", got, run.recv)
+			if got := st.PacketsToPeers.Load(); got < uint64(run.Recv) {
+				t.Errorf("relay sent %d packets to the peer; uclient got %d back", got, run.Recv)
 			}
-			if got := st.PacketsFromPeers.Load(); got < uint64(run.recv) {
-				t.Errorf("relay received %d packets from the peer; uclient got %d back", got, run.recv)
+			if got := st.PacketsFromPeers.Load(); got < uint64(run.Recv) {
+				t.Errorf("relay received %d packets from the peer; uclient got %d back", got, run.Recv)
 			}
-			if got := st.BytesToPeers.Load(); got < uint64(run.recv*tc.size) {
-				t.Errorf("relay sent %d bytes to the peer, want at least %d", got, run.recv*tc.size)
+			if got := st.BytesToPeers.Load(); got < uint64(run.Recv*tc.size) {
+				t.Errorf("relay sent %d bytes to the peer, want at least %d", got, run.Recv*tc.size)
 			}
 			// Each uclient client allocates twice: a probe, then the real one.
 			if got := st.AllocationsCreated.Load(); got != 2*clients {
@@ -434,7 +277,7 @@ func TestCoturnTLSCertificate(t *testing.T) {
 // 401 and nothing may be relayed.
 func TestCoturnRefusesBadCredentials(t *testing.T) {
 	testutil.RequireBinary(t, "turnutils_uclient")
-	peer := startCoturnPeer(t)
+	peer := testutil.StartCoturnPeer(t)
 	// uclient's -W credential expires 24h after it starts; a relay clock 48h
 	// ahead sees it as expired a day ago.
 	ahead := func() time.Time { return time.Now().Add(48 * time.Hour) }
@@ -457,15 +300,15 @@ func TestCoturnRefusesBadCredentials(t *testing.T) {
 				return append([]string{"-v", "-c", "-n", "5", "-m", "1", "-l", "172", "-L", "127.0.0.1",
 					"-e", "127.0.0.1", "-r", strconv.Itoa(peer), "-p", strconv.Itoa(tap.port())}, append(creds, "127.0.0.1")...)
 			}
-			run := runUclient(t, args(tc.creds...)...)
-			if run.err == nil {
+			run := testutil.RunUclient(t, args(tc.creds...)...)
+			if run.Err == nil {
 				t.Errorf("uclient exited 0, want a failure")
 			}
-			if !strings.Contains(run.out, "Cannot complete Allocation") {
+			if !strings.Contains(run.Out, "Cannot complete Allocation") {
 				t.Errorf("no \"Cannot complete Allocation\" in the output")
 			}
-			if run.totals && run.recv != 0 {
-				t.Errorf("%d messages came back", run.recv)
+			if run.Totals && run.Recv != 0 {
+				t.Errorf("%d messages came back", run.Recv)
 			}
 			_, replies := tap.seen()
 			var unauthorized int
@@ -493,8 +336,8 @@ func TestCoturnRefusesBadCredentials(t *testing.T) {
 			}
 			// The clock ahead refuses only the expired credential: the static
 			// user still relays through the same relay.
-			if ok := runUclient(t, args("-u", "alice", "-w", "wonderland")...); ok.delivered(5) != nil {
-				t.Errorf("static user on the relay with a clock 48h ahead: %v\n%v", ok.delivered(5), ok)
+			if ok := testutil.RunUclient(t, args("-u", "alice", "-w", "wonderland")...); ok.Delivered(5) != nil {
+				t.Errorf("static user on the relay with a clock 48h ahead: %v\n%v", ok.Delivered(5), ok)
 			}
 		})
 	}
@@ -505,7 +348,7 @@ func TestCoturnRefusesBadCredentials(t *testing.T) {
 // (uclient's default) and for CreatePermission (-s, Send indications).
 func TestCoturnLoopbackPeerRefusedByDefault(t *testing.T) {
 	testutil.RequireBinary(t, "turnutils_uclient")
-	peer := startCoturnPeer(t)
+	peer := testutil.StartCoturnPeer(t)
 	for _, tc := range []struct {
 		name, flag, want string
 	}{
@@ -523,12 +366,12 @@ func TestCoturnLoopbackPeerRefusedByDefault(t *testing.T) {
 			if tc.flag != "" {
 				args = append(args, tc.flag)
 			}
-			run := runUclient(t, append(args, "127.0.0.1")...)
-			if !strings.Contains(run.out, tc.want) {
+			run := testutil.RunUclient(t, append(args, "127.0.0.1")...)
+			if !strings.Contains(run.Out, tc.want) {
 				t.Errorf("no %q in the output\n%v", tc.want, run)
 			}
-			if run.totals && run.recv != 0 {
-				t.Errorf("%d messages came back", run.recv)
+			if run.Totals && run.Recv != 0 {
+				t.Errorf("%d messages came back", run.Recv)
 			}
 			st := r.Stats()
 			if p := st.PacketsToPeers.Load(); p != 0 {
@@ -570,13 +413,13 @@ func TestCoturnReportParsing(t *testing.T) {
 		{"no allocation", refused, 10, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := parseUclient(tc.out)
-			if err := r.delivered(tc.want); (err == nil) != tc.pass {
+			r := testutil.ParseUclient(tc.out)
+			if err := r.Delivered(tc.want); (err == nil) != tc.pass {
 				t.Errorf("delivered(%d) = %v, want pass %v (parsed %+v)", tc.want, err, tc.pass, r)
 			}
 		})
 	}
-	if r := parseUclient(ok); r.rttMs != 2 || r.sent != 10 || r.recv != 10 {
+	if r := testutil.ParseUclient(ok); r.RTTMs != 2 || r.Sent != 10 || r.Recv != 10 {
 		t.Errorf("parsed %+v", r)
 	}
 }

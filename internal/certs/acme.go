@@ -129,17 +129,25 @@ func (s *Source) openACME(ctx context.Context) error {
 		m.setError(err.Error())
 		s.log.Warn("loading the stored ACME certificate; serving the self-signed fallback", "err", err)
 	}
-	if err := m.manage(); err != nil {
-		return err
-	}
-	if m.retry > 0 {
-		m.wg.Go(m.retryLoop)
-	}
 	if !m.announce() {
 		fb := s.cert.Load()
 		s.log.Info("serving the self-signed certificate until the ACME one is obtained",
 			"source", SourceFallback, "names", []string{m.host}, "issuer", fb.Leaf.Issuer.String(),
 			"not_after", fb.Leaf.NotAfter.Format(time.RFC3339), "ca", m.ca)
+	}
+	return nil
+}
+
+// start begins obtaining and renewing: Source.Serve calls it once every
+// listener of the daemon is bound, so certmagic's TLS-ALPN-01 solver finds
+// the HTTPS port taken (and answered by our TLSConfig) rather than binding
+// it first and making the web listener fail with "address in use".
+func (m *acmeManager) start() error {
+	if err := m.manage(); err != nil {
+		return err
+	}
+	if m.retry > 0 {
+		m.wg.Go(m.retryLoop)
 	}
 	return nil
 }

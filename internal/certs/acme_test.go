@@ -3,6 +3,7 @@ package certs_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -79,6 +80,14 @@ func (l *testLog) lines(subs ...string) []string {
 	return out
 }
 
+// serve runs src.Serve (which starts ACME management) until t ends.
+func serve(t *testing.T, src *certs.Source) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { src.Serve(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 // openSource builds and opens a Source, closed when t ends, and checks that
 // Open did not wait for the CA.
 func openSource(t *testing.T, cfg *config.Config, deps certs.Deps) *certs.Source {
@@ -95,6 +104,7 @@ func openSource(t *testing.T, cfg *config.Config, deps certs.Deps) *certs.Source
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Open took %v: it must not wait for the CA", d)
 	}
+	serve(t, src)
 	if src.Mode() != config.TLSACME {
 		t.Fatalf("mode %q, want acme (auto with a DNS name and an email)", src.Mode())
 	}
@@ -309,6 +319,7 @@ func TestACMETLSALPN01(t *testing.T) {
 	if err := src.Open(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	serve(t, src)
 
 	waitACME(t, src)
 	checkServed(t, srv.addr, src, p)

@@ -126,9 +126,9 @@ func ResolveMode(cfg *config.Config) config.TLSMode {
 func (s *Source) Mode() config.TLSMode { return s.mode }
 
 // Open loads (or generates) the certificate. In acme mode it loads the
-// self-signed fallback and a stored ACME certificate, if any, and starts
-// certmagic, which obtains one in the background when none is stored: Open
-// never waits for the CA.
+// self-signed fallback and a stored ACME certificate, if any, and sets up
+// certmagic; Serve starts it obtaining one in the background. Neither waits
+// for the CA.
 func (s *Source) Open(ctx context.Context) error {
 	if err := s.load(); err != nil {
 		return fmt.Errorf("certs: %w", err)
@@ -180,9 +180,14 @@ func (s *Source) host() string {
 	return "localhost"
 }
 
-// Serve blocks until ctx is done. Renewals need nothing from it: certmagic's
-// cache, started by Open, checks them every 10 minutes until Close.
+// Serve starts ACME management (in acme mode) and blocks until ctx is done.
+// certmagic's cache then checks renewals every 10 minutes until Close.
 func (s *Source) Serve(ctx context.Context) error {
+	if m := s.acme.Load(); m != nil {
+		if err := m.start(); err != nil {
+			return err
+		}
+	}
 	<-ctx.Done()
 	return nil
 }
