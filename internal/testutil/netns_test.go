@@ -25,8 +25,8 @@ func TestNetNS(t *testing.T) {
 		names = []string{a.Name, b.Name}
 		Veth(t, VethEnd{a, "va", []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("2001:db8::1/64")}},
 			VethEnd{b, "vb", []netip.Prefix{netip.MustParsePrefix("192.0.2.2/24"), netip.MustParsePrefix("2001:db8::2/64")}})
-		a.Run(busybox, "ping", "-c", "1", "-W", "2", "-w", "3", "192.0.2.2")
-		a.Run(busybox, "ping", "-c", "1", "-W", "2", "-w", "3", "2001:db8::2")
+		a.Run(busybox, "ping", "-c", "2", "-W", "2", "-w", "6", "192.0.2.2")
+		a.Run(busybox, "ping", "-c", "2", "-W", "2", "-w", "6", "2001:db8::2")
 		if _, err := a.TryRun(busybox, "ping", "-c", "1", "-W", "1", "-w", "1", "192.0.2.99"); err == nil {
 			t.Error("ping to an address nobody has succeeded")
 		}
