@@ -48,10 +48,14 @@ type TLSConfig struct {
 
 // VPNConfig is the WireGuard endpoint.
 type VPNConfig struct {
-	Enabled             bool           `mapstructure:"enabled"`
-	Mode                string         `mapstructure:"mode"`
-	Interface           string         `mapstructure:"interface"`
-	ListenPort          int            `mapstructure:"listen_port"`
+	Enabled    bool   `mapstructure:"enabled"`
+	Mode       string `mapstructure:"mode"`
+	Interface  string `mapstructure:"interface"`
+	ListenPort int    `mapstructure:"listen_port"`
+	// ExtraPorts are more UDP ports speaking stock WireGuard (443, say),
+	// for networks that block the usual one. Each peer uses one of them or
+	// listen_port.
+	ExtraPorts          []int          `mapstructure:"extra_ports"`
 	Address             []netip.Prefix `mapstructure:"address"`
 	DNS                 []netip.Addr   `mapstructure:"dns"`
 	MTU                 int            `mapstructure:"mtu"`
@@ -59,6 +63,18 @@ type VPNConfig struct {
 	Uplink              string         `mapstructure:"uplink"`
 	ClientAllowedIPs    []netip.Prefix `mapstructure:"client_allowed_ips"`
 	PersistentKeepalive time.Duration  `mapstructure:"persistent_keepalive"`
+	// Obfuscation is a listener speaking AmneziaWG 1.x, on a port of its own.
+	Obfuscation ObfuscationConfig `mapstructure:"obfuscation"`
+}
+
+// ObfuscationConfig is the AmneziaWG-compatible listener: WireGuard with
+// junk packets before handshakes, padded handshakes and custom message
+// headers, so that DPI keyed on WireGuard's fixed headers and sizes does not
+// recognise it. Its parameters are generated once per server and kept in
+// the state; peers added with --obfuscated get them in their config.
+type ObfuscationConfig struct {
+	Enabled    bool `mapstructure:"enabled"`
+	ListenPort int  `mapstructure:"listen_port"`
 }
 
 // RelayConfig is the TURN relay.

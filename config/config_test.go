@@ -94,6 +94,18 @@ func TestLoadProblems(t *testing.T) {
 		{"vpn interface", "vpn:\n  interface: a-very-long-interface-name\n", []string{`vpn.interface: "a-very-long-interface-name" is not an interface name (1-15 characters, no '/', ':' or spaces)`}},
 		{"keepalive fraction", "vpn:\n  persistent_keepalive: 1.5\n", []string{"vpn.persistent_keepalive: 1.5s is not whole seconds between 0 and 65535s"}},
 		{"nothing to serve", "vpn: {enabled: false}\nrelay: {enabled: false}\nweb: {enabled: false}\n", []string{"vpn.enabled: vpn, relay and web are all disabled: there is nothing to serve"}},
+		{"extra port range", "vpn:\n  extra_ports: [0, 70000, 443]\n", []string{"vpn.extra_ports: 0 is not a port (1-65535)", "vpn.extra_ports: 70000 is not a port (1-65535)"}},
+		{"extra port twice", "vpn:\n  extra_ports: [443, 443]\n", []string{"vpn.extra_ports: :443 is already used by vpn.extra_ports (:443)"}},
+		{"extra port is listen port", "vpn:\n  extra_ports: [51820]\n", []string{"vpn.extra_ports: :51820 is already used by vpn.listen_port (:51820)"}},
+		{"extra port is turn's", "vpn:\n  extra_ports: [3478]\n", []string{"vpn.extra_ports: :3478 is already used by relay.listen_udp (:3478)"}},
+		{"extra port not a number", "vpn:\n  extra_ports: [https]\n", []string{`vpn.extra_ports: "https" is not a valid int`}},
+		{"obfuscation port range", "vpn:\n  obfuscation: {enabled: true, listen_port: 0}\n", []string{"vpn.obfuscation.listen_port: 0 is not a port (1-65535)"}},
+		{"obfuscation port is listen port", "vpn:\n  obfuscation: {enabled: true, listen_port: 51820}\n", []string{"vpn.obfuscation.listen_port: :51820 is already used by vpn.listen_port (:51820)"}},
+		{"obfuscation port is an extra port", "vpn:\n  extra_ports: [443]\n  obfuscation: {enabled: true, listen_port: 443}\n", []string{"vpn.obfuscation.listen_port: :443 is already used by vpn.extra_ports (:443)"}},
+		{"obfuscation port is turn's", "vpn:\n  obfuscation: {enabled: true, listen_port: 3478}\n", []string{"vpn.obfuscation.listen_port: :3478 is already used by relay.listen_udp (:3478)"}},
+		{"ports that fit together", "vpn:\n  extra_ports: [443, 8443]\n  obfuscation: {enabled: true, listen_port: 51821}\n", nil},
+		{"obfuscation off claims nothing", "vpn:\n  obfuscation: {enabled: false, listen_port: 51820}\n", nil},
+		{"obfuscation unknown key", "vpn:\n  obfuscation: {enabled: true, jc: 4}\n", []string{"vpn.obfuscation.jc: unknown key"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(Options{File: writeFile(t, tc.yaml)})
@@ -178,6 +190,9 @@ var envValues = map[string][2]string{
 	"vpn.uplink":                     {"eth1", "eth1"},
 	"vpn.client_allowed_ips":         {"10.0.0.0/8", "[10.0.0.0/8]"},
 	"vpn.persistent_keepalive":       {"15s", "15s"},
+	"vpn.extra_ports":                {"443,8443", "[443 8443]"},
+	"vpn.obfuscation.enabled":        {"true", "true"},
+	"vpn.obfuscation.listen_port":    {"51900", "51900"},
 	"relay.enabled":                  {"false", "false"},
 	"relay.realm":                    {"example.org", "example.org"},
 	"relay.listen_udp":               {":3479,:3480", "[:3479 :3480]"},
@@ -213,7 +228,8 @@ func TestEveryKeyFromEnv(t *testing.T) {
 			base := "vpn: {enabled: false}\n"
 			switch key {
 			case "vpn.enabled", "vpn.mode", "vpn.interface", "vpn.listen_port", "vpn.address", "vpn.dns", "vpn.mtu",
-				"vpn.nat", "vpn.uplink", "vpn.client_allowed_ips", "vpn.persistent_keepalive":
+				"vpn.nat", "vpn.uplink", "vpn.client_allowed_ips", "vpn.persistent_keepalive",
+				"vpn.extra_ports", "vpn.obfuscation.enabled", "vpn.obfuscation.listen_port":
 				base = ""
 			case "web.enabled":
 				base = ""
@@ -302,9 +318,12 @@ func TestTemplate(t *testing.T) {
 		t.Errorf("template values not read back: %+v", l.Server)
 	}
 	for _, key := range Keys() {
-		section, name, _ := strings.Cut(key, ".")
-		if !strings.Contains(text, "\n"+section+":") || !strings.Contains(text, "  "+name+":") {
-			t.Errorf("template does not name %s", key)
+		// Each part of the path at its own depth: "vpn:", "  obfuscation:", "    enabled:".
+		for i, part := range strings.Split(key, ".") {
+			if !strings.Contains(text, "\n"+strings.Repeat("  ", i)+part+":") {
+				t.Errorf("template does not name %s", key)
+				break
+			}
 		}
 	}
 }

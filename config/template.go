@@ -39,6 +39,8 @@ vpn:
   mode: tun                        # tun (kernel TUN device)
   interface: tariq0
   listen_port: 51820               # UDP; open it in the VPS firewall
+  extra_ports: []                  # more UDP ports for stock WireGuard, like [443] where 51820 is blocked
+                                   # ("tariq peer add NAME --port 443" hands a device that port)
   address: [10.77.0.1/24]          # the server's tunnel address; an IPv6 ULA /64 is generated unless you add one
   dns: [1.1.1.1, 1.0.0.1]          # pushed to clients
   mtu: 1420
@@ -46,6 +48,9 @@ vpn:
   uplink: ""                       # empty = the default-route interface
   client_allowed_ips: [0.0.0.0/0, "::/0"]
   persistent_keepalive: 25s
+  obfuscation:                     # AmneziaWG-compatible WireGuard for networks that block plain WireGuard
+    enabled: false                 # devices added with --obfuscated use it, in the AmneziaWG or AmneziaVPN app
+    listen_port: 51821             # UDP, a port of its own; stock clients keep using the ports above
 
 relay:
   enabled: true

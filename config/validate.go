@@ -116,6 +116,14 @@ func (c *Config) validateVPN(v *validator) {
 	if n.ListenPort < 1 || n.ListenPort > 65535 {
 		v.add("vpn.listen_port", "%d is not a port (1-65535)", n.ListenPort)
 	}
+	for _, p := range n.ExtraPorts {
+		if p < 1 || p > 65535 {
+			v.add("vpn.extra_ports", "%d is not a port (1-65535)", p)
+		}
+	}
+	if o := n.Obfuscation; o.Enabled && (o.ListenPort < 1 || o.ListenPort > 65535) {
+		v.add("vpn.obfuscation.listen_port", "%d is not a port (1-65535)", o.ListenPort)
+	}
 	var v4, v6 int
 	for _, p := range n.Address {
 		switch {
@@ -253,6 +261,18 @@ func (c *Config) validateListeners(v *validator) {
 	if c.VPN.Enabled && c.VPN.ListenPort > 0 {
 		use("udp", "vpn.listen_port", []string{":" + strconv.Itoa(c.VPN.ListenPort)}, true)
 	}
+	// Out-of-range ports are reported by validateVPN; only clashes here.
+	udpPorts := func(ports ...int) []string {
+		var out []string
+		for _, p := range ports {
+			if p >= 1 && p <= 65535 {
+				out = append(out, ":"+strconv.Itoa(p))
+			}
+		}
+		return out
+	}
+	use("udp", "vpn.extra_ports", udpPorts(c.VPN.ExtraPorts...), c.VPN.Enabled)
+	use("udp", "vpn.obfuscation.listen_port", udpPorts(c.VPN.Obfuscation.ListenPort), c.VPN.Enabled && c.VPN.Obfuscation.Enabled)
 	if c.Web.Enabled && len(c.Web.Listen) == 0 {
 		v.add("web.listen", "the page is enabled but listens nowhere")
 	}

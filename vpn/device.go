@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/store"
 )
 
@@ -79,6 +80,19 @@ type PeerStatus struct {
 	TxBytes       uint64         `json:"tx_bytes"`
 	Enabled       bool           `json:"enabled"`
 	CreatedAt     time.Time      `json:"created_at"`
+	// Port is the UDP port the peer's config dials (0 if its port is no
+	// longer configured), and Obfuscated whether in the AmneziaWG form.
+	Port       int  `json:"port,omitempty"`
+	Obfuscated bool `json:"obfuscated,omitempty"`
+}
+
+// StoredPeerStatus is p as stored, without the device's view of it.
+func StoredPeerStatus(cfg *config.Config, p store.Peer) PeerStatus {
+	port, _ := PeerPort(cfg, p)
+	return PeerStatus{
+		Name: p.Name, PublicKey: p.PublicKey, IPv4: p.IPv4, IPv6: p.IPv6,
+		Enabled: !p.Disabled, CreatedAt: p.CreatedAt, Port: port, Obfuscated: p.Obfuscated,
+	}
 }
 
 // devicePeer is what the device reports about one peer.

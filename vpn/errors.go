@@ -28,6 +28,11 @@ var (
 	// ErrNoPublicHost means a client config cannot be exported because
 	// server.public_host is empty.
 	ErrNoPublicHost = errors.New("server.public_host is empty: clients need a name or address to dial")
+	// ErrBadPort means a peer's UDP port is not one tariq listens on.
+	ErrBadPort = errors.New("is not a WireGuard port of this server")
+	// ErrObfuscationOff means a peer wants the obfuscated (AmneziaWG) form
+	// while vpn.obfuscation.enabled is false.
+	ErrObfuscationOff = errors.New("the obfuscated listener is off (vpn.obfuscation.enabled)")
 	// ErrNotSupported means the operation needs Linux (kernel TUN, netlink,
 	// nftables, the UAPI socket).
 	ErrNotSupported = errors.New("not supported on " + runtime.GOOS)

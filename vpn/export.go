@@ -21,24 +21,43 @@ import (
 // so a forgotten edit fails loudly rather than silently.
 const PrivateKeyPlaceholder = "<this device's private key: paste it here>"
 
+// ServerInfo is what a client config says about the server, besides the
+// config file's settings.
+type ServerInfo struct {
+	// PublicKey is the server's WireGuard public key (base64).
+	PublicKey string
+	// AmneziaWG are the obfuscation parameters, for obfuscated peers.
+	AmneziaWG store.AmneziaWG
+}
+
 // ClientConfig renders the wg-quick config a peer's device imports:
 //
 //	[Interface] PrivateKey, Address (its /32 and /128), DNS (vpn.dns), MTU (vpn.mtu)
 //	[Peer]      PublicKey (the server's), PresharedKey, Endpoint
-//	            (server.public_host:vpn.listen_port, an IPv6 literal in
+//	            (server.public_host and the peer's port, an IPv6 literal in
 //	            brackets), AllowedIPs (vpn.client_allowed_ips),
 //	            PersistentKeepalive (vpn.persistent_keepalive; omitted when 0)
+//
+// The port is vpn.listen_port, or the one of vpn.extra_ports the peer was
+// given. An obfuscated peer gets the AmneziaWG form: Jc, Jmin, Jmax, S1,
+// S2 and H1-H4 in [Interface] (as the AmneziaWG and AmneziaVPN apps import
+// them, amneziawg-tools' config keys) and vpn.obfuscation.listen_port.
 //
 // A peer added with its own public key has no private key here: the
 // PrivateKey line carries PrivateKeyPlaceholder under a comment saying so
 // (callers that print a QR code should refuse such a peer instead, since a
 // phone cannot edit a scanned config). The text contains secrets: never log it.
-func ClientConfig(cfg *config.Config, serverPublicKey string, p store.Peer) (string, error) {
-	if _, err := ParseKey(serverPublicKey); err != nil {
+func ClientConfig(cfg *config.Config, srv ServerInfo, p store.Peer) (string, error) {
+	if _, err := ParseKey(srv.PublicKey); err != nil {
 		return "", fmt.Errorf("server public key: %w", err)
 	}
 	if err := checkPeer(p); err != nil {
 		return "", err
+	}
+	if p.Obfuscated {
+		if err := checkAmneziaWG(srv.AmneziaWG); err != nil {
+			return "", err
+		}
 	}
 	host := strings.TrimSpace(cfg.Server.PublicHost)
 	if host == "" {
@@ -47,11 +66,18 @@ func ClientConfig(cfg *config.Config, serverPublicKey string, p store.Peer) (str
 	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
 		host = a.Unmap().String()
 	}
-	endpoint := net.JoinHostPort(host, strconv.Itoa(cfg.VPN.ListenPort))
+	port, err := PeerPort(cfg, p)
+	if err != nil {
+		return "", err
+	}
+	endpoint := net.JoinHostPort(host, strconv.Itoa(port))
 
 	var b strings.Builder
 	line := func(k, v string) { fmt.Fprintf(&b, "%s = %s\n", k, v) }
 	fmt.Fprintf(&b, "# tariq peer %q\n", p.Name)
+	if p.Obfuscated {
+		b.WriteString("# AmneziaWG: import this in the AmneziaWG or AmneziaVPN app; the WireGuard app cannot use it.\n")
+	}
 	b.WriteString("[Interface]\n")
 	if p.PrivateKey == "" {
 		b.WriteString("# This device made its own key pair; the server never saw the private key.\n")
@@ -74,8 +100,21 @@ func ClientConfig(cfg *config.Config, serverPublicKey string, p store.Peer) (str
 	if cfg.VPN.MTU > 0 {
 		line("MTU", strconv.Itoa(cfg.VPN.MTU))
 	}
+	if p.Obfuscated {
+		a := srv.AmneziaWG
+		for _, kv := range []struct {
+			k string
+			v uint64
+		}{
+			{"Jc", uint64(a.Jc)}, {"Jmin", uint64(a.Jmin)}, {"Jmax", uint64(a.Jmax)},
+			{"S1", uint64(a.S1)}, {"S2", uint64(a.S2)},
+			{"H1", uint64(a.H1)}, {"H2", uint64(a.H2)}, {"H3", uint64(a.H3)}, {"H4", uint64(a.H4)},
+		} {
+			line(kv.k, strconv.FormatUint(kv.v, 10))
+		}
+	}
 	b.WriteString("\n[Peer]\n")
-	line("PublicKey", serverPublicKey)
+	line("PublicKey", srv.PublicKey)
 	line("PresharedKey", p.PresharedKey.Reveal())
 	line("Endpoint", endpoint)
 	line("AllowedIPs", joinStrings(cfg.VPN.ClientAllowedIPs))

@@ -33,8 +33,17 @@ func goldenPeer() store.Peer {
 	}
 }
 
+// goldenAWG are fixed obfuscation parameters for golden files.
+func goldenAWG() store.AmneziaWG {
+	return store.AmneziaWG{Jc: 5, Jmin: 47, Jmax: 812, S1: 71, S2: 133, H1: 1418275903, H2: 372048221, H3: 2075731890, H4: 955613077}
+}
+
+func goldenServer() ServerInfo {
+	return ServerInfo{PublicKey: fixedKey(3).PublicKey().String(), AmneziaWG: goldenAWG()}
+}
+
 func TestClientConfigGolden(t *testing.T) {
-	serverPub := fixedKey(3).PublicKey().String()
+	serverPub := goldenServer()
 	tests := []struct {
 		name string
 		edit func(*config.Config)
@@ -51,6 +60,19 @@ func TestClientConfigGolden(t *testing.T) {
 		}},
 		{name: "own-key", peer: func(p *store.Peer) {
 			p.Name = "kid"
+			p.PublicKey = fixedKey(9).PublicKey().String()
+			p.PrivateKey = ""
+		}},
+		{name: "extra-port", edit: func(c *config.Config) { c.VPN.ExtraPorts = []int{443, 8443} }, peer: func(p *store.Peer) { p.Port = 443 }},
+		{name: "amneziawg", edit: func(c *config.Config) {
+			c.VPN.ExtraPorts = []int{443}
+			c.VPN.Obfuscation = config.ObfuscationConfig{Enabled: true, ListenPort: 51821}
+		}, peer: func(p *store.Peer) { p.Obfuscated = true }},
+		{name: "amneziawg-ipv6-own-key", edit: func(c *config.Config) {
+			c.Server.PublicHost = "2001:db8::10"
+			c.VPN.Obfuscation = config.ObfuscationConfig{Enabled: true, ListenPort: 8443}
+		}, peer: func(p *store.Peer) {
+			p.Obfuscated = true
 			p.PublicKey = fixedKey(9).PublicKey().String()
 			p.PrivateKey = ""
 		}},
@@ -96,11 +118,12 @@ func TestClientConfigKeysMatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serverPub, err := ServerPublicKeyFromStore(st, cfg)
+	srv, err := ServerFromStore(st, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	text, err := ClientConfig(cfg, serverPub, p)
+	serverPub := srv.PublicKey
+	text, err := ClientConfig(cfg, srv, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,14 +169,30 @@ func parseWGQuick(t *testing.T, text string) map[string]string {
 func TestClientConfigErrors(t *testing.T) {
 	cfg := config.Default()
 	cfg.Server.PublicHost = "vpn.example.com"
-	pub := fixedKey(3).PublicKey().String()
-	if _, err := ClientConfig(cfg, "nope", goldenPeer()); !errors.Is(err, ErrBadKey) {
+	pub := goldenServer()
+	if _, err := ClientConfig(cfg, ServerInfo{PublicKey: "nope"}, goldenPeer()); !errors.Is(err, ErrBadKey) {
 		t.Errorf("bad server key: got %v", err)
 	}
 	bad := goldenPeer()
 	bad.PresharedKey = "short"
 	if _, err := ClientConfig(cfg, pub, bad); !errors.Is(err, ErrBadKey) || !strings.Contains(err.Error(), `peer "mom": preshared key`) {
 		t.Errorf("bad PSK: got %v", err)
+	}
+	obf := goldenPeer()
+	obf.Obfuscated = true
+	if _, err := ClientConfig(cfg, pub, obf); !errors.Is(err, ErrObfuscationOff) {
+		t.Errorf("obfuscated peer, obfuscation off: got %v", err)
+	}
+	cfg.VPN.Obfuscation.Enabled = true
+	badAWG := pub
+	badAWG.AmneziaWG.H2 = badAWG.AmneziaWG.H1
+	if _, err := ClientConfig(cfg, badAWG, obf); err == nil || !strings.Contains(err.Error(), "h1 and h2 are both") {
+		t.Errorf("obfuscated peer, damaged parameters: got %v", err)
+	}
+	gone := goldenPeer()
+	gone.Port = 443 // vpn.extra_ports no longer has it
+	if _, err := ClientConfig(cfg, pub, gone); !errors.Is(err, ErrBadPort) || !strings.Contains(err.Error(), `peer "mom": port 443 is not a WireGuard port`) {
+		t.Errorf("port no longer configured: got %v", err)
 	}
 	cfg.Server.PublicHost = ""
 	if _, err := ClientConfig(cfg, pub, goldenPeer()); !errors.Is(err, ErrNoPublicHost) {
@@ -181,7 +220,7 @@ func qrTexts(t *testing.T) map[string]string {
 	own.PrivateKey = ""
 	cfg := config.Default()
 	cfg.Server.PublicHost = "2001:db8::10"
-	pub := fixedKey(3).PublicKey().String()
+	pub := goldenServer()
 	full, err := ClientConfig(cfg, pub, goldenPeer())
 	if err != nil {
 		t.Fatal(err)

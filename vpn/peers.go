@@ -22,6 +22,12 @@ type AddPeerRequest struct {
 	// its key pair itself; the server then never holds the private key.
 	// Empty means tariq generates the pair.
 	PublicKey string
+	// Port is the UDP port the device dials for stock WireGuard: 0 or
+	// vpn.listen_port, or one of vpn.extra_ports.
+	Port int
+	// Obfuscated gives the device the AmneziaWG form of the config, for
+	// vpn.obfuscation.listen_port (then Port must be 0).
+	Obfuscated bool
 }
 
 // ValidateName checks a peer name: 1-32 ASCII letters, digits, '-', '_'
@@ -59,7 +65,54 @@ func ensureServerState(st *store.State, cfg *config.Config) (changed bool, err e
 		st.VPN.ULA = newULA()
 		changed = true
 	}
+	// Generated whether or not vpn.obfuscation is on, so that turning it
+	// on later changes no config already handed out.
+	if st.VPN.AmneziaWG == nil {
+		p := newAmneziaWGRandom()
+		st.VPN.AmneziaWG = &p
+		changed = true
+	} else if err := checkAmneziaWG(*st.VPN.AmneziaWG); err != nil {
+		return false, err
+	}
 	return changed, nil
+}
+
+// peerPort checks how a new peer connects (AddPeerRequest.Port and
+// Obfuscated) against cfg and returns the Port to store: 0 for
+// vpn.listen_port, so the peer follows a later change of it.
+func peerPort(cfg *config.Config, req AddPeerRequest) (int, error) {
+	n := cfg.VPN
+	switch {
+	case req.Obfuscated && !n.Obfuscation.Enabled:
+		return 0, fmt.Errorf("peer %q: %w", req.Name, ErrObfuscationOff)
+	case req.Obfuscated && req.Port != 0:
+		return 0, fmt.Errorf("peer %q: port %d %w for an obfuscated device, which always dials vpn.obfuscation.listen_port (%d)",
+			req.Name, req.Port, ErrBadPort, n.Obfuscation.ListenPort)
+	case req.Port == 0 || req.Port == n.ListenPort:
+		return 0, nil
+	case slices.Contains(n.ExtraPorts, req.Port):
+		return req.Port, nil
+	}
+	return 0, fmt.Errorf("peer %q: port %d %w (vpn.listen_port %d, vpn.extra_ports %v)", req.Name, req.Port, ErrBadPort, n.ListenPort, n.ExtraPorts)
+}
+
+// PeerPort returns the UDP port peer p dials under cfg: its own stock port,
+// or vpn.obfuscation.listen_port for an obfuscated peer. A peer whose port
+// is no longer configured (the config changed since it was added) is an
+// error naming the key to fix.
+func PeerPort(cfg *config.Config, p store.Peer) (int, error) {
+	n := cfg.VPN
+	switch {
+	case p.Obfuscated && !n.Obfuscation.Enabled:
+		return 0, fmt.Errorf("peer %q uses the obfuscated listener: %w", p.Name, ErrObfuscationOff)
+	case p.Obfuscated:
+		return n.Obfuscation.ListenPort, nil
+	case p.Port == 0 || p.Port == n.ListenPort:
+		return n.ListenPort, nil
+	case slices.Contains(n.ExtraPorts, p.Port):
+		return p.Port, nil
+	}
+	return 0, fmt.Errorf("peer %q: port %d %w any more (it was in vpn.extra_ports when the peer was added)", p.Name, p.Port, ErrBadPort)
 }
 
 func hasIPv6(cfg *config.Config) bool {
@@ -92,7 +145,11 @@ func addPeerLocked(st *store.State, cfg *config.Config, req AddPeerRequest, now 
 	if err != nil {
 		return p, nil, err
 	}
-	p = store.Peer{Name: req.Name, CreatedAt: now.UTC().Truncate(time.Second)}
+	port, err := peerPort(cfg, req)
+	if err != nil {
+		return p, nil, err
+	}
+	p = store.Peer{Name: req.Name, CreatedAt: now.UTC().Truncate(time.Second), Port: port, Obfuscated: req.Obfuscated}
 	var pub Key
 	if req.PublicKey != "" {
 		if pub, err = ParseKey(req.PublicKey); err != nil {
@@ -200,21 +257,40 @@ func SetPeerEnabledInStore(st *store.Store, name string, enabled bool) error {
 
 // ServerPublicKeyFromStore returns the server's public key (base64), for
 // exporting client configs when no daemon runs. Like the daemon's first
-// start it generates and keeps the key pair (and the ULA) if there is none
-// yet, so a config exported before the first start stays valid.
+// start it generates and keeps the key pair (and the ULA and obfuscation
+// parameters) if there is none yet, so a config exported before the first
+// start stays valid.
 func ServerPublicKeyFromStore(st *store.Store, cfg *config.Config) (string, error) {
+	srv, err := ServerFromStore(st, cfg)
+	return srv.PublicKey, err
+}
+
+// ServerFromStore returns what client configs need to know about the
+// server, generating and keeping it on first use as ServerPublicKeyFromStore
+// does.
+func ServerFromStore(st *store.Store, cfg *config.Config) (ServerInfo, error) {
 	state, err := st.Update(func(s *store.State) error {
 		_, err := ensureServerState(s, cfg)
 		return err
 	})
 	if err != nil {
-		return "", err
+		return ServerInfo{}, err
 	}
 	_, pub, err := serverKeys(state)
 	if err != nil {
+		return ServerInfo{}, err
+	}
+	return ServerInfo{PublicKey: pub.String(), AmneziaWG: *state.VPN.AmneziaWG}, nil
+}
+
+// ClientConfigFromStore renders peer p's client config from the state
+// store, for when no daemon runs; see ClientConfig.
+func ClientConfigFromStore(st *store.Store, cfg *config.Config, p store.Peer) (string, error) {
+	srv, err := ServerFromStore(st, cfg)
+	if err != nil {
 		return "", err
 	}
-	return pub.String(), nil
+	return ClientConfig(cfg, srv, p)
 }
 
 // PeerFromStore returns the named peer from the state store.

@@ -4,6 +4,10 @@
 // the client configs (wg-quick text and QR codes) that family devices
 // import.
 //
+// The device listens on vpn.listen_port, on any vpn.extra_ports, and, when
+// vpn.obfuscation is on, on a port of its own speaking AmneziaWG 1.x; every
+// one of them answers STUN Binding requests (bind.go, awg.go, stun.go).
+//
 // The state store is the truth about peers: every change is written there
 // first (atomically), then applied to the live device as one UAPI set for
 // that one peer, so every other tunnel keeps flowing.
@@ -41,9 +45,12 @@ type Deps struct {
 	// caller owns the interface: Open sets no addresses, forwarding or NAT
 	// on it. Either way Close closes it.
 	TUN tun.Device
-	// Bind is the UDP side. Nil means conn.NewDefaultBind(), which keeps
-	// UDP GSO/GRO.
-	Bind conn.Bind
+	// NewBind makes the UDP side of one port: vpn.listen_port, each of
+	// vpn.extra_ports and vpn.obfuscation.listen_port get one each, which
+	// the service wraps (bind.go) to answer STUN, speak AmneziaWG on the
+	// obfuscated port and send replies out of the port a peer talks to.
+	// Nil means conn.NewDefaultBind, which keeps UDP GSO/GRO and batching.
+	NewBind func() conn.Bind
 	// DisableUAPI leaves out the UAPI socket (/var/run/wireguard/IFACE.sock,
 	// root only), for tests and embedding without root.
 	DisableUAPI bool
@@ -61,16 +68,18 @@ type Service struct {
 	log   *slog.Logger
 	wglog *wgLog
 
-	mu      sync.Mutex     // guards everything below
-	cfg     *config.Config // the config in effect (after Reload)
-	opened  bool           // Open was called
-	plan    addressing     // set by Open
-	pub     Key            // server public key, set by Open
-	peers   []store.Peer   // as last stored, for PeerStatus
-	tun     tun.Device     // nil until created or adopted
-	dev     *device.Device // nil until built
-	host    *host          // nil with an injected TUN
-	uapi    net.Listener   // nil when disabled or not yet open
+	mu      sync.Mutex      // guards everything below
+	cfg     *config.Config  // the config in effect (after Reload)
+	opened  bool            // Open was called
+	plan    addressing      // set by Open
+	pub     Key             // server public key, set by Open
+	peers   []store.Peer    // as last stored, for PeerStatus
+	awgP    store.AmneziaWG // the obfuscation parameters, set by Open
+	awg     *awg            // the obfuscated socket's translator; nil when off
+	tun     tun.Device      // nil until created or adopted
+	dev     *device.Device  // nil until built
+	host    *host           // nil with an injected TUN
+	uapi    net.Listener    // nil when disabled or not yet open
 	conns   map[net.Conn]struct{}
 	serving bool        // the UAPI accept loop runs
 	closed  atomic.Bool // set (under mu) when Close starts
@@ -119,6 +128,23 @@ func checkConfig(cfg *config.Config) error {
 	}
 	if n.ListenPort < 0 || n.ListenPort > 65535 {
 		errs = append(errs, &config.FieldError{Key: "vpn.listen_port", Msg: fmt.Sprintf("%d is not a port", n.ListenPort)})
+	}
+	seen := map[int]string{n.ListenPort: "vpn.listen_port"}
+	claim := func(key string, p int) {
+		switch other, dup := seen[p]; {
+		case p < 1 || p > 65535:
+			errs = append(errs, &config.FieldError{Key: key, Msg: fmt.Sprintf("%d is not a port", p)})
+		case dup:
+			errs = append(errs, &config.FieldError{Key: key, Msg: fmt.Sprintf("%d is already %s", p, other)})
+		default:
+			seen[p] = key
+		}
+	}
+	for _, p := range n.ExtraPorts {
+		claim("vpn.extra_ports", p)
+	}
+	if n.Obfuscation.Enabled {
+		claim("vpn.obfuscation.listen_port", n.Obfuscation.ListenPort)
 	}
 	var v4, v6 int
 	for _, p := range n.Address {
@@ -190,6 +216,10 @@ func (s *Service) Open(ctx context.Context) (err error) {
 		return err
 	}
 	s.pub = pub
+	s.awgP = *state.VPN.AmneziaWG
+	if cfg.VPN.Obfuscation.Enabled {
+		s.awg = newAWG(s.awgP, pub, nil)
+	}
 	s.setPeersLocked(state.Peers)
 
 	if s.tun == nil {
@@ -197,17 +227,13 @@ func (s *Service) Open(ctx context.Context) (err error) {
 			return fmt.Errorf("opening TUN %s: %w", name, err)
 		}
 	}
-	bind := s.deps.Bind
-	if bind == nil {
-		bind = conn.NewDefaultBind()
-	}
-	s.dev = device.NewDevice(s.tun, bind, s.wglog.deviceLogger())
+	s.dev = device.NewDevice(s.tun, s.newBindLocked(cfg), s.wglog.deviceLogger())
 
 	if err := s.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", priv.Hex(), cfg.VPN.ListenPort)); err != nil {
-		return fmt.Errorf("listening on UDP port %d: %w", cfg.VPN.ListenPort, err)
+		return listenError(cfg.VPN.ListenPort, err)
 	}
 	if err := s.dev.Up(); err != nil {
-		return fmt.Errorf("listening on UDP port %d: %w", cfg.VPN.ListenPort, err)
+		return listenError(cfg.VPN.ListenPort, err)
 	}
 	if err := s.dev.IpcSet(s.allPeersUAPILocked()); err != nil {
 		return fmt.Errorf("configuring peers: %w", err)
@@ -241,10 +267,36 @@ func (s *Service) Open(ctx context.Context) (err error) {
 	if len(fwd) > 0 {
 		s.log.Info("vpn changed kernel settings", "sysctl", fwd)
 	}
-	s.log.Info("vpn listening", "interface", name, "listen", s.listenPortLocked(),
+	s.log.Info("vpn listening", "interface", name, "listen", s.listenPortLocked(), "extra_ports", cfg.VPN.ExtraPorts,
+		"obfuscated_port", obfuscatedPort(cfg),
 		"address", joinStrings(s.plan.prefixes()), "peers", len(s.peers), "nat", natSummary(cfg, natDesc),
 		"public_key", pub.String())
 	return nil
+}
+
+// newBindLocked builds the UDP side: one socket per configured port.
+func (s *Service) newBindLocked(cfg *config.Config) conn.Bind {
+	newInner := s.deps.NewBind
+	if newInner == nil {
+		newInner = conn.NewDefaultBind
+	}
+	socks := []*socket{{key: "vpn.listen_port", inner: newInner()}}
+	for _, p := range cfg.VPN.ExtraPorts {
+		socks = append(socks, &socket{key: "vpn.extra_ports", port: uint16(p), inner: newInner()})
+	}
+	if s.awg != nil {
+		socks = append(socks, &socket{key: "vpn.obfuscation.listen_port", port: uint16(cfg.VPN.Obfuscation.ListenPort), awg: s.awg, inner: newInner()})
+	}
+	return newBind(socks, s.log)
+}
+
+// listenError names the port that could not be opened: the bind's own
+// error says which one when it was not vpn.listen_port.
+func listenError(port int, err error) error {
+	if pe, ok := errors.AsType[*portError](err); ok {
+		return pe
+	}
+	return fmt.Errorf("listening on UDP port %d: %w", port, err)
 }
 
 func natSummary(cfg *config.Config, desc []string) string {
@@ -387,8 +439,10 @@ func (s *Service) closeLocked() {
 // server.public_host (they shape exported client configs only),
 // vpn.listen_port (the device rebinds; configs already handed out name the
 // old port), vpn.mtu, vpn.nat and vpn.uplink (kernel TUN only). Needing a
-// restart: vpn.enabled, vpn.mode, vpn.interface, vpn.address. Refused keys
-// keep their old values; everything else is applied.
+// restart: vpn.enabled, vpn.mode, vpn.interface, vpn.address,
+// vpn.extra_ports, vpn.obfuscation.enabled and vpn.obfuscation.listen_port
+// (the sockets are built once, in Open). Refused keys keep their old
+// values; everything else is applied.
 func (s *Service) Reload(cfg *config.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -424,13 +478,31 @@ func (s *Service) Reload(cfg *config.Config) error {
 		refuse("vpn.address")
 		eff.VPN.Address = o.Address
 	}
-	if n.ListenPort != o.ListenPort {
+	if !slices.Equal(o.ExtraPorts, n.ExtraPorts) {
+		refuse("vpn.extra_ports")
+		eff.VPN.ExtraPorts = o.ExtraPorts
+	}
+	if o.Obfuscation.Enabled != n.Obfuscation.Enabled {
+		refuse("vpn.obfuscation.enabled")
+		eff.VPN.Obfuscation.Enabled = o.Obfuscation.Enabled
+	}
+	if o.Obfuscation.ListenPort != n.Obfuscation.ListenPort && (o.Obfuscation.Enabled || n.Obfuscation.Enabled) {
+		refuse("vpn.obfuscation.listen_port")
+		eff.VPN.Obfuscation.ListenPort = o.Obfuscation.ListenPort
+	}
+	if n.ListenPort != o.ListenPort && ((eff.VPN.Obfuscation.Enabled && n.ListenPort == eff.VPN.Obfuscation.ListenPort) || slices.Contains(eff.VPN.ExtraPorts, n.ListenPort)) {
+		// Clashes with a socket that stays: config.Validate refuses this for
+		// a loaded file; a hand-built config gets the same answer.
+		errs = append(errs, &config.FieldError{Key: "vpn.listen_port", Msg: fmt.Sprintf("%d is already another WireGuard port", n.ListenPort)})
+		eff.VPN.ListenPort = o.ListenPort
+	}
+	if eff.VPN.ListenPort != o.ListenPort {
 		if err := s.dev.IpcSet(fmt.Sprintf("listen_port=%d\n", n.ListenPort)); err != nil {
 			// The device dropped its old sockets trying; take the old port back.
 			if err2 := s.dev.IpcSet(fmt.Sprintf("listen_port=%d\n", o.ListenPort)); err2 != nil {
 				s.log.Error("vpn cannot listen on its old port either: tunnels are down until restart", "listen", o.ListenPort, "err", err2)
 			}
-			errs = append(errs, &config.FieldError{Key: "vpn.listen_port", Msg: fmt.Sprintf("listening on UDP port %d: %v", n.ListenPort, err)})
+			errs = append(errs, &config.FieldError{Key: "vpn.listen_port", Msg: listenError(n.ListenPort, err).Error()})
 			eff.VPN.ListenPort = o.ListenPort
 		}
 	}
@@ -531,10 +603,26 @@ func (s *Service) runningLocked() error {
 func (s *Service) setPeersLocked(peers []store.Peer) {
 	s.peers = slices.Clone(peers)
 	names := make(map[Key]string, len(peers))
+	var keys []Key
 	for _, p := range peers {
 		if k, err := ParseKey(p.PublicKey); err == nil {
 			names[k] = p.Name
+			if !p.Disabled {
+				keys = append(keys, k)
+			}
 		}
 	}
 	s.wglog.setNames(names)
+	if s.awg != nil {
+		// Every enabled peer, not only those added --obfuscated: a device
+		// may be switched to the AmneziaWG app with its keys kept.
+		s.awg.setPeers(keys)
+	}
+}
+
+func obfuscatedPort(cfg *config.Config) int {
+	if !cfg.VPN.Obfuscation.Enabled {
+		return 0
+	}
+	return cfg.VPN.Obfuscation.ListenPort
 }

@@ -167,10 +167,7 @@ func (s *Service) PeerStatus() []PeerStatus {
 	}
 	out := make([]PeerStatus, 0, len(s.peers))
 	for _, p := range s.peers {
-		ps := PeerStatus{
-			Name: p.Name, PublicKey: p.PublicKey, IPv4: p.IPv4, IPv6: p.IPv6,
-			Enabled: !p.Disabled, CreatedAt: p.CreatedAt,
-		}
+		ps := StoredPeerStatus(s.cfg, p)
 		if k, err := ParseKey(p.PublicKey); err == nil && !p.Disabled {
 			if d, ok := dev[k]; ok {
 				ps.Endpoint, ps.LastHandshake, ps.RxBytes, ps.TxBytes = d.endpoint, d.lastHandshake, d.rx, d.tx
@@ -201,10 +198,10 @@ func (s *Service) ClientConfig(name string) (string, error) {
 		return "", err
 	}
 	s.mu.Lock()
-	cfg, pub := s.cfg, s.pub
+	cfg, pub, params := s.cfg, s.pub, s.awgP
 	s.mu.Unlock()
 	if pub.IsZero() {
 		return "", fmt.Errorf("vpn: %w", ErrNotRunning)
 	}
-	return ClientConfig(cfg, pub.String(), p)
+	return ClientConfig(cfg, ServerInfo{PublicKey: pub.String(), AmneziaWG: params}, p)
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
@@ -68,7 +69,7 @@ type testServer struct {
 func startServer(t *testing.T, cfg *config.Config, st *store.Store, h *hub) *testServer {
 	t.Helper()
 	ct := tuntest.NewChannelTUN()
-	s, err := New(cfg, Deps{Logger: testLogger(t), Store: st, TUN: ct.TUN(), Bind: h.bind(), DisableUAPI: true})
+	s, err := New(cfg, Deps{Logger: testLogger(t), Store: st, TUN: ct.TUN(), NewBind: h.bind, DisableUAPI: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,6 +152,12 @@ type testClient struct {
 
 func newClient(t *testing.T, h *hub, conf string, ownKey *Key) *testClient {
 	t.Helper()
+	return newClientOn(t, h.bind(), conf, ownKey)
+}
+
+// newClientOn is newClient over bind b.
+func newClientOn(t *testing.T, b conn.Bind, conf string, ownKey *Key) *testClient {
+	t.Helper()
 	c := parseWGQuick(t, conf)
 	privText := c["Interface.PrivateKey"]
 	if privText == PrivateKeyPlaceholder && ownKey != nil {
@@ -183,7 +190,7 @@ func newClient(t *testing.T, h *hub, conf string, ownKey *Key) *testClient {
 			tc.v6 = p.Addr()
 		}
 	}
-	tc.dev = device.NewDevice(tc.tun.TUN(), h.bind(), newWGLog(testLogger(t)).deviceLogger())
+	tc.dev = device.NewDevice(tc.tun.TUN(), b, newWGLog(testLogger(t)).deviceLogger())
 	t.Cleanup(tc.dev.Close)
 	tc.reset(t)
 	if err := tc.dev.Up(); err != nil {
@@ -458,7 +465,7 @@ func TestServiceLifecycleErrors(t *testing.T) {
 	if _, err := New(bad, Deps{Store: st}); err == nil || !strings.Contains(err.Error(), "vpn.address") {
 		t.Errorf("network address as server address: got %v", err)
 	}
-	s, err := New(cfg, Deps{Store: st, TUN: tuntest.NewChannelTUN().TUN(), Bind: newHub().bind(), DisableUAPI: true})
+	s, err := New(cfg, Deps{Store: st, TUN: tuntest.NewChannelTUN().TUN(), NewBind: newHub().bind, DisableUAPI: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,7 +502,7 @@ func TestServiceLifecycleErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	s2, err := New(cfg, Deps{Store: st, TUN: tuntest.NewChannelTUN().TUN(), Bind: h.bind(), DisableUAPI: true})
+	s2, err := New(cfg, Deps{Store: st, TUN: tuntest.NewChannelTUN().TUN(), NewBind: h.bind, DisableUAPI: true})
 	if err != nil {
 		t.Fatal(err)
 	}

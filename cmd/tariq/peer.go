@@ -60,6 +60,13 @@ func (a *app) export(cmd *cobra.Command, p admin.Peers, pc *admin.PeerConfig, f 
 		return fmt.Errorf("peer %q brought its own key, so its config has no private key to put in a QR code; "+
 			"print it as text and fill in PrivateKey on the device", pc.Peer.Name)
 	}
+	if pc.Peer.Obfuscated {
+		fmt.Fprintf(a.stderr, "tariq: %s uses the obfuscated (AmneziaWG) form on UDP port %d: "+
+			"import it in the AmneziaWG or AmneziaVPN app, not the WireGuard app\n", pc.Peer.Name, pc.Peer.Port)
+	} else if l, err := a.load(); err == nil && pc.Peer.Port != 0 && pc.Peer.Port != l.VPN.ListenPort {
+		fmt.Fprintf(a.stderr, "tariq: %s uses stock WireGuard on UDP port %d (not vpn.listen_port %d)\n",
+			pc.Peer.Name, pc.Peer.Port, l.VPN.ListenPort)
+	}
 	if f.png != "" {
 		png, err := daemon.QRPNG(payload)
 		if err != nil {
@@ -94,20 +101,27 @@ edit the state directly and apply when tariq starts.`,
 
 	var addFlags exportFlags
 	var publicKey string
+	var port int
+	var obfuscated bool
 	add := &cobra.Command{
 		Use:   "add NAME",
 		Short: "Add a device; print its config, QR code, PNG or a one-time link",
 		Long: `Add a device: it gets a key pair (or, with --public-key, keeps the one it made
 itself, so the server never holds its private key), a preshared key and the
 next free addresses. The wg-quick config goes to stdout unless --qr, --png or
---invite asks for another form, so "tariq peer add mom > mom.conf" works.`,
+--invite asks for another form, so "tariq peer add mom > mom.conf" works.
+
+The device dials vpn.listen_port unless --port names one of vpn.extra_ports
+(443, say, where the usual port is blocked). With --obfuscated it gets the
+AmneziaWG form instead, for vpn.obfuscation.listen_port, to import in the
+AmneziaWG or AmneziaVPN app: for networks that block WireGuard itself.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := a.peers(cmd, true)
 			if err != nil {
 				return err
 			}
-			pc, err := p.AddPeer(ctxOf(cmd), admin.AddPeerRequest{Name: args[0], PublicKey: publicKey})
+			pc, err := p.AddPeer(ctxOf(cmd), admin.AddPeerRequest{Name: args[0], PublicKey: publicKey, Port: port, Obfuscated: obfuscated})
 			if err != nil {
 				return err
 			}
@@ -116,6 +130,8 @@ next free addresses. The wg-quick config goes to stdout unless --qr, --png or
 	}
 	addFlags.register(add)
 	add.Flags().StringVar(&publicKey, "public-key", "", "the device's own WireGuard public key (base64)")
+	add.Flags().IntVar(&port, "port", 0, "the UDP `PORT` the device dials: one of vpn.extra_ports (default vpn.listen_port)")
+	add.Flags().BoolVar(&obfuscated, "obfuscated", false, "give the device the AmneziaWG form, for vpn.obfuscation.listen_port")
 
 	var showFlags exportFlags
 	show := &cobra.Command{

@@ -45,6 +45,10 @@ type PeerStatus struct {
 	LastHandshake time.Time `json:"last_handshake,omitzero"`
 	RxBytes       uint64    `json:"rx_bytes"`
 	TxBytes       uint64    `json:"tx_bytes"`
+	// Port is the UDP port the peer's config dials; Obfuscated says it is
+	// the AmneziaWG form (for the AmneziaWG or AmneziaVPN app).
+	Port       int  `json:"port,omitempty"`
+	Obfuscated bool `json:"obfuscated,omitempty"`
 }
 
 // CertStatus is the certificate being served.
@@ -68,6 +72,11 @@ type AddPeerRequest struct {
 	// PublicKey is set when the device made its own key pair; the server
 	// then never holds the private key.
 	PublicKey string `json:"public_key,omitempty"`
+	// Port is the UDP port the device dials: 0 for vpn.listen_port, else
+	// one of vpn.extra_ports.
+	Port int `json:"port,omitempty"`
+	// Obfuscated asks for the AmneziaWG form, on vpn.obfuscation.listen_port.
+	Obfuscated bool `json:"obfuscated,omitempty"`
 }
 
 // PeerConfig is a peer with its client configuration (wg-quick text).

@@ -81,7 +81,7 @@ func (b backend) AddPeer(ctx context.Context, req admin.AddPeerRequest) (*admin.
 	if b.d.vpn == nil {
 		return nil, errNoVPN
 	}
-	p, err := b.d.vpn.AddPeer(vpn.AddPeerRequest{Name: req.Name, PublicKey: req.PublicKey})
+	p, err := b.d.vpn.AddPeer(vpn.AddPeerRequest{Name: req.Name, PublicKey: req.PublicKey, Port: req.Port, Obfuscated: req.Obfuscated})
 	if err != nil {
 		return nil, apiError(err)
 	}

@@ -41,6 +41,7 @@ func peerStatus(p vpn.PeerStatus) admin.PeerStatus {
 	out := admin.PeerStatus{
 		Name: p.Name, PublicKey: p.PublicKey, IPv4: p.IPv4.String(), Enabled: p.Enabled,
 		LastHandshake: p.LastHandshake, RxBytes: p.RxBytes, TxBytes: p.TxBytes,
+		Port: p.Port, Obfuscated: p.Obfuscated,
 	}
 	if p.IPv6.IsValid() {
 		out.IPv6 = p.IPv6.String()
@@ -51,8 +52,8 @@ func peerStatus(p vpn.PeerStatus) admin.PeerStatus {
 	return out
 }
 
-func storedPeerStatus(p store.Peer) admin.PeerStatus {
-	return peerStatus(vpn.PeerStatus{Name: p.Name, PublicKey: p.PublicKey, IPv4: p.IPv4, IPv6: p.IPv6, Enabled: !p.Disabled})
+func storedPeerStatus(cfg *config.Config, p store.Peer) admin.PeerStatus {
+	return peerStatus(vpn.StoredPeerStatus(cfg, p))
 }
 
 // apiError gives vpn's sentinel errors their HTTP status.
@@ -66,7 +67,8 @@ func apiError(err error) error {
 		code = http.StatusNotFound
 	case errors.Is(err, vpn.ErrPeerExists), errors.Is(err, vpn.ErrKeyInUse), errors.Is(err, vpn.ErrPoolExhausted):
 		code = http.StatusConflict
-	case errors.Is(err, vpn.ErrBadKey), errors.Is(err, vpn.ErrBadName), errors.Is(err, errBadInvite):
+	case errors.Is(err, vpn.ErrBadKey), errors.Is(err, vpn.ErrBadName), errors.Is(err, errBadInvite),
+		errors.Is(err, vpn.ErrBadPort), errors.Is(err, vpn.ErrObfuscationOff):
 		code = http.StatusBadRequest
 	}
 	return &admin.Error{Code: code, Msg: err.Error()}
@@ -168,25 +170,21 @@ func (o offlinePeers) Peers(ctx context.Context) ([]admin.PeerStatus, error) {
 	}
 	out := make([]admin.PeerStatus, 0, len(st.Peers))
 	for _, p := range st.Peers {
-		out = append(out, storedPeerStatus(p))
+		out = append(out, storedPeerStatus(o.cfg, p))
 	}
 	return out, nil
 }
 
 func (o offlinePeers) config(p store.Peer) (*admin.PeerConfig, error) {
-	pub, err := vpn.ServerPublicKeyFromStore(o.store, o.cfg)
+	text, err := vpn.ClientConfigFromStore(o.store, o.cfg, p)
 	if err != nil {
-		return nil, err
+		return nil, apiError(err)
 	}
-	text, err := vpn.ClientConfig(o.cfg, pub, p)
-	if err != nil {
-		return nil, err
-	}
-	return &admin.PeerConfig{Peer: storedPeerStatus(p), Config: text}, nil
+	return &admin.PeerConfig{Peer: storedPeerStatus(o.cfg, p), Config: text}, nil
 }
 
 func (o offlinePeers) AddPeer(ctx context.Context, req admin.AddPeerRequest) (*admin.PeerConfig, error) {
-	p, err := vpn.AddPeerToStore(o.store, o.cfg, vpn.AddPeerRequest{Name: req.Name, PublicKey: req.PublicKey})
+	p, err := vpn.AddPeerToStore(o.store, o.cfg, vpn.AddPeerRequest{Name: req.Name, PublicKey: req.PublicKey, Port: req.Port, Obfuscated: req.Obfuscated})
 	if err != nil {
 		return nil, apiError(err)
 	}

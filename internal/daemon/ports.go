@@ -38,6 +38,12 @@ func FirewallPorts(cfg *config.Config) []Port {
 	}
 	if cfg.VPN.Enabled {
 		add("udp", "WireGuard", []string{":" + strconv.Itoa(cfg.VPN.ListenPort)})
+		for _, p := range cfg.VPN.ExtraPorts {
+			add("udp", "WireGuard", []string{":" + strconv.Itoa(p)})
+		}
+		if o := cfg.VPN.Obfuscation; o.Enabled {
+			add("udp", "WireGuard, obfuscated (AmneziaWG)", []string{":" + strconv.Itoa(o.ListenPort)})
+		}
 	}
 	if cfg.Relay.Enabled {
 		add("udp", "TURN", cfg.Relay.ListenUDP)

@@ -68,6 +68,26 @@ type VPNState struct {
 	// addresses first; retired ones are reused, oldest first, only when the
 	// pool has nothing else.
 	Retired []netip.Addr `json:"retired,omitempty"`
+	// AmneziaWG are the obfuscation parameters of vpn.obfuscation,
+	// generated once so that configs handed out keep working.
+	AmneziaWG *AmneziaWG `json:"amneziawg,omitempty"`
+}
+
+// AmneziaWG holds AmneziaWG 1.x obfuscation parameters, named as the
+// AmneziaWG apps' config files and amneziawg-go's UAPI name them (Jc, Jmin,
+// Jmax: junk packets sent before each handshake initiation, and their size
+// range; S1, S2: random bytes before the handshake initiation and response;
+// H1-H4: the message-type headers replacing WireGuard's 1-4).
+type AmneziaWG struct {
+	Jc   int    `json:"jc"`
+	Jmin int    `json:"jmin"`
+	Jmax int    `json:"jmax"`
+	S1   int    `json:"s1"`
+	S2   int    `json:"s2"`
+	H1   uint32 `json:"h1"`
+	H2   uint32 `json:"h2"`
+	H3   uint32 `json:"h3"`
+	H4   uint32 `json:"h4"`
 }
 
 // Peer is one WireGuard device of a family member.
@@ -82,6 +102,12 @@ type Peer struct {
 	IPv6         netip.Addr `json:"ipv6,omitzero"`
 	Disabled     bool       `json:"disabled,omitempty"`
 	CreatedAt    time.Time  `json:"created_at"`
+	// Port is the UDP port the device dials for stock WireGuard: 0 means
+	// vpn.listen_port, anything else one of vpn.extra_ports.
+	Port int `json:"port,omitempty"`
+	// Obfuscated says the device speaks AmneziaWG to
+	// vpn.obfuscation.listen_port (Port is then 0).
+	Obfuscated bool `json:"obfuscated,omitempty"`
 }
 
 // Peer returns the peer named name, or nil.
