@@ -27,8 +27,15 @@ import (
 )
 
 // Version is the state format this binary writes. A newer binary reads
-// every older version (see migrate); an older binary refuses a newer file.
-const Version = 1
+// every older version (see migrate); an older binary refuses a newer file
+// rather than silently dropping fields it does not know on its next write.
+//
+// Formats:
+//
+//	1  keys, REST secret, peers, invites
+//	2  peers may use an extra port or the AmneziaWG form (Peer.Port,
+//	   Peer.Obfuscated); the obfuscation parameters (VPNState.AmneziaWG)
+const Version = 2
 
 const (
 	stateFile = "state.json"
@@ -230,7 +237,12 @@ func (s *Store) read() (*State, error) {
 
 // migrate upgrades a state read in format from to the current Version.
 func migrate(st *State, from int) (*State, error) {
-	// Format 1 is the first; later formats add a case here each.
+	switch from {
+	case 0, 1:
+		// 1 → 2 only added fields whose zero values mean what format 1 did:
+		// every peer on vpn.listen_port in the stock form, no obfuscation
+		// parameters yet (generated when vpn.obfuscation is first enabled).
+	}
 	st.Version = Version
 	return st, nil
 }

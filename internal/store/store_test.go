@@ -116,3 +116,42 @@ func TestCrashSafety(t *testing.T) {
 		t.Logf("%d updates survived 20 kills", len(st.Peers))
 	}
 }
+
+// TestReadsFormat1 loads a state written by the first format (a fixture
+// kept in testdata) and checks nothing is lost; the next write upgrades it.
+func TestReadsFormat1(t *testing.T) {
+	b, err := os.ReadFile("testdata/state-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := Open(t.TempDir())
+	os.WriteFile(s.Path(stateFile), b, 0o600)
+	st, err := s.Load()
+	if err != nil {
+		t.Fatalf("format 1 does not load: %v", err)
+	}
+	mom, dad := st.Peer("mom"), st.Peer("dad-laptop")
+	switch {
+	case st.Relay.Secret.Reveal() != "3f6c1d0e9b8a7f6e5d4c3b2a19081726354433221100ffeeddccbbaa99887766",
+		st.VPN.PrivateKey.Reveal() != "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=",
+		st.VPN.ULA.String() != "fd12:3456:789a::/64", len(st.VPN.Retired) != 2, st.VPN.AmneziaWG != nil:
+		t.Errorf("server state: %+v", st.VPN)
+	case mom == nil || dad == nil || len(st.Peers) != 2:
+		t.Fatalf("peers: %+v", st.Peers)
+	case mom.IPv4.String() != "10.77.0.2" || mom.PrivateKey == "" || mom.Port != 0 || mom.Obfuscated || mom.Disabled:
+		t.Errorf("mom: %+v", mom)
+	case !dad.Disabled || dad.PrivateKey != "" || dad.IPv6.String() != "fd12:3456:789a::4":
+		t.Errorf("dad-laptop: %+v", dad)
+	case len(st.Invites) != 1 || st.Invites[0].Peer != "mom":
+		t.Errorf("invites: %+v", st.Invites)
+	}
+	if _, err := s.Update(func(st *State) error { st.Peer("dad-laptop").Disabled = false; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(s.Path(stateFile))
+	var head struct{ Version int }
+	json.Unmarshal(after, &head)
+	if head.Version != Version {
+		t.Errorf("rewritten state has version %d, want %d", head.Version, Version)
+	}
+}
