@@ -120,7 +120,7 @@ func NewBrowser(t testing.TB, opts BrowserOptions) *Browser {
 			// Its own process group, so cleanup can kill every helper
 			// process (zygote, renderer, network service) by the group's id;
 			// and SIGKILL if the test binary dies first.
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+			cmd.SysProcAttr = browserProcAttr()
 		}),
 	}
 	if os.Geteuid() == 0 {

@@ -15,8 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // NetNS is a network namespace made for one test (`ip netns add`), with
@@ -119,7 +117,7 @@ func (n *NetNS) Do(fn func() error) error {
 			errc <- err
 			return
 		}
-		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+		err = setns(f)
 		f.Close()
 		if err != nil {
 			errc <- fmt.Errorf("setns %s: %w", n.Name, err)
