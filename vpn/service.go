@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -224,6 +225,9 @@ func (s *Service) Open(ctx context.Context) (err error) {
 
 	if s.tun == nil {
 		if s.tun, err = createTUN(name, cfg.VPN.MTU); err != nil {
+			if errors.Is(err, os.ErrPermission) {
+				return fmt.Errorf("opening TUN %s: %w (run as root, or with CAP_NET_ADMIN as the systemd unit does)", name, err)
+			}
 			return fmt.Errorf("opening TUN %s: %w", name, err)
 		}
 	}

@@ -72,7 +72,14 @@ func printStatus(a *app, st *admin.Status, now time.Time) {
 		}
 	}
 	if v := st.VPN; v != nil {
-		fmt.Fprintf(w, "\nWireGuard\t%s, UDP %d, public key %s\n", v.Interface, v.ListenPort, v.PublicKey)
+		ports := fmt.Sprint(v.ListenPort)
+		for _, p := range v.ExtraPorts {
+			ports += fmt.Sprintf(",%d", p)
+		}
+		if v.ObfuscationPort != 0 {
+			ports += fmt.Sprintf(" and %d (AmneziaWG)", v.ObfuscationPort)
+		}
+		fmt.Fprintf(w, "\nWireGuard\t%s, UDP %s, public key %s\n", v.Interface, ports, v.PublicKey)
 		if len(v.Peers) > 0 {
 			fmt.Fprintf(w, "\nPEER\tADDRESS\tSTATE\tLAST HANDSHAKE\tRECEIVED\tSENT\tENDPOINT\n")
 			for _, p := range v.Peers {

@@ -28,10 +28,14 @@ type RelayStatus struct {
 
 // VPNStatus is the WireGuard endpoint's part of Status.
 type VPNStatus struct {
-	Interface  string       `json:"interface"`
-	ListenPort int          `json:"listen_port"`
-	PublicKey  string       `json:"public_key"`
-	Peers      []PeerStatus `json:"peers"`
+	Interface  string `json:"interface"`
+	ListenPort int    `json:"listen_port"`
+	// ExtraPorts speak stock WireGuard too; ObfuscationPort, if not 0,
+	// speaks the AmneziaWG form.
+	ExtraPorts      []int        `json:"extra_ports,omitempty"`
+	ObfuscationPort int          `json:"obfuscation_port,omitempty"`
+	PublicKey       string       `json:"public_key"`
+	Peers           []PeerStatus `json:"peers"`
 }
 
 // PeerStatus is one WireGuard peer.

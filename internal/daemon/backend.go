@@ -37,7 +37,11 @@ func (b backend) Status(ctx context.Context) (*admin.Status, error) {
 	}
 	if d.vpn != nil {
 		cfg := d.config()
-		vs := &admin.VPNStatus{Interface: cfg.VPN.Interface, ListenPort: d.vpn.ListenPort(), PublicKey: d.vpn.ServerPublicKey()}
+		vs := &admin.VPNStatus{Interface: cfg.VPN.Interface, ListenPort: d.vpn.ListenPort(), PublicKey: d.vpn.ServerPublicKey(),
+			ExtraPorts: cfg.VPN.ExtraPorts}
+		if cfg.VPN.Obfuscation.Enabled {
+			vs.ObfuscationPort = cfg.VPN.Obfuscation.ListenPort
+		}
 		for _, p := range d.vpn.PeerStatus() {
 			vs.Peers = append(vs.Peers, peerStatus(p))
 		}

@@ -396,7 +396,14 @@ func (d *Daemon) printSummary(w io.Writer) {
 		fmt.Fprintln(w, "  Try it: tariq turn credentials   (a username/password pair valid for relay.credential_ttl)")
 	}
 	if d.vpn != nil {
-		fmt.Fprintf(w, "\n  WireGuard: UDP %d on %s, server key %s\n", d.vpn.ListenPort(), cfg.VPN.Interface, d.vpn.ServerPublicKey())
+		ports := fmt.Sprint(d.vpn.ListenPort())
+		for _, p := range cfg.VPN.ExtraPorts {
+			ports += fmt.Sprintf(", %d", p)
+		}
+		if cfg.VPN.Obfuscation.Enabled {
+			ports += fmt.Sprintf(", %d (AmneziaWG form)", cfg.VPN.Obfuscation.ListenPort)
+		}
+		fmt.Fprintf(w, "\n  WireGuard: UDP %s on %s, server key %s\n", ports, cfg.VPN.Interface, d.vpn.ServerPublicKey())
 		fmt.Fprintln(w, "  Add a family member's device: tariq peer add mom --qr   (or --invite for a one-time link)")
 	}
 	if d.web != nil {
