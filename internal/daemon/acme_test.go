@@ -176,26 +176,6 @@ func getPage(addr, name string, roots *x509.CertPool) (string, *tls.ConnectionSt
 	return string(body), resp.TLS, nil
 }
 
-// allocateOn allocates as alice over an open connection to the relay
-// (UDP, or a TCP or TLS stream) and returns the relayed connection.
-func allocateOn(t *testing.T, r *running, pc net.PacketConn, server string) (net.PacketConn, error) {
-	t.Helper()
-	c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: server, TURNServerAddr: server, Conn: pc,
-		Username: "alice", Password: "wonderland", Realm: r.d.Relay().Realm()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); pc.Close() })
-	relayed, err := c.Allocate()
-	if err == nil {
-		t.Cleanup(func() { relayed.Close() })
-	}
-	return relayed, err
-}
-
 // turnOverTLS allocates over TURN-over-TLS at addr as a client that sends
 // serverName and alpn and trusts only roots, and relays one datagram to
 // peer and back.
@@ -207,7 +187,7 @@ func turnOverTLS(t *testing.T, r *running, addr, serverName string, roots *x509.
 	if err != nil {
 		return fmt.Errorf("TLS handshake: %w", err)
 	}
-	relayed, err := allocateOn(t, r, turn.NewSTUNConn(conn), addr)
+	relayed, err := r.allocateAs(t, turn.NewSTUNConn(conn), addr, "alice", "wonderland")
 	if err != nil {
 		return fmt.Errorf("allocate: %w", err)
 	}
@@ -221,7 +201,7 @@ func turnOverTCP(t *testing.T, r *running, addr string, peer net.Addr) error {
 	if err != nil {
 		return err
 	}
-	relayed, err := allocateOn(t, r, turn.NewSTUNConn(conn), addr)
+	relayed, err := r.allocateAs(t, turn.NewSTUNConn(conn), addr, "alice", "wonderland")
 	if err != nil {
 		return fmt.Errorf("allocate: %w", err)
 	}
@@ -235,7 +215,7 @@ func turnOverUDP(t *testing.T, r *running, addr string, peer net.Addr) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	relayed, err := allocateOn(t, r, pc, addr)
+	relayed, err := r.allocateAs(t, pc, addr, "alice", "wonderland")
 	if err != nil {
 		return fmt.Errorf("allocate: %w", err)
 	}

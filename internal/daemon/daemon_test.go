@@ -140,17 +140,23 @@ func (r *running) allocate(t *testing.T, user, pass string) (net.PacketConn, err
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: udp[0].String(), TURNServerAddr: udp[0].String(),
-		Conn: conn, Username: user, Password: pass, Realm: r.d.Relay().Realm(),
-	})
+	return r.allocateAs(t, conn, udp[0].String(), user, pass)
+}
+
+// allocateAs allocates as user through pc to the relay's listener at server
+// (UDP, or a TCP or TLS stream wrapped in turn.NewSTUNConn); the client,
+// pc and the allocation are closed when the test ends.
+func (r *running) allocateAs(t *testing.T, pc net.PacketConn, server, user, pass string) (net.PacketConn, error) {
+	t.Helper()
+	c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: server, TURNServerAddr: server, Conn: pc,
+		Username: user, Password: pass, Realm: r.d.Relay().Realm()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close(); conn.Close() })
+	t.Cleanup(func() { c.Close(); pc.Close() })
 	relayed, err := c.Allocate()
 	if err == nil {
 		t.Cleanup(func() { relayed.Close() })
