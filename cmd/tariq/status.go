@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -93,8 +94,44 @@ func printStatus(a *app, st *admin.Status, now time.Time) {
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.IPv4, state, hs, bytesStr(p.RxBytes), bytesStr(p.TxBytes), p.Endpoint)
 			}
+			printReach(w, v.Peers, now)
 		}
 	}
+}
+
+// printReach lists the last reachability check each member's invite page
+// ran from their network: when, the advice it gave, what got through.
+func printReach(w io.Writer, peers []admin.PeerStatus, now time.Time) {
+	header := false
+	for _, p := range peers {
+		r := p.Reach
+		if r == nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(w, "\nReachability, as each member's invite page checked it from their network:\n")
+			fmt.Fprintf(w, "PEER\tLAST CHECK\tADVICE\tGOT THROUGH\tBLOCKED\n")
+			header = true
+		}
+		advice := map[string]string{
+			"wireguard": fmt.Sprintf("WireGuard app, UDP %d", r.Port),
+			"amneziawg": fmt.Sprintf("AmneziaWG app, UDP %d", r.Port),
+			"calls":     "VPN blocked; relayed calls work",
+			"none":      "nothing got through",
+		}[r.Verdict]
+		if advice == "" {
+			advice = r.Verdict
+		}
+		fmt.Fprintf(w, "%s\t%s ago\t%s\t%s\t%s\n", p.Name, now.Sub(r.CheckedAt).Round(time.Second), advice,
+			orDash(r.Reached), orDash(r.Failed))
+	}
+}
+
+func orDash(s []string) string {
+	if len(s) == 0 {
+		return "-"
+	}
+	return strings.Join(s, " ")
 }
 
 func bytesStr(n uint64) string {

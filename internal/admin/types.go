@@ -53,6 +53,8 @@ type PeerStatus struct {
 	// the AmneziaWG form (for the AmneziaWG or AmneziaVPN app).
 	Port       int  `json:"port,omitempty"`
 	Obfuscated bool `json:"obfuscated,omitempty"`
+	// Reach is the last reachability check from the peer's invite page.
+	Reach *Reachability `json:"reach,omitempty"`
 }
 
 // CertStatus is the certificate being served.
@@ -100,4 +102,16 @@ type Invite struct {
 	URL     string    `json:"url"`
 	Peer    string    `json:"peer"`
 	Expires time.Time `json:"expires"`
+}
+
+// Reachability is the last reachability check a member's invite page ran
+// from their network (store.Reachability).
+type Reachability struct {
+	CheckedAt time.Time `json:"checked_at"`
+	// Verdict is what the page advised: wireguard or amneziawg (that app,
+	// on Port), calls (the VPN is blocked, relayed calls work) or none.
+	Verdict string   `json:"verdict"`
+	Port    int      `json:"port,omitempty"`
+	Reached []string `json:"reached,omitempty"`
+	Failed  []string `json:"failed,omitempty"`
 }

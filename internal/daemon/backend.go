@@ -45,6 +45,7 @@ func (b backend) Status(ctx context.Context) (*admin.Status, error) {
 		for _, p := range d.vpn.PeerStatus() {
 			vs.Peers = append(vs.Peers, peerStatus(p))
 		}
+		addReach(d, vs.Peers)
 		st.VPN = vs
 	}
 	if d.certs != nil {
@@ -129,4 +130,19 @@ func (b backend) CreateInvite(ctx context.Context, req admin.InviteRequest) (*ad
 		b.d.log.Info("invite created", "peer", req.Peer, "expires", inv.Expires.Format(time.RFC3339))
 	}
 	return inv, apiError(err)
+}
+
+// addReach fills in each peer's last reachability check from the store.
+func addReach(d *Daemon, peers []admin.PeerStatus) {
+	state, err := d.store.Load()
+	if err != nil {
+		return // status without the checks rather than no status
+	}
+	for i := range peers {
+		if p := state.Peer(peers[i].Name); p != nil && p.Reach != nil {
+			r := p.Reach
+			peers[i].Reach = &admin.Reachability{CheckedAt: r.CheckedAt, Verdict: r.Verdict, Port: r.Port,
+				Reached: r.Reached, Failed: r.Failed}
+		}
+	}
 }

@@ -115,6 +115,26 @@ type Peer struct {
 	// Obfuscated says the device speaks AmneziaWG to
 	// vpn.obfuscation.listen_port (Port is then 0).
 	Obfuscated bool `json:"obfuscated,omitempty"`
+	// Reach is the last reachability check run from the peer's invite
+	// page, if any. It is diagnostics, not configuration: a format-2 binary
+	// that does not know it drops it on its next write, and loses nothing
+	// else, so it does not change the format version.
+	Reach *Reachability `json:"reach,omitempty"`
+}
+
+// Reachability is what the invite page's check found from the member's
+// own network: which of the server's paths got through (path names as
+// the page reports them: wg-<port>, awg-<port>, turn-udp, turn-tcp,
+// turns-<port>, udp-sustained) and what the page advised.
+type Reachability struct {
+	CheckedAt time.Time `json:"checked_at"`
+	// Verdict is the advice: wireguard (the stock app, on Port),
+	// amneziawg (the AmneziaWG app, on Port), calls (no VPN path, but
+	// relayed calls work) or none.
+	Verdict string   `json:"verdict"`
+	Port    int      `json:"port,omitempty"`
+	Reached []string `json:"reached,omitempty"`
+	Failed  []string `json:"failed,omitempty"`
 }
 
 // Peer returns the peer named name, or nil.

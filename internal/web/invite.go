@@ -29,6 +29,9 @@ var (
 	ErrInviteUnknown = errors.New("no such invite")
 	ErrInviteUsed    = errors.New("invite already used")
 	ErrInviteExpired = errors.New("invite expired")
+	// ErrFormNotOffered is a download asking for a config form the server
+	// does not offer (Redeem burns nothing then).
+	ErrFormNotOffered = errors.New("this server does not offer that form of the settings")
 )
 
 // Invite is what a one-time link opens: one peer's client config.
@@ -37,6 +40,20 @@ type Invite struct {
 	Config  string // wg-quick text
 	QRPNG   []byte // the config as a QR code
 	Expires time.Time
+	// Form is the form Config is in: the peer's own, unless Redeem was
+	// asked for another.
+	Form Form
+	// Alternatives are the other forms the server offers this peer, with
+	// their QR codes, for the reachability check to switch to (Peek only).
+	Alternatives []AltForm
+	// Check is the reachability check the page runs (Peek only); nil: none.
+	Check *Check
+}
+
+// AltForm is another form of an invite's config, as a QR code.
+type AltForm struct {
+	Form  Form
+	QRPNG []byte
 }
 
 // Invites looks invites up by token. Implementations compare token hashes
@@ -44,8 +61,15 @@ type Invite struct {
 type Invites interface {
 	// Peek returns the invite without using it up.
 	Peek(token string) (*Invite, error)
-	// Redeem burns the invite and returns it; a second call gets ErrInviteUsed.
-	Redeem(token string) (*Invite, error)
+	// Redeem burns the invite and returns it with its config in form f (nil:
+	// the peer's own); a second call gets ErrInviteUsed. A form the server
+	// does not offer is an error and burns nothing.
+	Redeem(token string, f *Form) (*Invite, error)
+	// SaveCheck records the result of the reachability check run from the
+	// invite's page: judge gets the invite's check and the peer's own form
+	// and returns the result to keep, or an error to keep nothing. It
+	// returns what it kept.
+	SaveCheck(token string, judge func(c *Check, own Form) (Reachability, error)) (Reachability, error)
 }
 
 // NewToken returns a fresh invite token (144 random bits, URL-safe) and
@@ -168,11 +192,32 @@ ol{padding-inline-start:1.4rem}li{margin:.5rem 0}
 .small{font-size:.9rem;color:#555}
 nav{margin-top:1.5rem;font-size:.95rem}nav a{margin-inline-end:.8rem;white-space:nowrap}
 .msg{margin-top:3rem}
+#reach{border:1px solid #ccd;border-radius:.6rem;padding:.2rem 1rem;margin:1rem 0}
+#reach h2{font-size:1.1rem;margin:.6rem 0}
+#reach ul{list-style:none;padding:0;margin:.5rem 0}#reach li{margin:.2rem 0}
+#reach li .mark{display:inline-block;width:1.4rem;font-weight:bold}
+#reach li[data-ok=true] .mark{color:#16794c}#reach li[data-ok=false] .mark{color:#b3261e}
+.verdict{font-weight:600}
 </style></head><body>
 <nav class="small">{{range .Langs}}{{if ne .Code $.Lang}}<a href="?lang={{.Code}}&amp;os={{$.Platform}}" hreflang="{{.Code}}" lang="{{.Code}}">{{.Name}}</a>{{end}}{{end}}</nav>
 {{if .Invite}}
 <h1>{{call .T "title"}}</h1>
 <p>{{call .T "intro"}}</p>
+{{with .Check}}
+<section id="reach" data-state="checking" hidden>
+<h2>{{call $.T "check_title"}}</h2>
+<p id="reach-running">{{call $.T "check_running"}}</p>
+<ul id="reach-list">{{range .Labels}}<li data-path="{{.ID}}"><span class="mark" aria-hidden="true">…</span>{{.Label}}</li>{{end}}</ul>
+<p class="verdict" id="verdict-wireguard" hidden>{{call $.T "verdict_wireguard"}}</p>
+<p class="small" id="verdict-wireguard-fallback" hidden>{{call $.T "verdict_wireguard_fallback"}}</p>
+<p class="verdict" id="verdict-amneziawg" hidden>{{call $.T "verdict_amneziawg"}}</p>
+<p class="verdict" id="verdict-calls" hidden>{{call $.T "verdict_calls"}}</p>
+<p class="verdict" id="verdict-none" hidden>{{call $.T "verdict_none"}}</p>
+<p class="small" id="verdict-error" hidden>{{call $.T "verdict_error"}}</p>
+</section>
+<script type="application/json" id="reach-data">{{.Data}}</script>
+<script src="/assets/reach.js"></script>
+{{end}}
 <ol>
 <li>{{call .T (printf "step_%s_1" .Platform)}}</li>
 <li>{{call .T (printf "step_%s_2" .Platform)}}</li>
@@ -191,6 +236,16 @@ nav{margin-top:1.5rem;font-size:.95rem}nav a{margin-inline-end:.8rem;white-space
 
 type langLink struct{ Code, Name string }
 
+// pageCheck is the reachability check's part of the page.
+type pageCheck struct {
+	Labels []checkLabel
+	Data   checkData
+}
+
+func qrURL(png []byte) string {
+	return "data:image/png;base64," + base64.StdEncoding.EncodeToString(png)
+}
+
 type invitePageData struct {
 	Lang, Platform    string
 	T                 func(string) string
@@ -198,6 +253,7 @@ type invitePageData struct {
 	Platforms         []string
 	Invite            *Invite
 	QR                template.URL
+	Check             *pageCheck
 	DownloadURL       string
 	FileName          string
 	MsgTitle, MsgBody string
@@ -220,9 +276,10 @@ func confFileName(peer string) string {
 
 // inviteHandler serves /join/{token} and /join/{token}/download.
 type inviteHandler struct {
-	invites Invites
-	server  func() string
-	limit   *limiter
+	invites    Invites
+	server     func() string
+	limit      *limiter // page views and downloads
+	checkLimit *limiter // posted check results
 }
 
 func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
@@ -239,7 +296,7 @@ func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
 		status, d.MsgTitle, d.MsgBody = messageFor(err)
 	} else {
 		d.Invite = inv
-		d.QR = template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(inv.QRPNG))
+		d.QR = template.URL(qrURL(inv.QRPNG))
 		// Relative to /join/{token}; the query (?lang=, ?os=) goes along,
 		// so a visitor who switched language keeps it on the way back.
 		d.DownloadURL = r.PathValue("token") + "/download" + query(r)
@@ -251,6 +308,9 @@ func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
 		vars["expires"] = "\u2066" + inv.Expires.UTC().Format("2006-01-02 15:04 UTC") + "\u2069"
 	}
 	d.T = tr(lang, vars)
+	if d.Invite != nil && d.Invite.Check != nil {
+		d.Check = &pageCheck{Labels: checkLabels(d.Invite.Check, d.T), Data: newCheckData(r.PathValue("token"), d.Invite)}
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Language", lang)
 	w.Header().Set("Vary", "Accept-Language, User-Agent")
@@ -274,7 +334,16 @@ func (h *inviteHandler) download(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, back, http.StatusSeeOther)
 		return
 	}
-	inv, err := h.invites.Redeem(r.PathValue("token"))
+	form, err := parseForm(r.URL.Query())
+	if err != nil {
+		http.Error(w, "unknown settings form: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	inv, err := h.invites.Redeem(r.PathValue("token"), form)
+	if errors.Is(err, ErrFormNotOffered) {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	if err != nil {
 		http.Redirect(w, r, back, http.StatusSeeOther)
 		return

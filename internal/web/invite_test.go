@@ -8,8 +8,18 @@ import (
 	"time"
 )
 
-// fakeInvites holds one invite, token "good", which Redeem burns.
-type fakeInvites struct{ used bool }
+// fakeInvites holds one invite, token "good", which Redeem burns. Its
+// peer's own form is stock WireGuard on 51820; the server also offers 443
+// and the AmneziaWG form on 51821, and a check of every kind of path.
+type fakeInvites struct {
+	used  bool
+	form  *Form // what the last Redeem asked for
+	saved []Reachability
+}
+
+var fakeCheck = &Check{Host: "vpn.example.org", StockPorts: []int{51820, 443}, AmneziaWGPort: 51821,
+	TURNUDP: "turn:vpn.example.org:3478?transport=udp", TURNTCP: "turn:vpn.example.org:3478?transport=tcp",
+	TURNTLS: "turns:vpn.example.org:443?transport=tcp", Username: "1:check:mom", Credential: "pw"}
 
 func (f *fakeInvites) Peek(token string) (*Invite, error) {
 	switch {
@@ -18,15 +28,33 @@ func (f *fakeInvites) Peek(token string) (*Invite, error) {
 	case f.used:
 		return nil, ErrInviteUsed
 	}
-	return &Invite{Peer: "mom", Config: "[Interface]\n", QRPNG: []byte("png"), Expires: time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC)}, nil
+	return &Invite{Peer: "mom", Config: "[Interface]\n", QRPNG: []byte("png"), Expires: time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC),
+		Form: Form{Port: 51820}, Alternatives: []AltForm{{Form{AmneziaWG: true, Port: 51821}, []byte("awg")}}, Check: fakeCheck}, nil
 }
 
-func (f *fakeInvites) Redeem(token string) (*Invite, error) {
+func (f *fakeInvites) Redeem(token string, form *Form) (*Invite, error) {
+	if form != nil && form.AmneziaWG && form.Port != 0 {
+		return nil, ErrFormNotOffered
+	}
 	inv, err := f.Peek(token)
 	if err == nil {
-		f.used = true
+		f.used, f.form = true, form
+		if form != nil && form.AmneziaWG {
+			inv.Config = "[Interface]\nJc = 4\n"
+		}
 	}
 	return inv, err
+}
+
+func (f *fakeInvites) SaveCheck(token string, judge func(*Check, Form) (Reachability, error)) (Reachability, error) {
+	if token != "good" {
+		return Reachability{}, ErrInviteUnknown
+	}
+	r, err := judge(fakeCheck, Form{Port: 51820})
+	if err == nil {
+		f.saved = append(f.saved, r)
+	}
+	return r, err
 }
 
 // TestInviteFlow: the download link and the redirect back to the page keep

@@ -40,9 +40,11 @@ func Handler(info func() Info, invites Invites) http.Handler {
 		landing.Execute(w, info())
 	})
 	if invites != nil {
-		h := &inviteHandler{invites: invites, server: func() string { return info().Host }, limit: &limiter{}}
+		h := &inviteHandler{invites: invites, server: func() string { return info().Host }, limit: &limiter{}, checkLimit: &limiter{}}
 		mux.HandleFunc("GET /join/{token}", h.page)
 		mux.HandleFunc("GET /join/{token}/download", h.download)
+		mux.HandleFunc("POST /join/{token}/check", h.check)
+		mux.HandleFunc("GET /assets/reach.js", serveReachJS)
 	}
 	sec := SecurityHeaders(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -58,7 +60,7 @@ func Handler(info func() Info, invites Invites) http.Handler {
 func SecurityHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
-		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
+		hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
 		hd.Set("Referrer-Policy", "no-referrer")
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("X-Frame-Options", "DENY")

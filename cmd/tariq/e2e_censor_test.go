@@ -1,0 +1,886 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/tariq-vpn/tariq/internal/certs"
+	"github.com/tariq-vpn/tariq/internal/testutil"
+)
+
+// The censor lab (issue 6): which of tariq's paths still carry traffic
+// under each kind of blocking, measured with real clients.
+//
+//	device namespaces ── ISP (routes, NATs, applies one censor profile) ── server (tariq) ── internet
+//	  stock  10.10.6.2   upstream wireguard-go, the stock config (UDP 51820)
+//	  awg    10.10.5.2   amneziawg-go, the obfuscated config (UDP 51821)
+//	  web    10.10.8.2   headless Chromium: relay-only WebRTC calls; the invite page
+//	ISP 10.10.1.2 ── 10.10.1.1 server: WireGuard on UDP 51820 and 443 (stock) and 51821
+//	                 (AmneziaWG), TURN on UDP+TCP 3478 and TLS 5349, the HTTPS page and
+//	                 TURN over TLS on 443; NAT out of 10.10.2.1 ── 10.10.2.2 internet
+//	                 (HTTP, a TCP sink)
+//
+// The profiles are nftables rulesets in internal/testutil/censor/, loaded
+// one at a time in the ISP namespace (table inet tariq_censor, never the
+// host's). Under each, every path must carry real traffic to count:
+//
+//	stock / obfuscated WireGuard  a fresh client (new source port, new
+//	        handshake) dials the internet host's TCP sink through the tunnel
+//	        and sends it 2 MiB, which the sink acknowledges as received from
+//	        the server's uplink address (NAT);
+//	TURN over UDP, TCP, TLS 5349, TLS 443  headless Chromium in the device
+//	        network places a call between two relay-only peer connections
+//	        (both relayed through tariq, so the call's other end is the same
+//	        server), exchanges a message each way on a data channel, and
+//	        sends a voice-like stream (50 packets of 160 bytes a second for
+//	        4 s, unordered and unretransmitted) of which 80 % must arrive;
+//	        getStats() must show a relay-to-relay pair over that protocol on
+//	        both sides. TLS is checked against the daemon's self-signed
+//	        certificate, pinned by its SPKI hash.
+//
+// In the same run the invite page's reachability check runs from the same
+// device network under each profile (a second browser tab), and its advice
+// and ticked paths must match the table; `tariq status` must show them.
+//
+// -censor-lab.table FILE writes the table as Markdown (scripts/censor-lab.sh
+// uses it).
+
+var censorTableFile = flag.String("censor-lab.table", "", "write the censor lab's table (Markdown) to this file")
+
+// censorProfile is one row of the lab: a ruleset and what it must leave.
+type censorProfile struct {
+	name    string // as the table shows it
+	file    string // in internal/testutil/censor; "" for no censor
+	counter string // the ruleset's drop counter
+	// want is the paths expected to work, in censorPaths order.
+	want [6]bool
+	// page is the invite page's expected advice. Under profile 2 the page
+	// advises stock WireGuard although the lab finds it blocked: a browser
+	// can only send STUN, which a censor keyed on WireGuard's handshake
+	// lets through (see the README).
+	page string
+}
+
+var censorPaths = [6]string{"Stock WireGuard", "Obfuscated WireGuard", "TURN UDP", "TURN TCP", "TURN TLS 5349", "TURN TLS 443"}
+
+var censorProfiles = []censorProfile{
+	{"none", "", "", [6]bool{true, true, true, true, true, true}, "wireguard"},
+	{"1. all UDP dropped except DNS", "udp-blocked.nft", "udp_dropped", [6]bool{false, false, false, true, true, true}, "calls"},
+	{"2. WireGuard fingerprint dropped", "wg-fingerprint.nft", "wg_fingerprint", [6]bool{false, true, true, true, true, true}, "wireguard"},
+	{"3. only TCP 80 and 443", "tcp-web-only.nft", "blocked", [6]bool{false, false, false, false, false, true}, "calls"},
+	{"4. UDP throttled after 3 s / 150 packets", "udp-throttle.nft", "throttled", [6]bool{false, false, false, true, true, true}, "calls"},
+}
+
+// censorLab is the topology, brought up once for every profile.
+type censorLab struct {
+	*vpnLab
+	isp        *isp
+	stock, awg *device
+	web        *testutil.NetNS
+	browser    *testutil.Browser
+	callTab    context.Context // the lab's calls
+	pageTab    context.Context // the invite page
+	callPage   string
+	turnUser   string
+	turnPass   string
+	invite     string
+	roots      *x509.CertPool
+	momConf    string
+}
+
+const labServer = "10.10.1.1"
+
+func newCensorLab(t *testing.T) *censorLab {
+	testutil.RequireRoot(t)
+	for _, b := range []string{"wg", "ip", "nft", "chromium"} {
+		testutil.RequireBinary(t, b)
+	}
+	bin, err := buildTariq()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rnd [3]byte
+	rand.Read(rnd[:])
+	l := &vpnLab{t: t, bin: bin, dir: t.TempDir(), iface: "tq" + hex.EncodeToString(rnd[:])}
+	l.server, l.inet = testutil.NewNetNS(t), testutil.NewNetNS(t)
+	testutil.Veth(t, testutil.VethEnd{NS: l.server, Name: "up0", Addrs: []netip.Prefix{pfx("10.10.2.1/24")}},
+		testutil.VethEnd{NS: l.inet, Name: "inet0", Addrs: []netip.Prefix{pfx("10.10.2.2/24")}})
+	l.server.Run("ip", "route", "add", "default", "via", "10.10.2.2")
+	l.conf = filepath.Join(l.dir, "tariq.yaml")
+	err = os.WriteFile(l.conf, []byte(fmt.Sprintf(`server:
+  public_host: %[3]s
+  data_dir: %[1]s/data
+  admin_socket: %[1]s/admin.sock
+  metrics_listen: ""
+tls:
+  mode: self-signed
+vpn:
+  interface: %[2]s
+  extra_ports: [443]
+  obfuscation:
+    enabled: true
+    listen_port: 51821
+relay:
+  relay_ip: [%[3]s]
+web:
+  listen: [":443"]
+`, l.dir, l.iface, labServer)), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.serveInternet()
+	l.startDaemon()
+
+	c := &censorLab{vpnLab: l}
+	c.isp = l.newISP()
+	// ct packets (profile 4) needs conntrack accounting where the ISP forwards.
+	c.isp.ns.Run("sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
+	c.awg, _ = c.isp.addDevice("awg", 5, "--obfuscated")
+	c.stock, _ = c.isp.addDevice("stock", 6)
+	c.web = testutil.NewNetNS(t)
+	testutil.Veth(t, testutil.VethEnd{NS: c.web, Name: "eth0", Addrs: []netip.Prefix{pfx("10.10.8.2/24")}},
+		testutil.VethEnd{NS: c.isp.ns, Name: "devweb", Addrs: []netip.Prefix{pfx("10.10.8.1/24")}})
+	c.web.Run("ip", "route", "add", "default", "via", "10.10.8.1")
+	// veth carries GSO superpackets (wireguard-go and tariq send UDP GSO):
+	// a router on a real link sees every datagram, so have the senders
+	// segment before the ISP does (a packet-counting censor, profile 4,
+	// would otherwise count 64 KB as one).
+	for _, ns := range []*testutil.NetNS{c.awg.ns, c.stock.ns, c.web} {
+		ns.Run("ip", "link", "set", "dev", "eth0", "gso_max_segs", "1")
+	}
+	// wg-quick's policy routing, once per device: the rules outlive the
+	// clients, whose default route in table 51820 comes and goes with them.
+	for _, d := range []*device{c.awg, c.stock} {
+		for _, fam := range []string{"-4", "-6"} {
+			d.ns.Run("ip", fam, "rule", "add", "not", "fwmark", "51820", "table", "51820")
+			d.ns.Run("ip", fam, "rule", "add", "table", "main", "suppress_prefixlength", "0")
+		}
+	}
+	l.server.Run("ip", "link", "set", "dev", "isp0", "gso_max_segs", "1")
+
+	// A family member with a one-time link, whose page runs the check.
+	code, out, errOut := tariq(t, "peer", "add", "mom", "--invite", "--config", l.conf)
+	if code != 0 {
+		t.Fatalf("peer add mom --invite: %s", errOut)
+	}
+	c.invite = strings.TrimSpace(out)
+	if code, c.momConf, errOut = tariq(t, "peer", "show", "mom", "--config", l.conf); code != 0 {
+		t.Fatalf("peer show mom: %s", errOut)
+	}
+	code, out, errOut = tariq(t, "turn", "credentials", "--json", "--user", "lab", "--ttl", "1h", "--config", l.conf)
+	var cred struct{ Username, Password string }
+	if code != 0 || json.Unmarshal([]byte(out), &cred) != nil {
+		t.Fatalf("turn credentials: %d %s %s", code, out, errOut)
+	}
+	c.turnUser, c.turnPass = cred.Username, cred.Password
+
+	pemBytes, err := os.ReadFile(filepath.Join(l.dir, "data", "tls", "self-signed.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(pemBytes)
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.roots = x509.NewCertPool()
+	c.roots.AddCert(cert)
+
+	// The calls' page, served inside the device network on its loopback
+	// (a secure context for WebRTC, and no path through the censor).
+	var ln net.Listener
+	if err := c.web.Do(func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		io.WriteString(w, labCallPage)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	c.callPage = "http://" + ln.Addr().String() + "/"
+
+	c.browser = browserIn(t, c.web, testutil.BrowserOptions{
+		Timeout: 5 * time.Minute,
+		// The offline resolver rules catch IP literals too, and Chromium
+		// resolves the TURN server of a TCP or TLS allocation.
+		HostMap: map[string]string{labServer: labServer},
+		Flags: map[string]any{
+			"ignore-certificate-errors-spki-list": certs.SPKIHash(cert),
+			// Two tabs run at once: keep the one in the background from
+			// having its timers (the stream's 20 ms ticks) throttled.
+			"disable-background-timer-throttling":    true,
+			"disable-renderer-backgrounding":         true,
+			"disable-backgrounding-occluded-windows": true,
+		},
+	})
+	c.callTab = c.browser.Context()
+	tab, cancel := chromedp.NewContext(c.browser.Context())
+	t.Cleanup(cancel)
+	if err := chromedp.Run(tab); err != nil { // opens the second tab
+		t.Fatalf("opening a second tab: %v", err)
+	}
+	c.pageTab = tab
+	if err := c.browser.RunTimeout(20*time.Second, chromedp.Navigate(c.callPage)); err != nil {
+		t.Fatalf("loading the call page: %v", err)
+	}
+	return c
+}
+
+// clientUp starts a fresh WireGuard client for d (upstream wireguard-go
+// with the stock config, or amneziawg-go with the AmneziaWG one), set up
+// the way wg-quick/awg-quick would, and returns a function that stops it
+// and waits until its interface is gone.
+func (c *censorLab) clientUp(d *device, amnezia bool) (stop func()) {
+	t := c.t
+	ifname := "wg" + d.name
+	var bin, sock string
+	if amnezia {
+		bin, sock = testutil.BuildAmneziaWGGo(t), testutil.AmneziaWGSocket(ifname)
+	} else {
+		bin, sock = testutil.BuildWireGuardGo(t), "/var/run/wireguard/"+ifname+".sock"
+	}
+	os.Remove(sock)
+	cmd := d.ns.Start(bin, "-f", ifname)
+	stop = func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		os.Remove(sock) // killed, it cannot remove it itself
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if _, err := d.ns.TryRun("ip", "link", "show", ifname); err != nil {
+				return
+			}
+		}
+		t.Errorf("%s outlived its process", ifname)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("%s did not open its UAPI socket %s", bin, sock)
+		}
+	}
+	v := confValues(d.conf)
+	var set strings.Builder
+	fmt.Fprintf(&set, "private_key=%s\nfwmark=51820\n", hexKey(t, v["Interface.PrivateKey"]))
+	if amnezia {
+		for _, k := range []string{"Jc", "Jmin", "Jmax", "S1", "S2", "H1", "H2", "H3", "H4"} {
+			fmt.Fprintf(&set, "%s=%s\n", strings.ToLower(k), v["Interface."+k])
+		}
+	}
+	fmt.Fprintf(&set, "replace_peers=true\npublic_key=%s\npreshared_key=%s\nendpoint=%s\npersistent_keepalive_interval=%s\n",
+		hexKey(t, v["Peer.PublicKey"]), hexKey(t, v["Peer.PresharedKey"]), v["Peer.Endpoint"], v["Peer.PersistentKeepalive"])
+	for _, a := range strings.Split(v["Peer.AllowedIPs"], ",") {
+		fmt.Fprintf(&set, "allowed_ip=%s\n", strings.TrimSpace(a))
+	}
+	if amnezia {
+		testutil.AmneziaWGSet(t, ifname, set.String())
+	} else {
+		uapiSet(t, sock, set.String())
+	}
+	for _, a := range strings.Split(v["Interface.Address"], ",") {
+		d.ns.Run("ip", "addr", "add", strings.TrimSpace(a), "dev", ifname)
+	}
+	d.ns.Run("ip", "link", "set", "mtu", "1420", "up", "dev", ifname)
+	for _, fam := range []string{"-4", "-6"} {
+		def := map[string]string{"-4": "0.0.0.0/0", "-6": "::/0"}[fam]
+		d.ns.Run("ip", fam, "route", "add", def, "dev", ifname, "table", "51820")
+	}
+	return stop
+}
+
+// uapiSet sends a UAPI set to the wireguard-go listening on sock.
+func uapiSet(t *testing.T, sock, set string) {
+	t.Helper()
+	conn, err := net.DialTimeout("unix", sock, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "set=1\n%s\n", set)
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if line != "errno=0\n" {
+		t.Fatalf("wireguard-go refused the configuration: %q %v", line, err)
+	}
+}
+
+// tunnelWorks brings a fresh client up on d and reports whether a 2 MiB
+// TCP transfer crossed the tunnel to the internet host, NATed out of the
+// server, within bounded time.
+func (c *censorLab) tunnelWorks(d *device, amnezia bool) (bool, string) {
+	stop := c.clientUp(d, amnezia)
+	defer stop()
+	const size = 2 << 20
+	var conn net.Conn
+	// wireguard-go sends its handshake initiation at once and again after
+	// 5 s (REKEY_TIMEOUT): 7 s covers two.
+	if err := d.ns.Do(func() (err error) {
+		conn, err = net.DialTimeout("tcp", "10.10.2.2:5001", 7*time.Second)
+		return err
+	}); err != nil {
+		return false, "no connection through the tunnel: " + err.Error()
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.CopyN(conn, rand.Reader, size); err != nil {
+		return false, fmt.Sprintf("sending %d bytes: %v", size, err)
+	}
+	conn.(*net.TCPConn).CloseWrite()
+	b, err := io.ReadAll(conn)
+	got := strings.TrimSpace(string(b))
+	if err != nil || !strings.HasPrefix(got, fmt.Sprintf("%d 10.10.2.1:", size)) {
+		return false, fmt.Sprintf("the sink answered %q (%v)", got, err)
+	}
+	return true, got
+}
+
+// labCall is one relay-only call's outcome, from labCallPage.
+type labCall struct {
+	Error     string                  `json:"error"`
+	Received1 string                  `json:"received1"`
+	Received2 string                  `json:"received2"`
+	Sent      int                     `json:"sent"`
+	Got       int                     `json:"got"`
+	PC1       *testutil.CandidatePair `json:"pc1"`
+	PC2       *testutil.CandidatePair `json:"pc2"`
+	Log       []string                `json:"log"`
+}
+
+// works reports whether the call carried its messages and most of its
+// stream over relay-to-relay pairs using protocol on both sides.
+func (r labCall) works(protocol string) (bool, string) {
+	switch {
+	case r.Error != "":
+		return false, r.Error
+	case r.Received2 != "ping from pc1" || r.Received1 != "pong from pc2":
+		return false, fmt.Sprintf("messages %q %q", r.Received2, r.Received1)
+	case r.PC1 == nil || r.PC2 == nil:
+		return false, "no selected candidate pair"
+	}
+	for _, p := range []*testutil.CandidatePair{r.PC1, r.PC2} {
+		if p.LocalType != "relay" || p.RemoteType != "relay" || p.RelayProtocol != protocol {
+			return false, fmt.Sprintf("pair %s → %s over %q, want relay → relay over %s", p.LocalType, p.RemoteType, p.RelayProtocol, protocol)
+		}
+	}
+	if r.Sent == 0 || r.Got*5 < r.Sent*4 {
+		return false, fmt.Sprintf("stream: %d of %d packets arrived", r.Got, r.Sent)
+	}
+	return true, fmt.Sprintf("%d/%d packets, %s → %s", r.Got, r.Sent, r.PC1.LocalAddress, r.PC1.RemoteAddress)
+}
+
+// turnWorks places the four calls at once and reports each path.
+func (c *censorLab) turnWorks() (map[string]bool, map[string]string) {
+	servers := map[string]map[string]string{}
+	proto := map[string]string{"TURN UDP": "udp", "TURN TCP": "tcp", "TURN TLS 5349": "tls", "TURN TLS 443": "tls"}
+	for name, url := range map[string]string{
+		"TURN UDP":      "turn:" + labServer + ":3478?transport=udp",
+		"TURN TCP":      "turn:" + labServer + ":3478?transport=tcp",
+		"TURN TLS 5349": "turns:" + labServer + ":5349?transport=tcp",
+		"TURN TLS 443":  "turns:" + labServer + ":443?transport=tcp",
+	} {
+		servers[name] = map[string]string{"urls": url, "username": c.turnUser, "credential": c.turnPass}
+	}
+	arg, _ := json.Marshal(servers)
+	var calls map[string]labCall
+	ok, why := map[string]bool{}, map[string]string{}
+	ctx, cancel := context.WithTimeout(c.callTab, 40*time.Second)
+	defer cancel()
+	if err := chromedp.Run(ctx, chromedp.Navigate(c.callPage), testutil.EvalJSON(fmt.Sprintf("labCalls(%s, 8000, 4000)", arg), &calls)); err != nil {
+		c.t.Errorf("running the calls: %v", err) // not Fatal: this runs on a goroutine of its own
+	}
+	for name, p := range proto {
+		ok[name], why[name] = calls[name].works(p)
+		if !ok[name] {
+			why[name] += "\n\t\t" + strings.Join(calls[name].Log, "\n\t\t")
+		}
+	}
+	return ok, why
+}
+
+// pageResult is what the invite page showed once its check finished.
+type pageResult struct {
+	State   string          `json:"state"`
+	Verdict string          `json:"verdict"`
+	Form    string          `json:"form"`
+	Paths   map[string]bool `json:"paths"` // ticked (true) or crossed (false); untested paths absent
+	Shown   []string        `json:"shown"` // ids of the verdict paragraphs shown
+	Text    string          `json:"text"`  // their text
+	Href    string          `json:"href"`
+	QR      string          `json:"qr"`
+	Dir     string          `json:"dir"`
+}
+
+const readCheck = `(() => {
+	const s = document.getElementById('reach');
+	if (!s || s.hidden || s.dataset.state === 'checking') return null;
+	const shown = [...s.querySelectorAll('p[id^="verdict-"]')].filter((e) => !e.hidden);
+	return {
+		state: s.dataset.state, verdict: s.dataset.verdict || '', form: s.dataset.form || '',
+		paths: Object.fromEntries([...s.querySelectorAll('#reach-list li')].filter((li) => li.dataset.ok)
+			.map((li) => [li.dataset.path, li.dataset.ok === 'true'])),
+		shown: shown.map((e) => e.id), text: shown.map((e) => e.innerText.trim()).join('\n'),
+		href: document.getElementById('download').href, qr: document.getElementById('qr').src,
+		dir: getComputedStyle(s).direction,
+	};
+})()`
+
+// runPage opens the invite link (with query q) in the page tab and waits
+// for the check's advice.
+func (c *censorLab) runPage(q string) (pageResult, error) {
+	ctx, cancel := context.WithTimeout(c.pageTab, 40*time.Second)
+	defer cancel()
+	if err := chromedp.Run(ctx, chromedp.Navigate(c.invite+q)); err != nil {
+		return pageResult{}, err
+	}
+	for {
+		var raw []byte
+		if err := chromedp.Run(ctx, testutil.EvalJSON(readCheck, &raw)); err != nil {
+			return pageResult{}, err
+		}
+		if string(raw) != "null" {
+			var r pageResult
+			return r, json.Unmarshal(raw, &r)
+		}
+		select {
+		case <-ctx.Done():
+			return pageResult{}, fmt.Errorf("no advice within 40 s")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// labRow is one profile's measurements.
+type labRow struct {
+	profile censorProfile
+	works   [6]bool
+	why     [6]string
+	page    pageResult
+	pageErr error
+	drops   int
+	took    time.Duration
+}
+
+// TestCensorLab measures every path under every censor profile, checks
+// the expected table (at least one path works under each), and checks the
+// invite page's reachability check gives the matching advice from the
+// same network, which `tariq status` then shows; a network blocking only
+// the stock ports gets the AmneziaWG advice and download; the results
+// survive a restart.
+func TestCensorLab(t *testing.T) {
+	start := time.Now()
+	c := newCensorLab(t)
+	t.Logf("lab up in %s", time.Since(start).Round(100*time.Millisecond))
+	en, ar := inviteStrings(t, "en"), inviteStrings(t, "ar")
+
+	var rows []labRow
+	for _, prof := range censorProfiles {
+		t0 := time.Now()
+		row := labRow{profile: prof}
+		if prof.file != "" {
+			rules, err := os.ReadFile(filepath.Join("..", "..", "internal", "testutil", "censor", prof.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			testutil.Censor(t, c.isp.ns, string(rules))
+		}
+		lang := ""
+		if prof.file == "tcp-web-only.nft" {
+			lang = "?lang=ar" // one profile read in Arabic, right to left
+		}
+		var wg sync.WaitGroup
+		var took [4]time.Duration
+		timed := func(i int, fn func()) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t0 := time.Now()
+				fn()
+				took[i] = time.Since(t0).Round(100 * time.Millisecond)
+			}()
+		}
+		timed(0, func() { row.works[0], row.why[0] = c.tunnelWorks(c.stock, false) })
+		timed(1, func() { row.works[1], row.why[1] = c.tunnelWorks(c.awg, true) })
+		timed(2, func() {
+			ok, why := c.turnWorks()
+			for i := 2; i < 6; i++ {
+				row.works[i], row.why[i] = ok[censorPaths[i]], why[censorPaths[i]]
+			}
+		})
+		timed(3, func() { row.page, row.pageErr = c.runPage(lang) })
+		wg.Wait()
+		if prof.file != "" {
+			row.drops = testutil.CensorDrops(t, c.isp.ns, prof.counter)
+			testutil.Uncensor(t, c.isp.ns)
+		}
+		row.took = time.Since(t0)
+		rows = append(rows, row)
+		n := 0
+		for _, ok := range row.works {
+			if ok {
+				n++
+			}
+		}
+		t.Logf("%s: %d of %d paths work, in %s (stock %s, obfuscated %s, calls %s, page %s; censor dropped %d packets)", prof.name,
+			n, len(row.works), row.took.Round(100*time.Millisecond), took[0], took[1], took[2], took[3], row.drops)
+
+		for i, ok := range row.works {
+			if !ok {
+				first, _, _ := strings.Cut(row.why[i], "\n")
+				t.Logf("\t%s blocked: %s", censorPaths[i], first)
+			}
+		}
+
+		// The table.
+		for i, want := range prof.want {
+			if row.works[i] != want {
+				t.Errorf("%s: %s works=%v, want %v: %s", prof.name, censorPaths[i], row.works[i], want, row.why[i])
+			}
+		}
+		if !slices.Contains(row.works[:], true) {
+			t.Errorf("%s: no path works", prof.name)
+		}
+		if prof.file != "" && row.drops == 0 {
+			t.Errorf("%s: the censor dropped nothing", prof.name)
+		}
+
+		// The page's check, from the same network, under the same profile.
+		c.checkPage(row, en, ar, lang != "")
+	}
+
+	table := censorTable(rows)
+	t.Logf("censor lab:\n%s", table)
+	if *censorTableFile != "" {
+		if err := os.WriteFile(*censorTableFile, []byte(table), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+
+	// A network that blocks only the stock WireGuard ports: the page
+	// advises AmneziaWG and its download serves that form, same keys.
+	testutil.Censor(t, c.isp.ns, `table inet tariq_censor {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		udp dport { 51820, 443 } drop
+	}
+}
+`)
+	r, err := c.runPage("")
+	testutil.Uncensor(t, c.isp.ns)
+	if err != nil || r.Verdict != "amneziawg" || r.Form != "amneziawg-51821" || !slices.Equal(r.Shown, []string{"verdict-amneziawg"}) ||
+		r.Paths["wg-51820"] || r.Paths["wg-443"] || !r.Paths["awg-51821"] || !strings.HasPrefix(r.QR, "data:image/png") {
+		t.Fatalf("stock ports blocked: page %+v %v", r, err)
+	}
+	if !strings.HasSuffix(r.Href, "/download?form=amneziawg") {
+		t.Errorf("download link %q, want ?form=amneziawg", r.Href)
+	}
+	got := c.download(r.Href)
+	v, own := confValues(got), confValues(c.momConf)
+	if v["Peer.Endpoint"] != labServer+":51821" || v["Interface.Jc"] == "" || v["Interface.PrivateKey"] != own["Interface.PrivateKey"] ||
+		v["Interface.Address"] != own["Interface.Address"] || v["Peer.PresharedKey"] != own["Peer.PresharedKey"] {
+		t.Errorf("the AmneziaWG download:\n%s\nthe peer's own config:\n%s", got, c.momConf)
+	}
+	if resp := c.get(r.Href); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("a second download: %d, want 303 (burned)", resp.StatusCode)
+	}
+	c.checkStatus("amneziawg", "AmneziaWG app, UDP 51821")
+
+	// Kept in the store: a restart still shows the last check.
+	c.stopDaemon()
+	c.startDaemon()
+	c.checkStatus("amneziawg", "AmneziaWG app, UDP 51821")
+	if _, out, _ := tariq(t, "status", "--config", c.conf); testing.Verbose() {
+		t.Logf("tariq status after a restart:\n%s", out)
+	}
+	c.stopDaemon() // a clean exit, which removes its UAPI socket and nftables table
+	t.Logf("whole lab: %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+// pageExpect maps a lab row to what the page must tick: its probes test
+// UDP to each WireGuard port, TURN over UDP (with a sustained stream), TCP
+// and TLS on 443.
+func pageExpect(row labRow) map[string]bool {
+	stockUDP := row.works[0]
+	if row.profile.file == "wg-fingerprint.nft" {
+		stockUDP = true // the port answers STUN; only WireGuard's handshake is dropped
+	}
+	want := map[string]bool{
+		"wg-51820": stockUDP, "wg-443": stockUDP, "awg-51821": row.works[1],
+		"turn-udp": row.works[2], "turn-tcp": row.works[3], "turns-443": row.works[5],
+	}
+	if row.works[2] || row.profile.file == "udp-throttle.nft" { // the stream runs once a relay is allocated
+		want["udp-sustained"] = row.works[2]
+	}
+	return want
+}
+
+func (c *censorLab) checkPage(row labRow, en, ar map[string]string, arabic bool) {
+	t := c.t
+	t.Helper()
+	r, name := row.page, row.profile.name
+	if row.pageErr != nil {
+		t.Errorf("%s: the invite page: %v", name, row.pageErr)
+		return
+	}
+	if diff := mapDiff(pageExpect(row), r.Paths); diff != "" || r.Verdict != row.profile.page || r.State != "done" {
+		t.Errorf("%s: the page advises %q (state %s), ticks %v; want %q and %v%s", name, r.Verdict, r.State, r.Paths, row.profile.page, pageExpect(row), diff)
+	}
+	tr, dir := en, "ltr"
+	if arabic {
+		tr, dir = ar, "rtl"
+	}
+	want := tr["verdict_"+row.profile.page]
+	if r.Verdict == "wireguard" {
+		want += "\n" + tr["verdict_wireguard_fallback"] // the obfuscated port answered too
+	}
+	if r.Text != want || r.Dir != dir {
+		t.Errorf("%s: the page says (%s)\n%s\nwant (%s)\n%s", name, r.Dir, r.Text, dir, want)
+	}
+	if r.Form != "" || strings.Contains(r.Href, "form=") {
+		t.Errorf("%s: the page switched the download to %q (%s); mom's own form is the advice or there is none", name, r.Form, r.Href)
+	}
+	advice := map[string]string{"wireguard": "WireGuard app, UDP 51820", "calls": "VPN blocked; relayed calls work"}[row.profile.page]
+	c.checkStatus(row.profile.page, advice)
+}
+
+// checkStatus asserts `tariq status` shows mom's last check with advice.
+func (c *censorLab) checkStatus(verdict, advice string) {
+	t := c.t
+	t.Helper()
+	code, out, errOut := tariq(t, "status", "--config", c.conf)
+	var line string
+	inReach := false
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "PEER") && strings.Contains(l, "LAST CHECK") {
+			inReach = true
+		}
+		if inReach && strings.HasPrefix(l, "mom ") {
+			line = l
+		}
+	}
+	if code != 0 || !strings.Contains(line, advice) || !strings.Contains(line, " ago ") {
+		t.Errorf("status (%s) does not show mom's check with %q:\n%s%s", verdict, advice, out, errOut)
+	}
+}
+
+func mapDiff(want, got map[string]bool) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(want)) {
+		if g, ok := got[k]; !ok || g != want[k] {
+			fmt.Fprintf(&b, "\n\t%s: got %v (shown %v), want %v", k, g, ok, want[k])
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(got)) {
+		if _, ok := want[k]; !ok {
+			fmt.Fprintf(&b, "\n\t%s: got %v, want not tested", k, got[k])
+		}
+	}
+	return b.String()
+}
+
+// get fetches url from the device network, trusting only the daemon's
+// certificate, without following redirects.
+func (c *censorLab) get(url string) *http.Response {
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: c.roots, ServerName: labServer},
+		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+			err = c.web.Do(func() error {
+				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return conn, err
+		},
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Get(url)
+	if err != nil {
+		c.t.Fatalf("GET %s: %v", url, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(strings.NewReader(string(body)))
+	return resp
+}
+
+func (c *censorLab) download(url string) string {
+	resp := c.get(url)
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		c.t.Fatalf("download %s: %d %s", url, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// censorTable renders the rows as the README's Markdown table.
+func censorTable(rows []labRow) string {
+	var b strings.Builder
+	b.WriteString("| Censor profile | " + strings.Join(censorPaths[:], " | ") + " | Invite page advises |\n")
+	b.WriteString("|---" + strings.Repeat("|---", len(censorPaths)) + "|---|\n")
+	advice := map[string]string{"wireguard": "WireGuard app", "amneziawg": "AmneziaWG app", "calls": "VPN blocked, calls work", "none": "try another network"}
+	for _, r := range rows {
+		cells := []string{r.profile.name}
+		for _, w := range r.works {
+			cells = append(cells, map[bool]string{true: "works", false: "blocked"}[w])
+		}
+		a := advice[r.page.Verdict]
+		switch {
+		case a == "":
+			a = "(no answer)"
+		case r.page.Verdict == "wireguard" && !r.works[0]:
+			a += " (a port check cannot see this censor)"
+		}
+		cells = append(cells, a)
+		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
+	}
+	return b.String()
+}
+
+// labCallPage places relay-only calls: labCalls(servers, setupMs,
+// streamMs) runs one call per TURN server at once, each between two
+// RTCPeerConnections of this page forced through that server, and
+// resolves with each call's messages, stream counts and selected pairs.
+const labCallPage = `<!doctype html>
+<meta charset="utf-8">
+<title>tariq censor lab calls</title>
+<script>
+'use strict';
+async function labCall(iceServer, setupMs, streamMs) {
+  const t0 = performance.now();
+  const result = {log: [], sent: 0, got: 0};
+  const note = (s) => result.log.push(Math.round(performance.now() - t0) + 'ms ' + s);
+  const config = {iceServers: [iceServer], iceTransportPolicy: 'relay'};
+  const pc1 = new RTCPeerConnection(config);
+  const pc2 = new RTCPeerConnection(config);
+  let hopeless;
+  const noHope = new Promise((_, reject) => { hopeless = reject; });
+  noHope.catch(() => {});
+  for (const [name, pc, other] of [['pc1', pc1, pc2], ['pc2', pc2, pc1]]) {
+    let n = 0;
+    pc.onicecandidate = (e) => {
+      if (!e.candidate) {
+        note(name + ' gathering complete');
+        if (n === 0) hopeless(new Error(name + ' gathered no relay candidate'));
+        return;
+      }
+      n++;
+      note(name + ' candidate ' + e.candidate.candidate);
+      other.addIceCandidate(e.candidate).catch((err) => note(name + ' addIceCandidate: ' + err));
+    };
+    pc.onicecandidateerror = (e) => note(name + ' icecandidateerror ' + e.url + ' ' + e.errorCode + ' ' + e.errorText);
+    pc.onconnectionstatechange = () => {
+      note(name + ' connection ' + pc.connectionState);
+      if (pc.connectionState === 'failed') {
+        setTimeout(() => { if (pc.connectionState === 'failed') hopeless(new Error(name + ' connection failed')); }, 2000);
+      }
+    };
+  }
+  const message = (dc) => new Promise((resolve) => dc.addEventListener('message', (e) => resolve(e.data), {once: true}));
+  const dc1 = pc1.createDataChannel('tariq');
+  const voice1 = pc1.createDataChannel('voice', {ordered: false, maxRetransmits: 0});
+  const channels = {};
+  const gotBoth = new Promise((resolve) => {
+    pc2.ondatachannel = (e) => {
+      channels[e.channel.label] = e.channel;
+      if (e.channel.label === 'voice') e.channel.onmessage = () => { result.got++; };
+      if (channels.tariq && channels.voice) resolve();
+    };
+  });
+  const setup = async () => {
+    const open1 = new Promise((resolve) => { dc1.onopen = resolve; });
+    await pc1.setLocalDescription();
+    await pc2.setRemoteDescription(pc1.localDescription);
+    await pc2.setLocalDescription();
+    await pc1.setRemoteDescription(pc2.localDescription);
+    await open1;
+    await gotBoth;
+    const at2 = message(channels.tariq);
+    dc1.send('ping from pc1');
+    result.received2 = await at2;
+    const at1 = message(dc1);
+    channels.tariq.send('pong from pc2');
+    result.received1 = await at1;
+    note('messages exchanged');
+  };
+  const timeout = (ms, what) => new Promise((_, reject) => setTimeout(() => reject(new Error('no ' + what + ' within ' + ms + ' ms')), ms));
+  try {
+    await Promise.race([setup(), noHope, timeout(setupMs, 'call')]);
+    // The stream: 50 packets of 160 bytes a second, like a voice codec.
+    const total = Math.round(streamMs / 20);
+    await new Promise((resolve) => {
+      const tick = setInterval(() => {
+        if (voice1.readyState === 'open' && voice1.bufferedAmount < 64000) {
+          voice1.send(new Uint8Array(160));
+        }
+        if (++result.sent >= total) {
+          clearInterval(tick);
+          setTimeout(resolve, 1000);
+        }
+      }, 20);
+    });
+    note('stream: ' + result.got + ' of ' + result.sent);
+  } catch (e) {
+    result.error = String(e);
+    note('error: ' + result.error);
+  }
+  try {
+    result.pc1 = await selectedPair(pc1);
+    result.pc2 = await selectedPair(pc2);
+  } catch (e) {
+    result.error = (result.error ? result.error + '; ' : '') + 'getStats: ' + e;
+  }
+  pc1.close();
+  pc2.close();
+  return result;
+}
+
+async function labCalls(servers, setupMs, streamMs) {
+  const names = Object.keys(servers);
+  const results = await Promise.all(names.map((n) => labCall(servers[n], setupMs, streamMs)));
+  return Object.fromEntries(names.map((n, i) => [n, results[i]]));
+}
+
+async function selectedPair(pc) {
+  const stats = await pc.getStats();
+  let pair = null;
+  stats.forEach((s) => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+  });
+  if (!pair) return null;
+  const local = stats.get(pair.localCandidateId) || {};
+  const remote = stats.get(pair.remoteCandidateId) || {};
+  return {
+    state: pair.state, nominated: !!pair.nominated,
+    localType: local.candidateType, localAddress: local.address + ':' + local.port, relayProtocol: local.relayProtocol,
+    url: local.url, remoteType: remote.candidateType, remoteAddress: remote.address + ':' + remote.port,
+  };
+}
+</script>
+`

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tariq-vpn/tariq/internal/admin"
+)
+
+// TestStatusReach: `tariq status` lists, per member whose invite page ran
+// the reachability check, when it ran, the advice it gave, and which paths
+// got through; members without a check are not listed there.
+func TestStatusReach(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	st := &admin.Status{Version: "test", PublicHost: "vpn.example.org", StartedAt: now.Add(-time.Hour),
+		VPN: &admin.VPNStatus{Interface: "tariq0", ListenPort: 51820, Peers: []admin.PeerStatus{
+			{Name: "mom", IPv4: "10.77.0.2", Enabled: true, Reach: &admin.Reachability{CheckedAt: now.Add(-90 * time.Second),
+				Verdict: "calls", Reached: []string{"turn-tcp", "turns-443"}, Failed: []string{"wg-51820", "turn-udp"}}},
+			{Name: "dad", IPv4: "10.77.0.3", Enabled: true},
+			{Name: "kid", IPv4: "10.77.0.4", Enabled: true, Reach: &admin.Reachability{CheckedAt: now.Add(-time.Minute),
+				Verdict: "amneziawg", Port: 51821, Reached: []string{"awg-51821"}}},
+		}}}
+	var out bytes.Buffer
+	printStatus(&app{stdout: &out}, st, now)
+	lines := strings.Split(out.String(), "\n")
+	var mom, kid string
+	header := false
+	for _, l := range lines {
+		switch f := strings.Fields(l); {
+		case len(f) > 2 && f[0] == "PEER" && f[1] == "LAST" && f[2] == "CHECK":
+			header = true
+		case header && len(f) > 0 && f[0] == "mom":
+			mom = l
+		case header && len(f) > 0 && f[0] == "kid":
+			kid = l
+		case header && len(f) > 0 && f[0] == "dad":
+			t.Errorf("dad ran no check but is listed: %q", l)
+		}
+	}
+	if !strings.Contains(mom, "1m30s ago") || !strings.Contains(mom, "VPN blocked; relayed calls work") ||
+		!strings.Contains(mom, "turn-tcp turns-443") || !strings.Contains(mom, "wg-51820 turn-udp") {
+		t.Errorf("mom's check: %q\n%s", mom, out.String())
+	}
+	if !strings.Contains(kid, "AmneziaWG app, UDP 51821") || !strings.HasSuffix(strings.TrimSpace(kid), "-") {
+		t.Errorf("kid's check: %q\n%s", kid, out.String())
+	}
+}

@@ -1,0 +1,394 @@
+package web
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The reachability check: the invite page tests, from the visitor's own
+// network with WebRTC in their browser, which of the server's paths get
+// through, and says which app and config to use.
+//
+//	wg-<port>      UDP to a stock WireGuard port: a STUN Binding answered by
+//	               that port (every WireGuard port answers STUN), seen as a
+//	               server-reflexive candidate
+//	awg-<port>     the same on the AmneziaWG port
+//	turn-udp       a TURN allocation over UDP (a relay candidate, relay-only)
+//	turn-tcp       the same over TCP
+//	turns-<port>   the same over TLS on the HTTPS port
+//	udp-sustained  a call relayed over turn-udp carried a voice-like stream
+//	               (50 packets a second for four seconds) with little loss:
+//	               what a network that throttles UDP after the first seconds
+//	               of a flow fails
+//
+// A port check cannot see a censor that recognises WireGuard's handshake
+// (a browser can only send STUN): such a network shows the stock port as
+// reached. udp-sustained catches throttling. See README, "When networks
+// block calls".
+
+// Verdicts: what the page advises.
+const (
+	VerdictWireGuard = "wireguard" // the stock WireGuard app, stock config
+	VerdictAmneziaWG = "amneziawg" // the AmneziaWG app, the obfuscated config
+	VerdictCalls     = "calls"     // no VPN path; relayed calls in apps work
+	VerdictNone      = "none"      // nothing got through: try another network
+)
+
+// Form is one shape of a peer's client config: stock WireGuard dialling a
+// UDP port, or the AmneziaWG form (which dials the obfuscated port).
+type Form struct {
+	AmneziaWG bool
+	Port      int
+}
+
+// Key names f in the page and its download URL: wireguard-<port> or
+// amneziawg-<port>.
+func (f Form) Key() string {
+	if f.AmneziaWG {
+		return fmt.Sprintf("amneziawg-%d", f.Port)
+	}
+	return fmt.Sprintf("wireguard-%d", f.Port)
+}
+
+// Check is what the reachability check probes. The TURN URIs are empty
+// when the relay does not offer that transport.
+type Check struct {
+	// Host is the server as browsers dial it (server.public_host).
+	Host string
+	// StockPorts are the UDP ports speaking stock WireGuard, the listen
+	// port first; AmneziaWGPort is the obfuscated one (0: none).
+	StockPorts    []int
+	AmneziaWGPort int
+	// TURNUDP, TURNTCP and TURNTLS are turn:/turns: URIs; TURNTLS is TLS on
+	// the HTTPS port.
+	TURNUDP, TURNTCP, TURNTLS string
+	// Username and Credential are short-lived TURN REST credentials.
+	Username, Credential string
+}
+
+// Reachability is one check's outcome as kept per peer.
+type Reachability struct {
+	CheckedAt time.Time
+	Verdict   string
+	Port      int // for VerdictWireGuard and VerdictAmneziaWG
+	Reached   []string
+	Failed    []string
+}
+
+// errBadCheck marks a posted check that does not fit the page's paths.
+var errBadCheck = errors.New("bad check result")
+
+type checkPath struct {
+	ID, URL string
+	Port    int
+	Kind    string // wg, awg, turn-udp, turn-tcp, turns, udp-sustained
+}
+
+// paths lists what c probes, in the order the page shows them.
+func (c *Check) paths() []checkPath {
+	var out []checkPath
+	for _, p := range c.StockPorts {
+		out = append(out, checkPath{ID: fmt.Sprintf("wg-%d", p), URL: stunURL(c.Host, p), Port: p, Kind: "wg"})
+	}
+	if c.AmneziaWGPort != 0 {
+		out = append(out, checkPath{ID: fmt.Sprintf("awg-%d", c.AmneziaWGPort), URL: stunURL(c.Host, c.AmneziaWGPort), Port: c.AmneziaWGPort, Kind: "awg"})
+	}
+	if c.TURNUDP != "" {
+		out = append(out, checkPath{ID: "turn-udp", URL: c.TURNUDP, Kind: "turn-udp"},
+			checkPath{ID: "udp-sustained", URL: c.TURNUDP, Kind: "udp-sustained"})
+	}
+	if c.TURNTCP != "" {
+		out = append(out, checkPath{ID: "turn-tcp", URL: c.TURNTCP, Kind: "turn-tcp"})
+	}
+	if c.TURNTLS != "" {
+		p := uriPort(c.TURNTLS)
+		out = append(out, checkPath{ID: fmt.Sprintf("turns-%d", p), URL: c.TURNTLS, Port: p, Kind: "turns"})
+	}
+	return out
+}
+
+func stunURL(host string, port int) string {
+	return "stun:" + net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
+}
+
+// uriPort returns the port of a turn:/turns: URI, or 0.
+func uriPort(uri string) int {
+	_, rest, _ := strings.Cut(uri, ":")
+	rest, _, _ = strings.Cut(rest, "?")
+	_, p, err := net.SplitHostPort(rest)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// judge validates a posted result against c and decides the advice for a
+// peer whose own config is in form own. Every path named must be one of
+// c's, named once.
+func judge(c *Check, own Form, reached, failed []string, now time.Time) (Reachability, error) {
+	known := map[string]bool{}
+	for _, p := range c.paths() {
+		known[p.ID] = true
+	}
+	ok, tested := map[string]bool{}, map[string]bool{}
+	for i, list := range [][]string{reached, failed} {
+		for _, id := range list {
+			if !known[id] || tested[id] {
+				return Reachability{}, fmt.Errorf("%w: path %q", errBadCheck, id)
+			}
+			tested[id] = true
+			ok[id] = i == 0
+		}
+	}
+	// Kept in the page's order, whatever order the probes finished in.
+	r := Reachability{CheckedAt: now}
+	for _, p := range c.paths() {
+		switch {
+		case !tested[p.ID]:
+		case ok[p.ID]:
+			r.Reached = append(r.Reached, p.ID)
+		default:
+			r.Failed = append(r.Failed, p.ID)
+		}
+	}
+	r.Verdict, r.Port = verdict(c, own, ok, tested)
+	return r, nil
+}
+
+// udpUsable reports whether UDP works for more than a moment from where
+// the check ran: a throttled sustained stream makes every UDP path
+// (WireGuard included) useless for calls, whatever a single STUN answer
+// said.
+func udpUsable(ok, tested map[string]bool) bool {
+	return !tested["udp-sustained"] || ok["udp-sustained"]
+}
+
+// verdict is the advice: the stock app if UDP reaches a stock port (the
+// peer's own port first), else the AmneziaWG app if UDP reaches the
+// obfuscated port, else relayed calls if any TURN path works, else none.
+func verdict(c *Check, own Form, ok, tested map[string]bool) (string, int) {
+	udp := udpUsable(ok, tested)
+	if udp {
+		ports := c.StockPorts
+		if !own.AmneziaWG {
+			ports = append([]int{own.Port}, ports...)
+		}
+		for _, p := range ports {
+			if ok[fmt.Sprintf("wg-%d", p)] {
+				return VerdictWireGuard, p
+			}
+		}
+		if c.AmneziaWGPort != 0 && ok[fmt.Sprintf("awg-%d", c.AmneziaWGPort)] {
+			return VerdictAmneziaWG, c.AmneziaWGPort
+		}
+	}
+	for _, p := range c.paths() {
+		switch p.Kind {
+		case "turn-tcp", "turns":
+			if ok[p.ID] {
+				return VerdictCalls, 0
+			}
+		case "turn-udp":
+			if ok[p.ID] && udp {
+				return VerdictCalls, 0
+			}
+		}
+	}
+	return VerdictNone, 0
+}
+
+// usable lists the paths the page ticks: reached, and for UDP paths only
+// if UDP also carried a sustained stream.
+func usable(c *Check, r Reachability) []string {
+	ok, tested := map[string]bool{}, map[string]bool{}
+	for _, id := range r.Reached {
+		ok[id], tested[id] = true, true
+	}
+	for _, id := range r.Failed {
+		tested[id] = true
+	}
+	udp := udpUsable(ok, tested)
+	out := []string{}
+	for _, p := range c.paths() {
+		switch {
+		case !ok[p.ID]:
+		case p.Kind == "wg", p.Kind == "awg", p.Kind == "turn-udp":
+			if udp {
+				out = append(out, p.ID)
+			}
+		default:
+			out = append(out, p.ID)
+		}
+	}
+	return out
+}
+
+// checkData is the page's <script type="application/json" id="reach-data">
+// block, read by reach.js.
+type checkData struct {
+	Post       string            `json:"post"`
+	TimeoutMs  int               `json:"timeoutMs"`
+	StreamMs   int               `json:"streamMs"`
+	STUN       []probe           `json:"stun"`
+	TURN       []probe           `json:"turn"`
+	Stream     *probe            `json:"stream,omitempty"` // turn-udp, and udp-sustained
+	Username   string            `json:"username,omitempty"`
+	Credential string            `json:"credential,omitempty"`
+	Own        string            `json:"own"`
+	QR         map[string]string `json:"qr"` // form key → data: URL of its QR code
+}
+
+type probe struct {
+	ID  string `json:"id"`
+	URL string `json:"url"`
+}
+
+// How long the page gives each probe to gather a candidate, and how long
+// the sustained stream runs.
+const (
+	probeTimeout   = 8 * time.Second
+	streamDuration = 4 * time.Second
+)
+
+func newCheckData(token string, inv *Invite) checkData {
+	c := inv.Check
+	d := checkData{Post: "/join/" + token + "/check", TimeoutMs: int(probeTimeout / time.Millisecond),
+		StreamMs: int(streamDuration / time.Millisecond), Username: c.Username, Credential: c.Credential,
+		Own: inv.Form.Key(), QR: map[string]string{}}
+	for _, p := range c.paths() {
+		switch p.Kind {
+		case "wg", "awg":
+			d.STUN = append(d.STUN, probe{p.ID, p.URL})
+		case "turn-udp":
+			d.Stream = &probe{p.ID, p.URL}
+		case "turn-tcp", "turns":
+			d.TURN = append(d.TURN, probe{p.ID, p.URL})
+		}
+	}
+	for _, a := range inv.Alternatives {
+		d.QR[a.Form.Key()] = qrURL(a.QRPNG)
+	}
+	return d
+}
+
+// checkLabel is one line of the page's list of paths.
+type checkLabel struct{ ID, Label string }
+
+func checkLabels(c *Check, t func(string) string) []checkLabel {
+	var out []checkLabel
+	for _, p := range c.paths() {
+		s := t("check_path_" + strings.ReplaceAll(p.Kind, "-", "_"))
+		out = append(out, checkLabel{p.ID, strings.ReplaceAll(s, "{port}", strconv.Itoa(p.Port))})
+	}
+	return out
+}
+
+//go:embed assets/reach.js
+var reachJS []byte
+
+func serveReachJS(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+	w.Write(reachJS)
+}
+
+// checkResponse is what the page gets back for its POST.
+type checkResponse struct {
+	Verdict string   `json:"verdict"`
+	Form    string   `json:"form,omitempty"` // the config form to hand out, as Form.Key
+	Usable  []string `json:"usable"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// maxCheckBody bounds a posted result: a handful of short path names.
+const maxCheckBody = 2048
+
+// check records a result posted by reach.js: same origin, JSON, small,
+// every path one the page probes, rate-limited per address.
+func (h *inviteHandler) check(w http.ResponseWriter, r *http.Request) {
+	reply := func(status int, resp checkResponse) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(resp)
+	}
+	if !h.checkLimit.allow(r) {
+		reply(http.StatusTooManyRequests, checkResponse{Error: "too many tries"})
+		return
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		if u, err := url.Parse(o); err != nil || u.Scheme != "https" || u.Host != r.Host {
+			reply(http.StatusForbidden, checkResponse{Error: "cross-origin"})
+			return
+		}
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		reply(http.StatusUnsupportedMediaType, checkResponse{Error: "want application/json"})
+		return
+	}
+	var in struct {
+		Reached []string `json:"reached"`
+		Failed  []string `json:"failed"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCheckBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil || dec.More() {
+		reply(http.StatusBadRequest, checkResponse{Error: "malformed result"})
+		return
+	}
+	var c *Check
+	res, err := h.invites.SaveCheck(r.PathValue("token"), func(chk *Check, own Form) (Reachability, error) {
+		c = chk
+		return judge(chk, own, in.Reached, in.Failed, time.Now())
+	})
+	switch {
+	case errors.Is(err, errBadCheck):
+		reply(http.StatusBadRequest, checkResponse{Error: err.Error()})
+		return
+	case err != nil:
+		status, _, _ := messageFor(err)
+		if !errors.Is(err, ErrInviteUnknown) && !errors.Is(err, ErrInviteUsed) && !errors.Is(err, ErrInviteExpired) {
+			status = http.StatusInternalServerError
+		}
+		reply(status, checkResponse{Error: "not recorded"})
+		return
+	}
+	resp := checkResponse{Verdict: res.Verdict, Usable: usable(c, res)}
+	switch res.Verdict {
+	case VerdictWireGuard:
+		resp.Form = Form{Port: res.Port}.Key()
+	case VerdictAmneziaWG:
+		resp.Form = Form{AmneziaWG: true, Port: res.Port}.Key()
+	}
+	reply(http.StatusOK, resp)
+}
+
+// parseForm reads ?form=wireguard|amneziawg (and &port= for wireguard) of
+// a download; nil means the peer's own form.
+func parseForm(q url.Values) (*Form, error) {
+	switch q.Get("form") {
+	case "":
+		return nil, nil
+	case "amneziawg":
+		return &Form{AmneziaWG: true}, nil
+	case "wireguard":
+		f := &Form{}
+		if p := q.Get("port"); p != "" {
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 1 || n > 65535 {
+				return nil, fmt.Errorf("port %q", p)
+			}
+			f.Port = n
+		}
+		return f, nil
+	}
+	return nil, fmt.Errorf("form %q", q.Get("form"))
+}

@@ -1,0 +1,195 @@
+package web
+
+import (
+	"encoding/json"
+	"html"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestVerdict: the advice for each kind of network, as the censor lab's
+// profiles leave it (README, "When networks block calls").
+func TestVerdict(t *testing.T) {
+	all := []string{"wg-51820", "wg-443", "awg-51821", "turn-udp", "udp-sustained", "turn-tcp", "turns-443"}
+	minus := func(drop ...string) []string {
+		return slices.DeleteFunc(slices.Clone(all), func(s string) bool { return slices.Contains(drop, s) })
+	}
+	for _, tc := range []struct {
+		name    string
+		own     Form
+		reached []string
+		want    string
+		port    int
+		usable  []string
+	}{
+		{"open network", Form{Port: 51820}, all, VerdictWireGuard, 51820, all},
+		{"own port 443 first", Form{Port: 443}, all, VerdictWireGuard, 443, all},
+		{"own port blocked", Form{Port: 51820}, minus("wg-51820"), VerdictWireGuard, 443, minus("wg-51820")},
+		{"obfuscated peer, stock works", Form{AmneziaWG: true, Port: 51821}, all, VerdictWireGuard, 51820, all},
+		{"only the obfuscated port", Form{Port: 51820}, minus("wg-51820", "wg-443"), VerdictAmneziaWG, 51821, minus("wg-51820", "wg-443")},
+		{"UDP dropped", Form{Port: 51820}, []string{"turn-tcp", "turns-443"}, VerdictCalls, 0, []string{"turn-tcp", "turns-443"}},
+		{"only TCP 443", Form{Port: 51820}, []string{"turns-443"}, VerdictCalls, 0, []string{"turns-443"}},
+		// UDP answers a probe but a sustained stream is throttled: no UDP path is usable.
+		{"UDP throttled", Form{Port: 51820}, minus("udp-sustained"), VerdictCalls, 0, []string{"turn-tcp", "turns-443"}},
+		{"throttled, no TCP", Form{Port: 51820}, []string{"wg-51820", "turn-udp"}, VerdictNone, 0, []string{}},
+		{"nothing", Form{Port: 51820}, nil, VerdictNone, 0, []string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var failed []string
+			for _, id := range all {
+				if !slices.Contains(tc.reached, id) {
+					failed = append(failed, id)
+				}
+			}
+			if !slices.Contains(tc.reached, "turn-udp") { // the stream needs a relayed call
+				failed = slices.DeleteFunc(failed, func(s string) bool { return s == "udp-sustained" })
+			}
+			r, err := judge(fakeCheck, tc.own, tc.reached, failed, time.Unix(1, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Verdict != tc.want || r.Port != tc.port {
+				t.Errorf("verdict %s %d, want %s %d", r.Verdict, r.Port, tc.want, tc.port)
+			}
+			if diff := cmp.Diff(tc.usable, usable(fakeCheck, r)); diff != "" {
+				t.Errorf("usable (-want +got):\n%s", diff)
+			}
+		})
+	}
+	for _, bad := range [][2][]string{
+		{{"wg-1"}, nil},                       // not a port of this server
+		{{"wg-51820"}, {"wg-51820"}},          // both
+		{{"turn-udp", "turn-udp"}, nil},       // twice
+		{{"<script>"}, nil},                   // junk
+		{{"turns-5349"}, nil},                 // TLS is checked on the HTTPS port only
+		{nil, {"awg-51820"}},                  // wrong kind for the port
+		{{"wg-51820", "udp-sustained "}, nil}, // near miss
+	} {
+		if _, err := judge(fakeCheck, Form{Port: 51820}, bad[0], bad[1], time.Now()); err == nil {
+			t.Errorf("judge accepted reached %q failed %q", bad[0], bad[1])
+		}
+	}
+}
+
+// TestCheckPage: the page carries the check as data (a JSON block, no
+// inline script) and a same-origin script, which the CSP allows and
+// nothing else; the POST records a valid result and refuses everything
+// else; a download can ask for the AmneziaWG form.
+func TestCheckPage(t *testing.T) {
+	inv := &fakeInvites{}
+	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv)
+	do := func(method, path, remote, body string, hdr map[string]string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, "https://vpn.example.org"+path, strings.NewReader(body))
+		r.RemoteAddr = remote
+		for k, v := range hdr {
+			r.Header.Set(k, v)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+
+	w := do("GET", "/join/good", "192.0.2.1:1", "", nil)
+	body := w.Body.String()
+	csp := w.Header().Get("Content-Security-Policy")
+	if !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "connect-src 'self'") || strings.Contains(csp, "unsafe-eval") {
+		t.Errorf("CSP %q", csp)
+	}
+	scripts := regexp.MustCompile(`<script([^>]*)>`).FindAllStringSubmatch(body, -1)
+	if len(scripts) != 2 || scripts[0][1] != ` type="application/json" id="reach-data"` || scripts[1][1] != ` src="/assets/reach.js"` {
+		t.Errorf("script tags %q: want the JSON block and /assets/reach.js only", scripts)
+	}
+	m := regexp.MustCompile(`(?s)<script type="application/json" id="reach-data">(.*?)</script>`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no data block:\n%s", body)
+	}
+	var data checkData
+	if err := json.Unmarshal([]byte(m[1]), &data); err != nil {
+		t.Fatalf("data block %s: %v", m[1], err)
+	}
+	want := checkData{Post: "/join/good/check", TimeoutMs: 8000, StreamMs: 4000,
+		STUN:     []probe{{"wg-51820", "stun:vpn.example.org:51820"}, {"wg-443", "stun:vpn.example.org:443"}, {"awg-51821", "stun:vpn.example.org:51821"}},
+		TURN:     []probe{{"turn-tcp", fakeCheck.TURNTCP}, {"turns-443", fakeCheck.TURNTLS}},
+		Stream:   &probe{"turn-udp", fakeCheck.TURNUDP},
+		Username: "1:check:mom", Credential: "pw", Own: "wireguard-51820",
+		QR: map[string]string{"amneziawg-51821": "data:image/png;base64,YXdn"}}
+	if diff := cmp.Diff(want, data); diff != "" {
+		t.Errorf("data block (-want +got):\n%s", diff)
+	}
+	for _, id := range []string{"wg-51820", "wg-443", "awg-51821", "turn-udp", "udp-sustained", "turn-tcp", "turns-443"} {
+		if !strings.Contains(body, `<li data-path="`+id+`">`) {
+			t.Errorf("no list item for %s", id)
+		}
+	}
+	if !strings.Contains(html.UnescapeString(body), "AmneziaWG, disguised WireGuard (UDP port 51821)") {
+		t.Errorf("path label without its port:\n%s", body)
+	}
+	js := do("GET", "/assets/reach.js", "192.0.2.1:1", "", nil)
+	if js.Code != 200 || !strings.HasPrefix(js.Header().Get("Content-Type"), "text/javascript") || !strings.Contains(js.Body.String(), "RTCPeerConnection") {
+		t.Errorf("reach.js: %d %q", js.Code, js.Header().Get("Content-Type"))
+	}
+
+	post := func(remote, token, body string, hdr map[string]string) *httptest.ResponseRecorder {
+		if hdr == nil {
+			hdr = map[string]string{"Content-Type": "application/json", "Origin": "https://vpn.example.org"}
+		}
+		return do("POST", "/join/"+token+"/check", remote, body, hdr)
+	}
+	w = post("192.0.2.2:1", "good", `{"reached":["awg-51821","turn-udp","udp-sustained","turn-tcp","turns-443"],"failed":["wg-51820","wg-443"]}`, nil)
+	var resp checkResponse
+	json.Unmarshal(w.Body.Bytes(), &resp)
+	if w.Code != 200 || resp.Verdict != VerdictAmneziaWG || resp.Form != "amneziawg-51821" || len(inv.saved) != 1 {
+		t.Errorf("valid post: %d %s (saved %v)", w.Code, w.Body, inv.saved)
+	}
+	for _, tc := range []struct {
+		name, token, body string
+		hdr               map[string]string
+		code              int
+	}{
+		{"unknown path", "good", `{"reached":["wg-1"]}`, nil, 400},
+		{"unknown field", "good", `{"reached":[],"verdict":"wireguard"}`, nil, 400},
+		{"not JSON", "good", `reached=wg-51820`, map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, 415},
+		{"other origin", "good", `{"reached":[]}`, map[string]string{"Content-Type": "application/json", "Origin": "https://evil.example"}, 403},
+		{"too big", "good", `{"reached":["` + strings.Repeat("a", 4096) + `"]}`, nil, 400},
+		{"trailing data", "good", `{"reached":[]} {}`, nil, 400},
+		{"unknown token", "nope", `{"reached":[]}`, nil, 404},
+	} {
+		if w := post("192.0.2.3:1", tc.token, tc.body, tc.hdr); w.Code != tc.code {
+			t.Errorf("%s: %d %s, want %d", tc.name, w.Code, w.Body, tc.code)
+		}
+	}
+	if len(inv.saved) != 1 {
+		t.Errorf("refused posts were saved: %v", inv.saved)
+	}
+	limited := false
+	for range 30 {
+		if post("192.0.2.4:1", "good", `{"reached":[]}`, nil).Code == http.StatusTooManyRequests {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Error("30 posts from one address, none refused")
+	}
+
+	if w := do("GET", "/join/good/download?form=skype", "192.0.2.5:1", "", nil); w.Code != 400 || inv.used {
+		t.Errorf("unknown form: %d, used %v", w.Code, inv.used)
+	}
+	w = do("GET", "/join/good/download?form=amneziawg&lang=ar", "192.0.2.5:1", "", nil)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), "Jc = 4") || inv.form == nil || !inv.form.AmneziaWG {
+		t.Errorf("AmneziaWG download: %d %q (asked %+v)", w.Code, w.Body, inv.form)
+	}
+	if f, err := parseForm(map[string][]string{"form": {"wireguard"}, "port": {"443"}}); err != nil || *f != (Form{Port: 443}) {
+		t.Errorf("?form=wireguard&port=443: %+v %v", f, err)
+	}
+	if _, err := parseForm(map[string][]string{"form": {"wireguard"}, "port": {"70000"}}); err == nil {
+		t.Error("port 70000 accepted")
+	}
+}
