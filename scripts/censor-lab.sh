@@ -22,7 +22,7 @@
 # internal/testutil/censor/ (load one with `nft -f FILE` in a router's
 # namespace to try it by hand; never into a host's own ruleset), applied in
 # the ISP namespace only. Everything is torn down, processes by PID, when the
-# test ends; nothing touches the host's own network. About a minute.
+# test ends; nothing touches the host's own network. About a minute and a half.
 #
 # Needs root, Go, and Debian's iproute2 nftables wireguard-tools chromium.
 set -euo pipefail

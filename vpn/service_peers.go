@@ -154,6 +154,23 @@ func (s *Service) rollbackLocked(cause error, undo func(*store.State) error) err
 	return cause
 }
 
+// ReloadPeers re-reads the stored peers after the daemon changed, in the
+// store, only the form of a peer's client config (Port, Obfuscated: the
+// invite page handing a member another form of the same keys), so that
+// ClientConfig and PeerStatus follow. The device is not touched, and need
+// not be: every port accepts every enabled peer, in either form. Keys,
+// addresses and the enabled state change through the methods above.
+func (s *Service) ReloadPeers() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	state, err := s.deps.Store.Load()
+	if err != nil {
+		return fmt.Errorf("vpn: reloading peers: %w", err)
+	}
+	s.setPeersLocked(state.Peers)
+	return nil
+}
+
 // PeerStatus returns every stored peer, enabled or not, with the device's
 // view of it: endpoint, last handshake and byte counters.
 func (s *Service) PeerStatus() []PeerStatus {

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 
 	"github.com/tariq-vpn/tariq/internal/certs"
@@ -65,6 +66,12 @@ import (
 // In the same run the invite page's reachability check runs from the same
 // device network under each profile (a second browser tab), and its advice
 // and ticked paths must match the table; `tariq status` must show them.
+// Where the page advises a VPN app, the member then goes on: downloads the
+// settings with the page's button, switches the client on in the browser's
+// own namespace (a full tunnel, which takes the page's requests too, as on
+// a phone) and keeps the page open, whose confirmation must end on the
+// path the table finds working: under profile 2, after its countdown finds
+// no stock handshake, by switching her to the AmneziaWG form.
 //
 // -censor-lab.table FILE writes the table as Markdown (scripts/censor-lab.sh
 // uses it).
@@ -78,21 +85,25 @@ type censorProfile struct {
 	counter string // the ruleset's drop counter
 	// want is the paths expected to work, in censorPaths order.
 	want [6]bool
-	// page is the invite page's expected advice. Under profile 2 the page
-	// advises stock WireGuard although the lab finds it blocked: a browser
-	// can only send STUN, which a censor keyed on WireGuard's handshake
-	// lets through (see the README).
+	// page is the invite page's expected first advice, from its check.
+	// Under profile 2 the check advises stock WireGuard although the lab
+	// finds it blocked: a browser can only send STUN, which a censor keyed
+	// on WireGuard's handshake lets through (see the README).
 	page string
+	// final is the advice the member ends with once the page's
+	// confirmation has run (only where the check advises a VPN app): under
+	// profile 2, AmneziaWG, switched to when no stock handshake arrived.
+	final string
 }
 
 var censorPaths = [6]string{"Stock WireGuard", "Obfuscated WireGuard", "TURN UDP", "TURN TCP", "TURN TLS 5349", "TURN TLS 443"}
 
 var censorProfiles = []censorProfile{
-	{"none", "", "", [6]bool{true, true, true, true, true, true}, "wireguard"},
-	{"1. all UDP dropped except DNS", "udp-blocked.nft", "udp_dropped", [6]bool{false, false, false, true, true, true}, "calls"},
-	{"2. WireGuard fingerprint dropped", "wg-fingerprint.nft", "wg_fingerprint", [6]bool{false, true, true, true, true, true}, "wireguard"},
-	{"3. only TCP 80 and 443", "tcp-web-only.nft", "blocked", [6]bool{false, false, false, false, false, true}, "calls"},
-	{"4. UDP throttled after 3 s / 150 packets", "udp-throttle.nft", "throttled", [6]bool{false, false, false, true, true, true}, "calls"},
+	{"none", "", "", [6]bool{true, true, true, true, true, true}, "wireguard", "wireguard"},
+	{"1. all UDP dropped except DNS", "udp-blocked.nft", "udp_dropped", [6]bool{false, false, false, true, true, true}, "calls", ""},
+	{"2. WireGuard fingerprint dropped", "wg-fingerprint.nft", "wg_fingerprint", [6]bool{false, true, true, true, true, true}, "wireguard", "amneziawg"},
+	{"3. only TCP 80 and 443", "tcp-web-only.nft", "blocked", [6]bool{false, false, false, false, false, true}, "calls", ""},
+	{"4. UDP throttled after 3 s / 150 packets", "udp-throttle.nft", "throttled", [6]bool{false, false, false, true, true, true}, "calls", ""},
 }
 
 // censorLab is the topology, brought up once for every profile.
@@ -101,15 +112,16 @@ type censorLab struct {
 	isp        *isp
 	stock, awg *device
 	web        *testutil.NetNS
+	member     *device // the family member's client, in the browser's namespace (interface wgweb)
+	memberName string  // the member's peer, whose one-time link invite is
 	browser    *testutil.Browser
 	callTab    context.Context // the lab's calls
 	pageTab    context.Context // the invite page
 	callPage   string
 	turnUser   string
 	turnPass   string
-	invite     string
+	invite     string // the member's one-time link
 	roots      *x509.CertPool
-	momConf    string
 }
 
 const labServer = "10.10.1.1"
@@ -174,7 +186,10 @@ web:
 	}
 	// wg-quick's policy routing, once per device: the rules outlive the
 	// clients, whose default route in table 51820 comes and goes with them.
-	for _, d := range []*device{c.awg, c.stock} {
+	// The member's client runs beside the browser, so while it is on it
+	// takes the browser's traffic too, as the WireGuard app does a phone's.
+	c.member = &device{l: l, ns: c.web, name: "web"}
+	for _, d := range []*device{c.awg, c.stock, c.member} {
 		for _, fam := range []string{"-4", "-6"} {
 			d.ns.Run("ip", fam, "rule", "add", "not", "fwmark", "51820", "table", "51820")
 			d.ns.Run("ip", fam, "rule", "add", "table", "main", "suppress_prefixlength", "0")
@@ -183,15 +198,8 @@ web:
 	l.server.Run("ip", "link", "set", "dev", "isp0", "gso_max_segs", "1")
 
 	// A family member with a one-time link, whose page runs the check.
-	code, out, errOut := tariq(t, "peer", "add", "mom", "--invite", "--config", l.conf)
-	if code != 0 {
-		t.Fatalf("peer add mom --invite: %s", errOut)
-	}
-	c.invite = strings.TrimSpace(out)
-	if code, c.momConf, errOut = tariq(t, "peer", "show", "mom", "--config", l.conf); code != 0 {
-		t.Fatalf("peer show mom: %s", errOut)
-	}
-	code, out, errOut = tariq(t, "turn", "credentials", "--json", "--user", "lab", "--ttl", "1h", "--config", l.conf)
+	c.newMember("mom", true)
+	code, out, errOut := tariq(t, "turn", "credentials", "--json", "--user", "lab", "--ttl", "1h", "--config", l.conf)
 	var cred struct{ Username, Password string }
 	if code != 0 || json.Unmarshal([]byte(out), &cred) != nil {
 		t.Fatalf("turn credentials: %d %s %s", code, out, errOut)
@@ -249,6 +257,33 @@ web:
 		t.Fatalf("loading the call page: %v", err)
 	}
 	return c
+}
+
+// newMember gives the lab's family member a fresh one-time link: to a new
+// peer called name (add), or a new link to the same peer, whose last one is
+// used up.
+func (c *censorLab) newMember(name string, add bool) {
+	t := c.t
+	t.Helper()
+	verb := "show"
+	if add {
+		verb = "add"
+	}
+	code, out, errOut := tariq(t, "peer", verb, name, "--invite", "--config", c.conf)
+	if code != 0 {
+		t.Fatalf("peer %s %s --invite: %s", verb, name, errOut)
+	}
+	c.invite, c.memberName = strings.TrimSpace(out), name
+}
+
+// peerShow is `tariq peer show name`: the peer's config in its stored form.
+func (c *censorLab) peerShow(name string) string {
+	c.t.Helper()
+	code, out, errOut := tariq(c.t, "peer", "show", name, "--config", c.conf)
+	if code != 0 {
+		c.t.Fatalf("peer show %s: %s", name, errOut)
+	}
+	return out
 }
 
 // clientUp starts a fresh WireGuard client for d (upstream wireguard-go
@@ -435,6 +470,7 @@ type pageResult struct {
 	Href    string          `json:"href"`
 	QR      string          `json:"qr"`
 	Dir     string          `json:"dir"`
+	Confirm string          `json:"confirm"` // the confirmation's state
 }
 
 const readCheck = `(() => {
@@ -448,6 +484,7 @@ const readCheck = `(() => {
 		shown: shown.map((e) => e.id), text: shown.map((e) => e.innerText.trim()).join('\n'),
 		href: document.getElementById('download').href, qr: document.getElementById('qr').src,
 		dir: getComputedStyle(s).direction,
+		confirm: (document.getElementById('confirm') || {dataset: {}}).dataset.state || '',
 	};
 })()`
 
@@ -483,16 +520,25 @@ type labRow struct {
 	why     [6]string
 	page    pageResult
 	pageErr error
-	drops   int
-	took    time.Duration
+	// final is the advice the page's confirmation ended on ("" if it did
+	// not run), switched whether it got there by switching to AmneziaWG.
+	final    string
+	switched bool
+	drops    int
+	took     time.Duration
 }
 
 // TestCensorLab measures every path under every censor profile, checks
 // the expected table (at least one path works under each), and checks the
 // invite page's reachability check gives the matching advice from the
-// same network, which `tariq status` then shows; a network blocking only
-// the stock ports gets the AmneziaWG advice and download; the results
-// survive a restart.
+// same network, which `tariq status` then shows. Where the check advises
+// a VPN app, the member follows it through the page and the confirmation
+// must end on a path the table finds working: stock WireGuard connects
+// with no profile; under profile 2 the page finds no stock handshake,
+// switches her to the AmneziaWG form (the link's one second download) and
+// then says connected. A network blocking only the stock ports gets the
+// AmneziaWG advice and download from the start; the results survive a
+// restart.
 func TestCensorLab(t *testing.T) {
 	start := time.Now()
 	c := newCensorLab(t)
@@ -510,12 +556,14 @@ func TestCensorLab(t *testing.T) {
 			}
 			testutil.Censor(t, c.isp.ns, string(rules))
 		}
-		lang := ""
-		if prof.file == "tcp-web-only.nft" {
-			lang = "?lang=ar" // one profile read in Arabic, right to left
+		lang, tr, dir := "", en, "ltr"
+		if prof.file == "wg-fingerprint.nft" {
+			// One profile read in Arabic, right to left: the one whose
+			// confirmation switches.
+			lang, tr, dir = "?lang=ar", ar, "rtl"
 		}
 		var wg sync.WaitGroup
-		var took [4]time.Duration
+		var took [5]time.Duration
 		timed := func(i int, fn func()) {
 			wg.Add(1)
 			go func() {
@@ -535,6 +583,21 @@ func TestCensorLab(t *testing.T) {
 		})
 		timed(3, func() { row.page, row.pageErr = c.runPage(lang) })
 		wg.Wait()
+
+		// The page's check, from the same network, under the same profile.
+		c.checkPage(row, tr, dir)
+		// The member follows the advice, under the same profile; then she
+		// (or, once switched, a new member) gets a new link.
+		if prof.final != "" && row.pageErr == nil && row.page.Verdict == prof.page {
+			t1 := time.Now()
+			row.final, row.switched = c.confirmPage(prof, tr, dir)
+			took[4] = time.Since(t1).Round(100 * time.Millisecond)
+			if row.switched {
+				c.newMember("dad", true)
+			} else {
+				c.newMember(c.memberName, false)
+			}
+		}
 		if prof.file != "" {
 			row.drops = testutil.CensorDrops(t, c.isp.ns, prof.counter)
 			testutil.Uncensor(t, c.isp.ns)
@@ -547,8 +610,8 @@ func TestCensorLab(t *testing.T) {
 				n++
 			}
 		}
-		t.Logf("%s: %d of %d paths work, in %s (stock %s, obfuscated %s, calls %s, page %s; censor dropped %d packets)", prof.name,
-			n, len(row.works), row.took.Round(100*time.Millisecond), took[0], took[1], took[2], took[3], row.drops)
+		t.Logf("%s: %d of %d paths work, in %s (stock %s, obfuscated %s, calls %s, page %s, confirmation %s; censor dropped %d packets)", prof.name,
+			n, len(row.works), row.took.Round(100*time.Millisecond), took[0], took[1], took[2], took[3], took[4], row.drops)
 
 		for i, ok := range row.works {
 			if !ok {
@@ -569,9 +632,12 @@ func TestCensorLab(t *testing.T) {
 		if prof.file != "" && row.drops == 0 {
 			t.Errorf("%s: the censor dropped nothing", prof.name)
 		}
-
-		// The page's check, from the same network, under the same profile.
-		c.checkPage(row, en, ar, lang != "")
+		// The advice the member ends with is a path the table finds working.
+		if row.final != prof.final || (row.final == "wireguard" && !row.works[0]) || (row.final == "amneziawg" && !row.works[1]) ||
+			row.switched != (row.final == "amneziawg" && row.page.Verdict == "wireguard") {
+			t.Errorf("%s: the page ends on %q (switched %v), want %q; stock works %v, obfuscated %v", prof.name,
+				row.final, row.switched, prof.final, row.works[0], row.works[1])
+		}
 	}
 
 	table := censorTable(rows)
@@ -600,21 +666,27 @@ func TestCensorLab(t *testing.T) {
 	if !strings.HasSuffix(r.Href, "/download?form=amneziawg") {
 		t.Errorf("download link %q, want ?form=amneziawg", r.Href)
 	}
+	stockConf := c.peerShow(c.memberName)
 	got := c.download(r.Href)
-	v, own := confValues(got), confValues(c.momConf)
+	v, own := confValues(got), confValues(stockConf)
 	if v["Peer.Endpoint"] != labServer+":51821" || v["Interface.Jc"] == "" || v["Interface.PrivateKey"] != own["Interface.PrivateKey"] ||
 		v["Interface.Address"] != own["Interface.Address"] || v["Peer.PresharedKey"] != own["Peer.PresharedKey"] {
-		t.Errorf("the AmneziaWG download:\n%s\nthe peer's own config:\n%s", got, c.momConf)
+		t.Errorf("the AmneziaWG download:\n%s\nthe peer's own config:\n%s", got, stockConf)
+	}
+	if shown := c.peerShow(c.memberName); shown != got {
+		t.Errorf("after the AmneziaWG download, peer show %s prints\n%s\nwant what was downloaded:\n%s", c.memberName, shown, got)
 	}
 	if resp := c.get(r.Href); resp.StatusCode != http.StatusSeeOther {
-		t.Errorf("a second download: %d, want 303 (burned)", resp.StatusCode)
+		t.Errorf("a second download: %d, want 303 (burned; no switch from AmneziaWG)", resp.StatusCode)
 	}
-	c.checkStatus("amneziawg", "AmneziaWG app, UDP 51821")
+	c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "-")
 
-	// Kept in the store: a restart still shows the last check.
+	// Kept in the store: a restart still shows the last checks, and the
+	// switch under profile 2 with its confirmation.
 	c.stopDaemon()
 	c.startDaemon()
-	c.checkStatus("amneziawg", "AmneziaWG app, UDP 51821")
+	c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "-")
+	c.checkStatus("mom", "AmneziaWG app, UDP 51821", "connected (stock handshake never arrived, switched to AmneziaWG)")
 	if _, out, _ := tariq(t, "status", "--config", c.conf); testing.Verbose() {
 		t.Logf("tariq status after a restart:\n%s", out)
 	}
@@ -640,7 +712,7 @@ func pageExpect(row labRow) map[string]bool {
 	return want
 }
 
-func (c *censorLab) checkPage(row labRow, en, ar map[string]string, arabic bool) {
+func (c *censorLab) checkPage(row labRow, tr map[string]string, dir string) {
 	t := c.t
 	t.Helper()
 	r, name := row.page, row.profile.name
@@ -651,26 +723,196 @@ func (c *censorLab) checkPage(row labRow, en, ar map[string]string, arabic bool)
 	if diff := mapDiff(pageExpect(row), r.Paths); diff != "" || r.Verdict != row.profile.page || r.State != "done" {
 		t.Errorf("%s: the page advises %q (state %s), ticks %v; want %q and %v%s", name, r.Verdict, r.State, r.Paths, row.profile.page, pageExpect(row), diff)
 	}
-	tr, dir := en, "ltr"
-	if arabic {
-		tr, dir = ar, "rtl"
-	}
-	want := tr["verdict_"+row.profile.page]
-	if r.Verdict == "wireguard" {
-		want += "\n" + tr["verdict_wireguard_fallback"] // the obfuscated port answered too
-	}
-	if r.Text != want || r.Dir != dir {
+	if want := tr["verdict_"+row.profile.page]; r.Text != want || r.Dir != dir {
 		t.Errorf("%s: the page says (%s)\n%s\nwant (%s)\n%s", name, r.Dir, r.Text, dir, want)
 	}
 	if r.Form != "" || strings.Contains(r.Href, "form=") {
-		t.Errorf("%s: the page switched the download to %q (%s); mom's own form is the advice or there is none", name, r.Form, r.Href)
+		t.Errorf("%s: the page switched the download to %q (%s); the member's own form is the advice or there is none", name, r.Form, r.Href)
+	}
+	// The confirmation waits for the member where the page advises an app.
+	if wantAsk := row.profile.page == "wireguard" || row.profile.page == "amneziawg"; (r.Confirm == "ask") != wantAsk {
+		t.Errorf("%s: the confirmation is %q after the check", name, r.Confirm)
 	}
 	advice := map[string]string{"wireguard": "WireGuard app, UDP 51820", "calls": "VPN blocked; relayed calls work"}[row.profile.page]
-	c.checkStatus(row.profile.page, advice)
+	c.checkStatus(c.memberName, advice, "-")
 }
 
-// checkStatus asserts `tariq status` shows mom's last check with advice.
-func (c *censorLab) checkStatus(verdict, advice string) {
+// confirmView is what the page's confirmation shows.
+type confirmView struct {
+	State     string `json:"state"`
+	Text      string `json:"text"`   // its paragraphs shown
+	Button    bool   `json:"button"` // "I have switched it on"
+	AWGHref   string `json:"awgHref"`
+	AWGQR     string `json:"awgQR"`
+	MainShown bool   `json:"mainShown"` // the first download button
+	Dir       string `json:"dir"`
+	Align     string `json:"align"` // start: right in Arabic
+}
+
+const readConfirm = `(() => {
+	const s = document.getElementById('confirm');
+	if (!s) return null;
+	const seen = (e) => !!e && e.offsetParent !== null;
+	const shown = [...s.querySelectorAll('p[id^="confirm-"]')].filter(seen);
+	const a = document.getElementById('download-amneziawg'), qr = document.getElementById('qr-amneziawg');
+	return {
+		state: s.dataset.state, text: shown.map((e) => e.innerText.trim()).join('\n'),
+		button: seen(document.getElementById('confirm-button')),
+		awgHref: seen(a) ? a.href : '', awgQR: seen(qr) ? qr.src : '',
+		mainShown: seen(document.getElementById('download')),
+		dir: getComputedStyle(s).direction, align: shown.length ? getComputedStyle(shown[0]).textAlign : '',
+	};
+})()`
+
+// waitConfirm waits until the confirmation reaches state, or says why not.
+func (c *censorLab) waitConfirm(state string, within time.Duration) (confirmView, error) {
+	ctx, cancel := context.WithTimeout(c.pageTab, within)
+	defer cancel()
+	var v confirmView
+	for {
+		if err := chromedp.Run(ctx, testutil.EvalJSON(readConfirm, &v)); err != nil {
+			return v, fmt.Errorf("reading the confirmation (state %q): %w", v.State, err)
+		}
+		if v.State == state {
+			return v, nil
+		}
+		select {
+		case <-ctx.Done():
+			return v, fmt.Errorf("the confirmation is %q (%q), not %q within %s", v.State, v.Text, state, within)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// confirmPage is the member's way on from the page's advice of stock
+// WireGuard, under the current profile: she downloads the settings with
+// the page's button, switches the client on (upstream wireguard-go, a full
+// tunnel beside the browser) and keeps the page open. If the table says
+// stock WireGuard works, the page must say connected without being told.
+// Else she presses "I have switched it on"; the countdown must end in the
+// AmneziaWG offer (its QR code and download, the stock ones gone); she
+// switches WireGuard off, takes that download (the link's switch),
+// switches amneziawg-go on, presses the button again, and the page must
+// say connected. It returns the form she ends on and whether it switched;
+// `tariq status` and `tariq peer show` must agree at every step.
+func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir string) (final string, switched bool) {
+	t := c.t
+	t.Helper()
+	name, ownConf := prof.name, c.peerShow(c.memberName)
+	conf, err := c.clickDownload("#download")
+	if err != nil || conf != ownConf {
+		t.Errorf("%s: the page's download (%v):\n%s\nwant what peer show prints:\n%s", name, err, conf, ownConf)
+		return "", false
+	}
+	c.member.conf = conf
+	stop := c.clientUp(c.member, false)
+	if prof.want[0] {
+		v, err := c.waitConfirm("connected", 20*time.Second)
+		stop()
+		if err != nil || v.Text != tr["confirm_connected"] || v.Dir != dir || v.Button {
+			t.Errorf("%s: a stock tunnel that works: %+v %v", name, v, err)
+			return "", false
+		}
+		c.checkStatus(c.memberName, "WireGuard app, UDP 51820", "connected")
+		return "wireguard", false
+	}
+
+	// Blocked: she says it is on, and the countdown finds no handshake.
+	if err := chromedp.Run(c.pageTab, chromedp.Click("#confirm-button", chromedp.ByID)); err != nil {
+		stop()
+		t.Errorf("%s: pressing %q: %v", name, tr["confirm_button"], err)
+		return "", false
+	}
+	if v, err := c.waitConfirm("waiting", 5*time.Second); err != nil || !strings.HasPrefix(v.Text, tr["confirm_waiting"]) {
+		t.Errorf("%s: the countdown: %+v %v", name, v, err)
+	}
+	v, err := c.waitConfirm("switch", 45*time.Second)
+	stop() // she switches WireGuard off, as the page says
+	if err != nil {
+		t.Errorf("%s: no switch to AmneziaWG: %v", name, err)
+		return "", false
+	}
+	want := "?form=amneziawg"
+	if dir == "rtl" {
+		want = "?form=amneziawg&lang=ar"
+	}
+	if v.Text != tr["confirm_switch"] || v.Dir != dir || v.Align != "start" || !strings.HasSuffix(v.AWGHref, "/download"+want) ||
+		!strings.HasPrefix(v.AWGQR, "data:image/png") || v.MainShown || !v.Button {
+		t.Errorf("%s: the switch shows %+v; want (%s) %q, a download ending %s, its QR code, the stock download gone", name, v, dir, tr["confirm_switch"], want)
+	}
+	c.checkStatus(c.memberName, "WireGuard app, UDP 51820", "-") // nothing changes before she takes it
+
+	// The switched download: the same keys, in the AmneziaWG form, which
+	// is now the peer's.
+	awgConf, err := c.clickDownload("#download-amneziawg")
+	av, sv := confValues(awgConf), confValues(conf)
+	if err != nil || av["Peer.Endpoint"] != labServer+":51821" || av["Interface.Jc"] == "" || av["Interface.PrivateKey"] != sv["Interface.PrivateKey"] ||
+		av["Interface.Address"] != sv["Interface.Address"] || av["Peer.PresharedKey"] != sv["Peer.PresharedKey"] {
+		t.Errorf("%s: the switched download (%v):\n%s\nthe stock one:\n%s", name, err, awgConf, conf)
+		return "", false
+	}
+	if shown := c.peerShow(c.memberName); shown != awgConf {
+		t.Errorf("%s: after the switch, peer show %s prints\n%s\nwant the AmneziaWG form handed out:\n%s", name, c.memberName, shown, awgConf)
+	}
+	c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "stock handshake never arrived, switched to AmneziaWG")
+	c.member.conf = awgConf
+	stop = c.clientUp(c.member, true)
+	err = chromedp.Run(c.pageTab, chromedp.Click("#confirm-button", chromedp.ByID))
+	if err == nil {
+		v, err = c.waitConfirm("connected", 20*time.Second)
+	}
+	stop()
+	if err != nil || v.Text != tr["confirm_connected"] || v.Dir != dir {
+		t.Errorf("%s: AmneziaWG after the switch: %+v %v", name, v, err)
+		return "", true
+	}
+	c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "connected (stock handshake never arrived, switched to AmneziaWG)")
+	// Switched once: the link hands out nothing more, in any form.
+	for _, u := range []string{c.invite + "/download?form=amneziawg", c.invite + "/download"} {
+		if resp := c.get(u); resp.StatusCode != http.StatusSeeOther {
+			t.Errorf("%s: after the switch, %s: %d, want 303 (used)", name, u, resp.StatusCode)
+		}
+	}
+	return "amneziawg", true
+}
+
+// clickDownload clicks the page's download button sel, as the member
+// would, and returns the file the browser saved.
+func (c *censorLab) clickDownload(sel string) (string, error) {
+	dir := c.t.TempDir()
+	ctx, cancel := context.WithTimeout(c.pageTab, 20*time.Second)
+	defer cancel()
+	done := make(chan *browser.EventDownloadProgress, 1)
+	chromedp.ListenTarget(ctx, func(ev any) {
+		if ev, ok := ev.(*browser.EventDownloadProgress); ok &&
+			(ev.State == browser.DownloadProgressStateCompleted || ev.State == browser.DownloadProgressStateCanceled) {
+			select {
+			case done <- ev:
+			default:
+			}
+		}
+	})
+	err := chromedp.Run(ctx,
+		browser.SetDownloadBehavior(browser.SetDownloadBehaviorBehaviorAllowAndName).WithDownloadPath(dir).WithEventsEnabled(true),
+		chromedp.Click(sel, chromedp.ByQuery))
+	if err != nil {
+		return "", fmt.Errorf("clicking %s: %w", sel, err)
+	}
+	select {
+	case ev := <-done:
+		if ev.State != browser.DownloadProgressStateCompleted {
+			return "", fmt.Errorf("download %s", ev.State)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, ev.GUID))
+		return string(b), err
+	case <-ctx.Done():
+		return "", fmt.Errorf("no download from %s within 20 s", sel)
+	}
+}
+
+// checkStatus asserts `tariq status` shows peer's last check with advice
+// and, unless "", the confirmation.
+func (c *censorLab) checkStatus(peer, advice, confirmed string) {
 	t := c.t
 	t.Helper()
 	code, out, errOut := tariq(t, "status", "--config", c.conf)
@@ -680,12 +922,12 @@ func (c *censorLab) checkStatus(verdict, advice string) {
 		if strings.HasPrefix(l, "PEER") && strings.Contains(l, "LAST CHECK") {
 			inReach = true
 		}
-		if inReach && strings.HasPrefix(l, "mom ") {
-			line = l
+		if inReach && strings.HasPrefix(l, peer+" ") {
+			line = strings.Join(strings.Fields(l), " ")
 		}
 	}
-	if code != 0 || !strings.Contains(line, advice) || !strings.Contains(line, " ago ") {
-		t.Errorf("status (%s) does not show mom's check with %q:\n%s%s", verdict, advice, out, errOut)
+	if code != 0 || !strings.Contains(line, advice+" "+confirmed+" ") || !strings.Contains(line, " ago ") {
+		t.Errorf("status does not show %s's check with %q, confirmation %q:\n%s%s", peer, advice, confirmed, out, errOut)
 	}
 }
 
@@ -750,11 +992,17 @@ func censorTable(rows []labRow) string {
 		for _, w := range r.works {
 			cells = append(cells, map[bool]string{true: "works", false: "blocked"}[w])
 		}
-		a := advice[r.page.Verdict]
+		v := r.page.Verdict
+		if r.final != "" {
+			v = r.final
+		}
+		a := advice[v]
 		switch {
 		case a == "":
 			a = "(no answer)"
-		case r.page.Verdict == "wireguard" && !r.works[0]:
+		case r.switched:
+			a += " (switched to when no stock handshake arrives)"
+		case v == "wireguard" && !r.works[0]:
 			a += " (a port check cannot see this censor)"
 		}
 		cells = append(cells, a)

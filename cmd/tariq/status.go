@@ -100,7 +100,9 @@ func printStatus(a *app, st *admin.Status, now time.Time) {
 }
 
 // printReach lists the last reachability check each member's invite page
-// ran from their network: when, the advice it gave, what got through.
+// ran from their network: when, the advice it gave, whether the member's
+// device then connected (or, its stock handshake never arriving, the page
+// switched it to AmneziaWG), what got through.
 func printReach(w io.Writer, peers []admin.PeerStatus, now time.Time) {
 	header := false
 	for _, p := range peers {
@@ -110,7 +112,7 @@ func printReach(w io.Writer, peers []admin.PeerStatus, now time.Time) {
 		}
 		if !header {
 			fmt.Fprintf(w, "\nReachability, as each member's invite page checked it from their network:\n")
-			fmt.Fprintf(w, "PEER\tLAST CHECK\tADVICE\tGOT THROUGH\tBLOCKED\n")
+			fmt.Fprintf(w, "PEER\tLAST CHECK\tADVICE\tCONFIRMED\tGOT THROUGH\tBLOCKED\n")
 			header = true
 		}
 		advice := map[string]string{
@@ -122,9 +124,24 @@ func printReach(w io.Writer, peers []admin.PeerStatus, now time.Time) {
 		if advice == "" {
 			advice = r.Verdict
 		}
-		fmt.Fprintf(w, "%s\t%s ago\t%s\t%s\t%s\n", p.Name, now.Sub(r.CheckedAt).Round(time.Second), advice,
-			orDash(r.Reached), orDash(r.Failed))
+		fmt.Fprintf(w, "%s\t%s ago\t%s\t%s\t%s\t%s\n", p.Name, now.Sub(r.CheckedAt).Round(time.Second), advice,
+			confirmation(r), orDash(r.Reached), orDash(r.Failed))
 	}
+}
+
+// confirmation says what the page saw once the member switched the
+// connection on.
+func confirmation(r *admin.Reachability) string {
+	const switched = "stock handshake never arrived, switched to AmneziaWG"
+	switch {
+	case r.Confirmed == "connected" && r.SwitchedFrom != "":
+		return "connected (" + switched + ")"
+	case r.Confirmed == "connected":
+		return "connected"
+	case r.Confirmed == "no-handshake":
+		return switched
+	}
+	return "-"
 }
 
 func orDash(s []string) string {

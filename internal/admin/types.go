@@ -114,4 +114,10 @@ type Reachability struct {
 	Port    int      `json:"port,omitempty"`
 	Reached []string `json:"reached,omitempty"`
 	Failed  []string `json:"failed,omitempty"`
+	// Confirmed is what the page found once the member switched the
+	// connection on: connected, or no-handshake (the page then handed out
+	// the AmneziaWG form; SwitchedFrom is wireguard, the form before).
+	Confirmed    string    `json:"confirmed,omitempty"`
+	ConfirmedAt  time.Time `json:"confirmed_at,omitzero"`
+	SwitchedFrom string    `json:"switched_from,omitempty"`
 }

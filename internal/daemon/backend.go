@@ -142,7 +142,8 @@ func addReach(d *Daemon, peers []admin.PeerStatus) {
 		if p := state.Peer(peers[i].Name); p != nil && p.Reach != nil {
 			r := p.Reach
 			peers[i].Reach = &admin.Reachability{CheckedAt: r.CheckedAt, Verdict: r.Verdict, Port: r.Port,
-				Reached: r.Reached, Failed: r.Failed}
+				Reached: r.Reached, Failed: r.Failed, Confirmed: r.Confirmed, ConfirmedAt: r.ConfirmedAt,
+				SwitchedFrom: r.SwitchedFrom}
 		}
 	}
 }

@@ -61,6 +61,16 @@ type Invite struct {
 	CreatedAt time.Time `json:"created_at"`
 	Expires   time.Time `json:"expires"`
 	UsedAt    time.Time `json:"used_at,omitzero"`
+	// SwitchedAt is when the link handed out, after its one use, the
+	// AmneziaWG form of the same config: the one exception to "once",
+	// for a member whose stock WireGuard handshake never reached the
+	// server (internal/daemon, invites.go). An older binary of format 2
+	// ignores it and drops it on its next write; that binary refuses
+	// every download of a used link, so it never allows the switch, and
+	// a later binary reading the link back could allow it once more at
+	// most within the hour after the use, handing out nothing the link's
+	// holder does not already have. So it does not change the format.
+	SwitchedAt time.Time `json:"switched_at,omitzero"`
 }
 
 // VPNState is the WireGuard endpoint's generated material.
@@ -135,6 +145,17 @@ type Reachability struct {
 	Port    int      `json:"port,omitempty"`
 	Reached []string `json:"reached,omitempty"`
 	Failed  []string `json:"failed,omitempty"`
+	// Confirmed is what the page found once the member switched the
+	// connection on: "connected" (the server saw the device's handshake)
+	// or "no-handshake" (none came: the network drops WireGuard's
+	// handshake, which a port check cannot see, and the page handed out
+	// the AmneziaWG form instead; Verdict is then amneziawg and
+	// SwitchedFrom wireguard, the form the member had). The switched form
+	// may connect later: "connected", SwitchedFrom kept. Empty: not
+	// confirmed.
+	Confirmed    string    `json:"confirmed,omitempty"`
+	ConfirmedAt  time.Time `json:"confirmed_at,omitzero"`
+	SwitchedFrom string    `json:"switched_from,omitempty"`
 }
 
 // Peer returns the peer named name, or nil.

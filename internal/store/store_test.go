@@ -155,3 +155,57 @@ func TestReadsFormat1(t *testing.T) {
 		t.Errorf("rewritten state has version %d, want %d", head.Version, Version)
 	}
 }
+
+// TestInviteSwitchedAtOptional: Invite.SwitchedAt (and the confirmation's
+// fields of Reachability) are written only once set, so a state with no
+// switch is exactly what the format-2 binary before them writes; once set
+// they survive a write and a read.
+func TestInviteSwitchedAtOptional(t *testing.T) {
+	used := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	st := State{Version: Version, Invites: []Invite{{Hash: "h", Peer: "mom", CreatedAt: used, Expires: used, UsedAt: used}},
+		Peers: []Peer{{Name: "mom", Reach: &Reachability{CheckedAt: used, Verdict: "wireguard"}}}}
+	b, _ := json.Marshal(st)
+	for _, k := range []string{"switched_at", "confirmed", "switched_from"} {
+		if containsKey(b, k) {
+			t.Errorf("unset %s written: %s", k, b)
+		}
+	}
+	s, _ := Open(t.TempDir())
+	if _, err := s.Update(func(s *State) error {
+		*s = st
+		s.Invites[0].SwitchedAt = used.Add(time.Minute)
+		s.Peers[0].Reach.Confirmed, s.Peers[0].Reach.SwitchedFrom = "no-handshake", "wireguard"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load()
+	if err != nil || !got.Invites[0].SwitchedAt.Equal(used.Add(time.Minute)) || got.Peers[0].Reach.Confirmed != "no-handshake" ||
+		got.Peers[0].Reach.SwitchedFrom != "wireguard" {
+		t.Errorf("read back: %+v %+v %v", got.Invites, got.Peers[0].Reach, err)
+	}
+}
+
+func containsKey(b []byte, key string) bool {
+	var walk func(any) bool
+	walk = func(v any) bool {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				if k == key || walk(x) {
+					return true
+				}
+			}
+		case []any:
+			for _, x := range v {
+				if walk(x) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	var v any
+	json.Unmarshal(b, &v)
+	return walk(v)
+}

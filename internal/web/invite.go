@@ -62,14 +62,23 @@ type Invites interface {
 	// Peek returns the invite without using it up.
 	Peek(token string) (*Invite, error)
 	// Redeem burns the invite and returns it with its config in form f (nil:
-	// the peer's own); a second call gets ErrInviteUsed. A form the server
-	// does not offer is an error and burns nothing.
+	// the peer's own); a second call gets ErrInviteUsed, but for one
+	// exception: the AmneziaWG form, once, soon after a stock download
+	// whose device never reached the server (the page's confirmation, see
+	// reach.go). A form the server does not offer is an error and burns
+	// nothing.
 	Redeem(token string, f *Form) (*Invite, error)
 	// SaveCheck records the result of the reachability check run from the
 	// invite's page: judge gets the invite's check and the peer's own form
 	// and returns the result to keep, or an error to keep nothing. It
 	// returns what it kept.
 	SaveCheck(token string, judge func(c *Check, own Form) (Reachability, error)) (Reachability, error)
+	// Connected reports whether the device of the invite's peer has
+	// completed a handshake with the server since the invite was used
+	// (not used yet: since it was created, as settings scanned from the
+	// page leave no trace on the server). Like SaveCheck, it answers while
+	// the invite is valid or was used within the last hour.
+	Connected(token string) (bool, error)
 }
 
 // NewToken returns a fresh invite token (144 random bits, URL-safe) and
@@ -184,6 +193,7 @@ var invitePage = template.Must(template.New("invite").Parse(`<!doctype html>
 <meta name="robots" content="noindex">
 <title>{{call .T "title"}}</title>
 <style>
+[hidden]{display:none!important}
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans Arabic",sans-serif;margin:0;padding:1rem;line-height:1.5;max-width:32rem;margin-inline:auto;color:#1b1b1b;background:#fff}
 h1{font-size:1.4rem;margin:.5rem 0 1rem}
 ol{padding-inline-start:1.4rem}li{margin:.5rem 0}
@@ -198,6 +208,8 @@ nav{margin-top:1.5rem;font-size:.95rem}nav a{margin-inline-end:.8rem;white-space
 #reach li .mark{display:inline-block;width:1.4rem;font-weight:bold}
 #reach li[data-ok=true] .mark{color:#16794c}#reach li[data-ok=false] .mark{color:#b3261e}
 .verdict{font-weight:600}
+#confirm{border:1px solid #ccd;border-radius:.6rem;padding:.2rem 1rem;margin:1rem 0}
+button.btn{width:100%;box-sizing:border-box;border:0;font:inherit;font-size:1.15rem;cursor:pointer}
 </style></head><body>
 <nav class="small">{{range .Langs}}{{if ne .Code $.Lang}}<a href="?lang={{.Code}}&amp;os={{$.Platform}}" hreflang="{{.Code}}" lang="{{.Code}}">{{.Name}}</a>{{end}}{{end}}</nav>
 {{if .Invite}}
@@ -209,7 +221,6 @@ nav{margin-top:1.5rem;font-size:.95rem}nav a{margin-inline-end:.8rem;white-space
 <p id="reach-running">{{call $.T "check_running"}}</p>
 <ul id="reach-list">{{range .Labels}}<li data-path="{{.ID}}"><span class="mark" aria-hidden="true">…</span>{{.Label}}</li>{{end}}</ul>
 <p class="verdict" id="verdict-wireguard" hidden>{{call $.T "verdict_wireguard"}}</p>
-<p class="small" id="verdict-wireguard-fallback" hidden>{{call $.T "verdict_wireguard_fallback"}}</p>
 <p class="verdict" id="verdict-amneziawg" hidden>{{call $.T "verdict_amneziawg"}}</p>
 <p class="verdict" id="verdict-calls" hidden>{{call $.T "verdict_calls"}}</p>
 <p class="verdict" id="verdict-none" hidden>{{call $.T "verdict_none"}}</p>
@@ -218,14 +229,28 @@ nav{margin-top:1.5rem;font-size:.95rem}nav a{margin-inline-end:.8rem;white-space
 <script type="application/json" id="reach-data">{{.Data}}</script>
 <script src="/assets/reach.js"></script>
 {{end}}
-<ol>
+<ol id="steps">
 <li>{{call .T (printf "step_%s_1" .Platform)}}</li>
 <li>{{call .T (printf "step_%s_2" .Platform)}}</li>
 <li>{{call .T (printf "step_%s_3" .Platform)}}</li>
 </ol>
 <a class="btn" id="download" href="{{.DownloadURL}}" download="{{.FileName}}">{{call .T "download"}}</a>
 <img class="qr" id="qr" alt="QR" src="{{.QR}}">
-<p class="small">{{call .T "scan_hint"}}</p>
+<p class="small" id="scan-hint">{{call .T "scan_hint"}}</p>
+{{with .Confirm}}
+<section id="confirm" data-state="idle" hidden>
+<p id="confirm-ask">{{call $.T "confirm_ask"}}</p>
+<p id="confirm-waiting" hidden>{{call $.T "confirm_waiting"}} <span id="confirm-count" dir="ltr"></span></p>
+<p class="verdict" id="confirm-connected" hidden>{{call $.T "confirm_connected"}}</p>
+<p class="verdict" id="confirm-switch" hidden>{{call $.T "confirm_switch"}}</p>
+{{if .SwitchURL}}<div id="confirm-amneziawg" hidden>
+<a class="btn" id="download-amneziawg" href="{{.SwitchURL}}" download="{{$.FileName}}">{{call $.T "download_amneziawg"}}</a>
+<img class="qr" id="qr-amneziawg" alt="QR" src="{{.SwitchQR}}">
+</div>{{end}}
+<p class="verdict" id="confirm-blocked" hidden>{{call $.T "confirm_blocked"}}</p>
+<button class="btn" id="confirm-button" type="button" hidden>{{call $.T "confirm_button"}}</button>
+</section>
+{{end}}
 <p class="small">{{call .T "once"}}</p>
 <nav class="small">{{call .T "other_devices"}} {{range .Platforms}}{{if ne . $.Platform}}<a href="?os={{.}}&amp;lang={{$.Lang}}">{{call $.T .}}</a>{{end}}{{end}}</nav>
 {{else}}
@@ -242,6 +267,15 @@ type pageCheck struct {
 	Data   checkData
 }
 
+// pageConfirm is the confirmation's part of the page: once the member has
+// switched the connection on, whether it connects (reach.go). SwitchURL
+// and SwitchQR are the AmneziaWG form, to switch to if it does not; empty
+// when the server does not offer it or the peer already has it.
+type pageConfirm struct {
+	SwitchURL string
+	SwitchQR  template.URL
+}
+
 func qrURL(png []byte) string {
 	return "data:image/png;base64," + base64.StdEncoding.EncodeToString(png)
 }
@@ -254,6 +288,7 @@ type invitePageData struct {
 	Invite            *Invite
 	QR                template.URL
 	Check             *pageCheck
+	Confirm           *pageConfirm
 	DownloadURL       string
 	FileName          string
 	MsgTitle, MsgBody string
@@ -274,12 +309,14 @@ func confFileName(peer string) string {
 	return name + ".conf"
 }
 
-// inviteHandler serves /join/{token} and /join/{token}/download.
+// inviteHandler serves /join/{token} and /join/{token}/download, and the
+// page's check and confirmation (reach.go).
 type inviteHandler struct {
 	invites    Invites
 	server     func() string
 	limit      *limiter // page views and downloads
 	checkLimit *limiter // posted check results
+	pollLimit  *limiter // the confirmation's polls, which must not eat the downloads' budget
 }
 
 func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
@@ -308,8 +345,11 @@ func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
 		vars["expires"] = "\u2066" + inv.Expires.UTC().Format("2006-01-02 15:04 UTC") + "\u2069"
 	}
 	d.T = tr(lang, vars)
-	if d.Invite != nil && d.Invite.Check != nil {
-		d.Check = &pageCheck{Labels: checkLabels(d.Invite.Check, d.T), Data: newCheckData(r.PathValue("token"), d.Invite)}
+	if d.Invite != nil {
+		d.Confirm = newPageConfirm(r, d.Invite)
+		if d.Invite.Check != nil {
+			d.Check = &pageCheck{Labels: checkLabels(d.Invite.Check, d.T), Data: newCheckData(r.PathValue("token"), d.Invite)}
+		}
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Language", lang)
@@ -385,10 +425,13 @@ func sortStrings(s []string) {
 }
 
 // limiter rate-limits invite requests per client (per /64 for IPv6): a
-// burst of 10, then one every 6 seconds. Tokens carry 144 random bits, so
-// this guards the server's effort more than the tokens.
+// burst of 10, then one every 6 seconds unless every says otherwise.
+// Tokens carry 144 random bits, so this guards the server's effort more
+// than the tokens.
 type limiter struct {
-	mu sync.Mutex
+	every time.Duration // zero: 6 seconds
+
+	mu sync.Mutex // guards m
 	m  map[netip.Prefix]*rate.Limiter
 }
 
@@ -416,7 +459,11 @@ func (l *limiter) allow(r *http.Request) bool {
 	}
 	lim, ok := l.m[key]
 	if !ok {
-		lim = rate.NewLimiter(rate.Every(6*time.Second), 10)
+		every := l.every
+		if every == 0 {
+			every = 6 * time.Second
+		}
+		lim = rate.NewLimiter(rate.Every(every), 10)
 		l.m[key] = lim
 	}
 	return lim.Allow()

@@ -12,9 +12,10 @@ import (
 // peer's own form is stock WireGuard on 51820; the server also offers 443
 // and the AmneziaWG form on 51821, and a check of every kind of path.
 type fakeInvites struct {
-	used  bool
-	form  *Form // what the last Redeem asked for
-	saved []Reachability
+	used      bool
+	form      *Form // what the last Redeem asked for
+	saved     []Reachability
+	connected bool // what Connected answers for "good"
 }
 
 var fakeCheck = &Check{Host: "vpn.example.org", StockPorts: []int{51820, 443}, AmneziaWGPort: 51821,
@@ -44,6 +45,17 @@ func (f *fakeInvites) Redeem(token string, form *Form) (*Invite, error) {
 		}
 	}
 	return inv, err
+}
+
+// Connected answers for "good", and for "old", used more than an hour ago.
+func (f *fakeInvites) Connected(token string) (bool, error) {
+	switch token {
+	case "good":
+		return f.connected, nil
+	case "old":
+		return false, ErrInviteUsed
+	}
+	return false, ErrInviteUnknown
 }
 
 func (f *fakeInvites) SaveCheck(token string, judge func(*Check, Form) (Reachability, error)) (Reachability, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"mime"
 	"net"
 	"net/http"
@@ -34,6 +35,20 @@ import (
 // (a browser can only send STUN): such a network shows the stock port as
 // reached. udp-sustained catches throttling. See README, "When networks
 // block calls".
+//
+// The confirmation closes that gap, with the one party that can see a
+// handshake: the server. Once the member has downloaded (or scanned) the
+// settings, the page, still open, polls GET /join/{token}/connected, which
+// says whether the server has seen the peer's handshake since the link was
+// used. Polling starts with the download, and a countdown of confirmWait
+// with the member's "I have switched it on": a WireGuard client sends its
+// first handshake initiation at once and retries every 5 seconds
+// (REKEY_TIMEOUT), so that long without one means the handshake does not
+// get through. The page then offers the AmneziaWG form (its QR code and
+// ?form=amneziawg), which the link hands out once more for this (see
+// Invites.Redeem), or, without it, says to try another network. A poll
+// that fails counts as "not connected": on a phone whose tunnel is on but
+// blocked, the page's own requests go into the tunnel too.
 
 // Verdicts: what the page advises.
 const (
@@ -246,6 +261,12 @@ type checkData struct {
 	Credential string            `json:"credential,omitempty"`
 	Own        string            `json:"own"`
 	QR         map[string]string `json:"qr"` // form key → data: URL of its QR code
+	// The confirmation: where to poll, how often, how long the countdown
+	// runs, and the AmneziaWG form's key if the page may switch to it.
+	Connected string `json:"connected"`
+	PollMs    int    `json:"pollMs"`
+	ConfirmMs int    `json:"confirmMs"`
+	Switch    string `json:"switch,omitempty"`
 }
 
 type probe struct {
@@ -260,11 +281,28 @@ const (
 	streamDuration = 4 * time.Second
 )
 
+// The confirmation: the page polls every pollInterval, and gives up on a
+// handshake confirmWait after the member says the connection is on (the
+// client's first initiation goes at once, then one every 5 s: five tries).
+// A poll waits at most pollInterval for its answer. pollLimitEvery is the
+// per-address budget for polls, after a burst of 10: one every 2 s, more
+// than a page polling every 3 s needs.
+const (
+	pollInterval   = 3 * time.Second
+	confirmWait    = 25 * time.Second
+	pollLimitEvery = 2 * time.Second
+)
+
 func newCheckData(token string, inv *Invite) checkData {
 	c := inv.Check
 	d := checkData{Post: "/join/" + token + "/check", TimeoutMs: int(probeTimeout / time.Millisecond),
 		StreamMs: int(streamDuration / time.Millisecond), Username: c.Username, Credential: c.Credential,
-		Own: inv.Form.Key(), QR: map[string]string{}}
+		Own: inv.Form.Key(), QR: map[string]string{},
+		Connected: "/join/" + token + "/connected", PollMs: int(pollInterval / time.Millisecond),
+		ConfirmMs: int(confirmWait / time.Millisecond)}
+	if a := switchForm(inv); a != nil {
+		d.Switch = a.Form.Key()
+	}
 	for _, p := range c.paths() {
 		switch p.Kind {
 		case "wg", "awg":
@@ -279,6 +317,34 @@ func newCheckData(token string, inv *Invite) checkData {
 		d.QR[a.Form.Key()] = qrURL(a.QRPNG)
 	}
 	return d
+}
+
+// switchForm returns the AmneziaWG form the confirmation may switch inv's
+// page to, or nil: the server does not offer it, or it is the peer's own.
+func switchForm(inv *Invite) *AltForm {
+	if inv.Form.AmneziaWG {
+		return nil
+	}
+	for i, a := range inv.Alternatives {
+		if a.Form.AmneziaWG {
+			return &inv.Alternatives[i]
+		}
+	}
+	return nil
+}
+
+// newPageConfirm is the confirmation's part of inv's page: its AmneziaWG
+// download keeps the page's query (?lang=, ?os=), as the main one does.
+func newPageConfirm(r *http.Request, inv *Invite) *pageConfirm {
+	pc := &pageConfirm{}
+	if a := switchForm(inv); a != nil {
+		q := r.URL.Query()
+		q.Set("form", "amneziawg")
+		q.Del("port")
+		pc.SwitchURL = r.PathValue("token") + "/download?" + q.Encode()
+		pc.SwitchQR = template.URL(qrURL(a.QRPNG))
+	}
+	return pc
 }
 
 // checkLabel is one line of the page's list of paths.
@@ -369,6 +435,34 @@ func (h *inviteHandler) check(w http.ResponseWriter, r *http.Request) {
 		resp.Form = Form{AmneziaWG: true, Port: res.Port}.Key()
 	}
 	reply(http.StatusOK, resp)
+}
+
+// connectedResponse is the confirmation's answer: nothing but whether the
+// peer's device reached the server, for the holder of the link.
+type connectedResponse struct {
+	Connected bool `json:"connected"`
+}
+
+// connected answers the page's confirmation polls, rate-limited per
+// address on a budget of their own (a page polls every few seconds, and
+// must keep the downloads' budget for the download it may offer next).
+// Used more than an hour ago, expired or unknown: the matching status,
+// and still only {"connected":false}.
+func (h *inviteHandler) connected(w http.ResponseWriter, r *http.Request) {
+	status, ok := http.StatusOK, false
+	if !h.pollLimit.allow(r) {
+		status = http.StatusTooManyRequests
+	} else if c, err := h.invites.Connected(r.PathValue("token")); err != nil {
+		status, _, _ = messageFor(err)
+		if !errors.Is(err, ErrInviteUnknown) && !errors.Is(err, ErrInviteUsed) && !errors.Is(err, ErrInviteExpired) {
+			status = http.StatusInternalServerError
+		}
+	} else {
+		ok = c
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(connectedResponse{Connected: ok})
 }
 
 // parseForm reads ?form=wireguard|amneziawg (and &port= for wireguard) of

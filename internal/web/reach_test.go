@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -119,7 +120,8 @@ func TestCheckPage(t *testing.T) {
 		TURN:     []probe{{"turn-tcp", fakeCheck.TURNTCP}, {"turns-443", fakeCheck.TURNTLS}},
 		Stream:   &probe{"turn-udp", fakeCheck.TURNUDP},
 		Username: "1:check:mom", Credential: "pw", Own: "wireguard-51820",
-		QR: map[string]string{"amneziawg-51821": "data:image/png;base64,YXdn"}}
+		QR:        map[string]string{"amneziawg-51821": "data:image/png;base64,YXdn"},
+		Connected: "/join/good/connected", PollMs: 3000, ConfirmMs: 25000, Switch: "amneziawg-51821"}
 	if diff := cmp.Diff(want, data); diff != "" {
 		t.Errorf("data block (-want +got):\n%s", diff)
 	}
@@ -192,4 +194,112 @@ func TestCheckPage(t *testing.T) {
 	if _, err := parseForm(map[string][]string{"form": {"wireguard"}, "port": {"70000"}}); err == nil {
 		t.Error("port 70000 accepted")
 	}
+}
+
+// TestConfirm: the page carries the confirmation, hidden until the script
+// shows it, with the AmneziaWG form to switch to (its QR code, and a
+// download keeping the page's language); the poll answers JSON with
+// nothing but the one boolean, under the page's strict headers, on a
+// per-address budget of its own that leaves the downloads' budget alone.
+func TestConfirm(t *testing.T) {
+	inv := &fakeInvites{}
+	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv)
+	get := func(path, remote string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("GET", "https://vpn.example.org"+path, nil)
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+
+	body := html.UnescapeString(get("/join/good?lang=ar", "192.0.2.1:1").Body.String())
+	for _, want := range []string{
+		`<section id="confirm" data-state="idle" hidden>`,
+		`<button class="btn" id="confirm-button" type="button" hidden>` + translations["ar"]["confirm_button"] + `</button>`,
+		`<a class="btn" id="download-amneziawg" href="good/download?form=amneziawg&lang=ar" download="mom.conf">` + translations["ar"]["download_amneziawg"] + `</a>`,
+		`<img class="qr" id="qr-amneziawg" alt="QR" src="data:image/png;base64,YXdn">`,
+		`<p class="verdict" id="confirm-switch" hidden>` + translations["ar"]["confirm_switch"] + `</p>`,
+		`<p class="verdict" id="confirm-blocked" hidden>` + translations["ar"]["confirm_blocked"] + `</p>`,
+		`<p class="verdict" id="confirm-connected" hidden>` + translations["ar"]["confirm_connected"] + `</p>`,
+		`[hidden]{display:none!important}`, // .btn and .qr set display, which would beat the hidden attribute
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %s", want)
+		}
+	}
+	for _, lang := range []string{"en", "ar"} {
+		for _, k := range []string{"confirm_ask", "confirm_button", "confirm_waiting", "confirm_connected", "confirm_switch", "confirm_blocked", "download_amneziawg"} {
+			if translations[lang][k] == "" {
+				t.Errorf("%s: no %s", lang, k)
+			}
+		}
+	}
+
+	for _, tc := range []struct {
+		name, token string
+		connected   bool
+		code        int
+	}{
+		{"not yet", "good", false, 200},
+		{"connected", "good", true, 200},
+		{"used over an hour ago", "old", false, http.StatusGone},
+		{"unknown", "nope", false, http.StatusNotFound},
+	} {
+		inv.connected = tc.connected
+		w := get("/join/"+tc.token+"/connected", "192.0.2.2:1")
+		want := `{"connected":` + strconv.FormatBool(tc.connected && tc.code == 200) + "}\n"
+		if w.Code != tc.code || w.Body.String() != want || w.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("%s: %d %q (%s), want %d %q", tc.name, w.Code, w.Body, w.Header().Get("Content-Type"), tc.code, want)
+		}
+		for k, v := range map[string]string{"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"} {
+			if w.Header().Get(k) != v {
+				t.Errorf("%s: %s %q, want %q", tc.name, k, w.Header().Get(k), v)
+			}
+		}
+	}
+	if w := get("/join/good/connected", "192.0.2.2:1"); !strings.Contains(w.Header().Get("Content-Security-Policy"), "default-src 'none'") {
+		t.Errorf("CSP %q", w.Header().Get("Content-Security-Policy"))
+	}
+
+	// 25 s of polls every 3 s pass; a flood does not, and leaves the
+	// address's page views and downloads alone.
+	for i := range 9 {
+		if w := get("/join/good/connected", "192.0.2.3:1"); w.Code != 200 {
+			t.Fatalf("poll %d: %d", i, w.Code)
+		}
+	}
+	limited := false
+	for range 30 {
+		if get("/join/good/connected", "192.0.2.3:1").Code == http.StatusTooManyRequests {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Error("40 polls at once from one address, none refused")
+	}
+	if w := get("/join/good", "192.0.2.3:1"); w.Code != 200 {
+		t.Errorf("the page after a flood of polls: %d", w.Code)
+	}
+
+	// No AmneziaWG form to switch to: no switch on the page, in its data
+	// either.
+	own := &ownAWG{fakeInvites: &fakeInvites{}}
+	h = Handler(func() Info { return Info{Host: "vpn.example.org"} }, own)
+	body = get("/join/good", "192.0.2.4:1").Body.String()
+	if !strings.Contains(body, `id="confirm"`) || strings.Contains(body, "download-amneziawg") || strings.Contains(body, `"switch"`) {
+		t.Errorf("a peer already on AmneziaWG is offered the switch:\n%s", body)
+	}
+}
+
+// ownAWG is fakeInvites for a peer whose own form is AmneziaWG.
+type ownAWG struct{ *fakeInvites }
+
+func (o *ownAWG) Peek(token string) (*Invite, error) {
+	inv, err := o.fakeInvites.Peek(token)
+	if err == nil {
+		inv.Form = Form{AmneziaWG: true, Port: 51821}
+		inv.Alternatives = []AltForm{{Form{Port: 51820}, []byte("wg")}}
+	}
+	return inv, err
 }

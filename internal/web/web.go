@@ -40,10 +40,12 @@ func Handler(info func() Info, invites Invites) http.Handler {
 		landing.Execute(w, info())
 	})
 	if invites != nil {
-		h := &inviteHandler{invites: invites, server: func() string { return info().Host }, limit: &limiter{}, checkLimit: &limiter{}}
+		h := &inviteHandler{invites: invites, server: func() string { return info().Host }, limit: &limiter{}, checkLimit: &limiter{},
+			pollLimit: &limiter{every: pollLimitEvery}}
 		mux.HandleFunc("GET /join/{token}", h.page)
 		mux.HandleFunc("GET /join/{token}/download", h.download)
 		mux.HandleFunc("POST /join/{token}/check", h.check)
+		mux.HandleFunc("GET /join/{token}/connected", h.connected)
 		mux.HandleFunc("GET /assets/reach.js", serveReachJS)
 	}
 	sec := SecurityHeaders(mux)

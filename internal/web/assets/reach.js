@@ -14,242 +14,432 @@
 // It posts what it found to the server (same origin), which records it for
 // the sysadmin and answers with the advice; the page then shows it, and
 // switches the download and QR code to the form advised.
+//
+// Then it confirms: a port check cannot see a network that drops
+// WireGuard's handshake, but the server sees whether one arrived. Once the
+// member has the settings (downloaded, or scanned and "I have switched it
+// on" pressed), the page polls /join/TOKEN/connected; a countdown started
+// by that button gives the handshake data.confirmMs. Connected: it says so.
+// Not connected: it offers the AmneziaWG form (data.switch, its QR code and
+// a download the link allows once more for this), or says to try another
+// network. A poll that gets no answer counts as not connected: a tunnel
+// that is on but blocked swallows the page's own requests too.
 'use strict';
 
 (() => {
   const dataEl = document.getElementById('reach-data');
-  const section = document.getElementById('reach');
-  if (!dataEl || !section || typeof RTCPeerConnection !== 'function') {
-    return; // no WebRTC: the page stays as it is
+  if (!dataEl) {
+    return;
   }
   const data = JSON.parse(dataEl.textContent);
-  section.hidden = false;
-
-  const typeOf = (c) => c.type || ((/ typ (\w+)/.exec(c.candidate) || [])[1]);
-
-  // gather resolves true once the one ICE server in server yields a
-  // candidate of type want, false when it cannot within data.timeoutMs.
-  function gather(server, policy, want) {
-    return new Promise((resolve) => {
-      let pc;
-      try {
-        pc = new RTCPeerConnection({iceServers: [server], iceTransportPolicy: policy});
-      } catch (e) {
-        resolve(false);
-        return;
-      }
-      let host = false;
-      let errored = false;
-      let done = false;
-      const finish = (ok) => {
-        if (done) {
-          return;
-        }
-        done = true;
-        clearTimeout(timer);
-        pc.close();
-        resolve(ok);
-      };
-      const timer = setTimeout(() => finish(false), data.timeoutMs);
-      pc.onicecandidateerror = () => { errored = true; };
-      pc.onicecandidate = (e) => {
-        if (!e.candidate) {
-          // Gathering ended. A STUN answer carrying the visitor's own
-          // address (no NAT in between) yields no separate
-          // server-reflexive candidate: an answered server raised no error.
-          finish(want === 'srflx' && host && !errored);
-          return;
-        }
-        const type = typeOf(e.candidate);
-        if (type === 'host') {
-          host = true;
-        }
-        if (type === want) {
-          finish(true);
-        }
-      };
-      pc.createDataChannel('probe');
-      pc.setLocalDescription().catch(() => finish(false));
-    });
+  if (document.readyState === 'loading') {
+    document.addEventListener('DOMContentLoaded', main); // the script sits above the download and the confirmation
+  } else {
+    main();
   }
 
-  // stream places a relay-only call between two peer connections through
-  // server and sends a voice-like stream from one to the other. It resolves
-  // {relay: a relay candidate was gathered, sustained: most of the stream
-  // arrived (undefined if the call never connected far enough to try)}.
-  function stream(server) {
-    return new Promise((resolve) => {
-      const config = {iceServers: [server], iceTransportPolicy: 'relay'};
-      let pc1;
-      let pc2;
-      try {
-        pc1 = new RTCPeerConnection(config);
-        pc2 = new RTCPeerConnection(config);
-      } catch (e) {
-        resolve({relay: false});
-        return;
-      }
-      const result = {relay: false};
-      let done = false;
-      const timers = [];
-      const finish = () => {
-        if (done) {
-          return;
-        }
-        done = true;
-        timers.forEach(clearTimeout);
-        pc1.close();
-        pc2.close();
-        resolve(result);
-      };
-      const setup = setTimeout(finish, data.timeoutMs);
-      timers.push(setup);
-      for (const [pc, other] of [[pc1, pc2], [pc2, pc1]]) {
-        pc.onicecandidate = (e) => {
-          if (e.candidate) {
-            if (typeOf(e.candidate) === 'relay') {
-              result.relay = true;
-            }
-            other.addIceCandidate(e.candidate).catch(() => {});
-          }
-        };
-      }
-      const voice = pc1.createDataChannel('voice', {ordered: false, maxRetransmits: 0});
-      const perSecond = 50;
-      const total = Math.round(data.streamMs / 1000 * perSecond);
-      let received = 0;
-      pc2.ondatachannel = (e) => {
-        e.channel.onmessage = () => { received++; };
-      };
-      voice.onopen = () => {
-        // The call is up: a new deadline covers the stream.
-        clearTimeout(setup);
-        timers.push(setTimeout(finish, data.streamMs + 2000));
-        const payload = new Uint8Array(160); // 20 ms of a narrowband voice codec
-        let sent = 0;
-        const tick = setInterval(() => {
-          if (done || voice.readyState !== 'open') {
-            clearInterval(tick);
-            return;
-          }
-          voice.send(payload);
-          if (++sent >= total) {
-            clearInterval(tick);
-            // Give the last packets a second to arrive.
-            timers.push(setTimeout(() => {
-              result.sustained = received >= 0.8 * total;
-              finish();
-            }, 1000));
-          }
-        }, 1000 / perSecond);
-      };
-      (async () => {
-        await pc1.setLocalDescription();
-        await pc2.setRemoteDescription(pc1.localDescription);
-        await pc2.setLocalDescription();
-        await pc1.setRemoteDescription(pc2.localDescription);
-      })().catch(finish);
-    });
-  }
-
-  async function run() {
-    const results = {};
-    const turnServer = (url) => ({urls: url, username: data.username, credential: data.credential});
-    const jobs = [];
-    for (const p of data.stun || []) {
-      jobs.push(gather({urls: p.url}, 'all', 'srflx').then((ok) => { results[p.id] = ok; }));
-    }
-    for (const p of data.turn || []) {
-      jobs.push(gather(turnServer(p.url), 'relay', 'relay').then((ok) => { results[p.id] = ok; }));
-    }
-    if (data.stream) {
-      jobs.push(stream(turnServer(data.stream.url)).then((r) => {
-        results[data.stream.id] = r.relay;
-        if (r.relay && r.sustained !== undefined) {
-          results['udp-sustained'] = r.sustained;
-        } else if (r.relay) {
-          results['udp-sustained'] = false; // allocated, but no call got through
-        }
-      }));
-    }
-    await Promise.all(jobs);
-    const reached = Object.keys(results).filter((k) => results[k]);
-    const failed = Object.keys(results).filter((k) => !results[k]);
-
-    let answer = null;
-    try {
-      const resp = await fetch(data.post, {
-        method: 'POST',
-        headers: {'Content-Type': 'application/json'},
-        body: JSON.stringify({reached, failed}),
-        credentials: 'omit',
-        cache: 'no-store',
-      });
-      if (resp.ok) {
-        answer = await resp.json();
-      }
-    } catch (e) {
-      answer = null;
-    }
-    show(results, answer);
-  }
-
-  function show(results, answer) {
-    document.getElementById('reach-running').hidden = true;
-    const usable = new Set(answer ? answer.usable : Object.keys(results).filter((k) => results[k]));
-    for (const li of document.querySelectorAll('#reach-list li')) {
-      const id = li.dataset.path;
-      if (!(id in results)) {
-        li.hidden = true; // not tested (the UDP stream needs a relayed call first)
-        continue;
-      }
-      const ok = usable.has(id);
-      li.dataset.ok = String(ok);
-      li.querySelector('.mark').textContent = ok ? '✓' : '✗';
-    }
-    if (!answer) {
-      section.dataset.state = 'error';
-      document.getElementById('verdict-error').hidden = false;
+  function main() {
+    const confirm = confirmer();
+    const section = document.getElementById('reach');
+    if (!section || typeof RTCPeerConnection !== 'function') {
+      confirm.offer(); // no WebRTC: no check, but the confirmation works
       return;
     }
-    section.dataset.state = 'done';
-    section.dataset.verdict = answer.verdict;
-    const v = document.getElementById('verdict-' + answer.verdict);
-    if (v) {
-      v.hidden = false;
-    }
-    const awg = (data.stun || []).find((p) => p.id.startsWith('awg-'));
-    if (answer.verdict === 'wireguard' && awg && usable.has(awg.id)) {
-      document.getElementById('verdict-wireguard-fallback').hidden = false;
-    }
-    if (answer.form && answer.form !== data.own) {
-      useForm(answer.form);
-    }
-  }
+    section.hidden = false;
 
-  // useForm points the download button and the QR code at another form of
-  // the settings (same keys): "amneziawg-PORT" or "wireguard-PORT".
-  function useForm(key) {
-    const [form, port] = key.split('-');
-    const btn = document.getElementById('download');
-    if (btn) {
-      const u = new URL(btn.href);
-      u.searchParams.set('form', form);
-      if (form === 'wireguard') {
-        u.searchParams.set('port', port);
-      } else {
-        u.searchParams.delete('port');
+    const typeOf = (c) => c.type || ((/ typ (\w+)/.exec(c.candidate) || [])[1]);
+
+    // gather resolves true once the one ICE server in server yields a
+    // candidate of type want, false when it cannot within data.timeoutMs.
+    function gather(server, policy, want) {
+      return new Promise((resolve) => {
+        let pc;
+        try {
+          pc = new RTCPeerConnection({iceServers: [server], iceTransportPolicy: policy});
+        } catch (e) {
+          resolve(false);
+          return;
+        }
+        let host = false;
+        let errored = false;
+        let done = false;
+        const finish = (ok) => {
+          if (done) {
+            return;
+          }
+          done = true;
+          clearTimeout(timer);
+          pc.close();
+          resolve(ok);
+        };
+        const timer = setTimeout(() => finish(false), data.timeoutMs);
+        pc.onicecandidateerror = () => { errored = true; };
+        pc.onicecandidate = (e) => {
+          if (!e.candidate) {
+            // Gathering ended. A STUN answer carrying the visitor's own
+            // address (no NAT in between) yields no separate
+            // server-reflexive candidate: an answered server raised no error.
+            finish(want === 'srflx' && host && !errored);
+            return;
+          }
+          const type = typeOf(e.candidate);
+          if (type === 'host') {
+            host = true;
+          }
+          if (type === want) {
+            finish(true);
+          }
+        };
+        pc.createDataChannel('probe');
+        pc.setLocalDescription().catch(() => finish(false));
+      });
+    }
+
+    // stream places a relay-only call between two peer connections through
+    // server and sends a voice-like stream from one to the other. It resolves
+    // {relay: a relay candidate was gathered, sustained: most of the stream
+    // arrived (undefined if the call never connected far enough to try)}.
+    function stream(server) {
+      return new Promise((resolve) => {
+        const config = {iceServers: [server], iceTransportPolicy: 'relay'};
+        let pc1;
+        let pc2;
+        try {
+          pc1 = new RTCPeerConnection(config);
+          pc2 = new RTCPeerConnection(config);
+        } catch (e) {
+          resolve({relay: false});
+          return;
+        }
+        const result = {relay: false};
+        let done = false;
+        const timers = [];
+        const finish = () => {
+          if (done) {
+            return;
+          }
+          done = true;
+          timers.forEach(clearTimeout);
+          pc1.close();
+          pc2.close();
+          resolve(result);
+        };
+        const setup = setTimeout(finish, data.timeoutMs);
+        timers.push(setup);
+        for (const [pc, other] of [[pc1, pc2], [pc2, pc1]]) {
+          pc.onicecandidate = (e) => {
+            if (e.candidate) {
+              if (typeOf(e.candidate) === 'relay') {
+                result.relay = true;
+              }
+              other.addIceCandidate(e.candidate).catch(() => {});
+            }
+          };
+        }
+        const voice = pc1.createDataChannel('voice', {ordered: false, maxRetransmits: 0});
+        const perSecond = 50;
+        const total = Math.round(data.streamMs / 1000 * perSecond);
+        let received = 0;
+        pc2.ondatachannel = (e) => {
+          e.channel.onmessage = () => { received++; };
+        };
+        voice.onopen = () => {
+          // The call is up: a new deadline covers the stream.
+          clearTimeout(setup);
+          timers.push(setTimeout(finish, data.streamMs + 2000));
+          const payload = new Uint8Array(160); // 20 ms of a narrowband voice codec
+          let sent = 0;
+          const tick = setInterval(() => {
+            if (done || voice.readyState !== 'open') {
+              clearInterval(tick);
+              return;
+            }
+            voice.send(payload);
+            if (++sent >= total) {
+              clearInterval(tick);
+              // Give the last packets a second to arrive.
+              timers.push(setTimeout(() => {
+                result.sustained = received >= 0.8 * total;
+                finish();
+              }, 1000));
+            }
+          }, 1000 / perSecond);
+        };
+        (async () => {
+          await pc1.setLocalDescription();
+          await pc2.setRemoteDescription(pc1.localDescription);
+          await pc2.setLocalDescription();
+          await pc1.setRemoteDescription(pc2.localDescription);
+        })().catch(finish);
+      });
+    }
+
+    async function run() {
+      const results = {};
+      const turnServer = (url) => ({urls: url, username: data.username, credential: data.credential});
+      const jobs = [];
+      for (const p of data.stun || []) {
+        jobs.push(gather({urls: p.url}, 'all', 'srflx').then((ok) => { results[p.id] = ok; }));
       }
-      btn.href = u.toString();
+      for (const p of data.turn || []) {
+        jobs.push(gather(turnServer(p.url), 'relay', 'relay').then((ok) => { results[p.id] = ok; }));
+      }
+      if (data.stream) {
+        jobs.push(stream(turnServer(data.stream.url)).then((r) => {
+          results[data.stream.id] = r.relay;
+          if (r.relay && r.sustained !== undefined) {
+            results['udp-sustained'] = r.sustained;
+          } else if (r.relay) {
+            results['udp-sustained'] = false; // allocated, but no call got through
+          }
+        }));
+      }
+      await Promise.all(jobs);
+      const reached = Object.keys(results).filter((k) => results[k]);
+      const failed = Object.keys(results).filter((k) => !results[k]);
+
+      let answer = null;
+      try {
+        const resp = await fetch(data.post, {
+          method: 'POST',
+          headers: {'Content-Type': 'application/json'},
+          body: JSON.stringify({reached, failed}),
+          credentials: 'omit',
+          cache: 'no-store',
+        });
+        if (resp.ok) {
+          answer = await resp.json();
+        }
+      } catch (e) {
+        answer = null;
+      }
+      show(results, answer);
     }
-    const qr = document.getElementById('qr');
-    if (qr && data.qr && data.qr[key]) {
-      qr.src = data.qr[key];
-    } else if (qr) {
-      qr.hidden = true; // never show a code for settings other than the download's
+
+    function show(results, answer) {
+      document.getElementById('reach-running').hidden = true;
+      const usable = new Set(answer ? answer.usable : Object.keys(results).filter((k) => results[k]));
+      for (const li of document.querySelectorAll('#reach-list li')) {
+        const id = li.dataset.path;
+        if (!(id in results)) {
+          li.hidden = true; // not tested (the UDP stream needs a relayed call first)
+          continue;
+        }
+        const ok = usable.has(id);
+        li.dataset.ok = String(ok);
+        li.querySelector('.mark').textContent = ok ? '✓' : '✗';
+      }
+      if (!answer) {
+        section.dataset.state = 'error';
+        document.getElementById('verdict-error').hidden = false;
+        confirm.offer();
+        return;
+      }
+      section.dataset.state = 'done';
+      section.dataset.verdict = answer.verdict;
+      const v = document.getElementById('verdict-' + answer.verdict);
+      if (v) {
+        v.hidden = false;
+      }
+      if (answer.form && answer.form !== data.own) {
+        useForm(answer.form);
+      }
+      const awg = (data.stun || []).find((p) => p.id.startsWith('awg-'));
+      confirm.checked(!!awg && usable.has(awg.id));
+      if (answer.verdict === 'wireguard' || answer.verdict === 'amneziawg') {
+        confirm.offer();
+      }
     }
-    section.dataset.form = key;
+
+    // useForm points the download button and the QR code at another form of
+    // the settings (same keys): "amneziawg-PORT" or "wireguard-PORT".
+    function useForm(key) {
+      const [form, port] = key.split('-');
+      const btn = document.getElementById('download');
+      if (btn) {
+        const u = new URL(btn.href);
+        u.searchParams.set('form', form);
+        if (form === 'wireguard') {
+          u.searchParams.set('port', port);
+        } else {
+          u.searchParams.delete('port');
+        }
+        btn.href = u.toString();
+      }
+      const qr = document.getElementById('qr');
+      if (qr && data.qr && data.qr[key]) {
+        qr.src = data.qr[key];
+      } else if (qr) {
+        qr.hidden = true; // never show a code for settings other than the download's
+      }
+      section.dataset.form = key;
+      confirm.setForm(key);
+    }
+
+    run();
   }
 
-  run();
+  // confirmer drives the confirmation in the #confirm section, whose
+  // data-state is one of idle (not shown yet), ask (switch it on, then
+  // press the button), waiting (the countdown), connected, switch (the
+  // AmneziaWG form offered) and blocked (try another network).
+  function confirmer() {
+    const box = document.getElementById('confirm');
+    const el = (id) => document.getElementById(id);
+    if (!box || !data.connected || typeof fetch !== 'function') {
+      return {offer() {}, setForm() {}, checked() {}};
+    }
+    let mainForm = data.own; // the form of the main download and QR code
+    let form = data.own; // the form of the settings the member last took
+    let took = false;
+    let connected = false;
+    let pollUntil = 0;
+    let poller = null;
+    let asking = false;
+    let countdown = null;
+    let awgReached = null; // whether the check reached the AmneziaWG port; null: no check
+
+    function state(s) {
+      box.hidden = false;
+      box.dataset.state = s;
+      for (const p of ['ask', 'waiting', 'connected', 'switch', 'blocked']) {
+        el('confirm-' + p).hidden = p !== s;
+      }
+      if (el('confirm-amneziawg')) {
+        el('confirm-amneziawg').hidden = s !== 'switch';
+      }
+      el('confirm-button').hidden = s !== 'ask' && s !== 'switch';
+    }
+
+    // ask resolves whether the server has seen the device connect; no
+    // answer within data.pollMs is a no.
+    async function ask() {
+      const ctl = typeof AbortController === 'function' ? new AbortController() : null;
+      const timer = ctl ? setTimeout(() => ctl.abort(), data.pollMs) : 0;
+      try {
+        const resp = await fetch(data.connected, {
+          cache: 'no-store', credentials: 'omit', signal: ctl ? ctl.signal : undefined,
+        });
+        return resp.ok && (await resp.json()).connected === true;
+      } catch (e) {
+        return false;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+
+    async function tick() {
+      if (connected || asking) {
+        return;
+      }
+      if (Date.now() > pollUntil) {
+        clearInterval(poller);
+        poller = null;
+        return;
+      }
+      asking = true;
+      const ok = await ask();
+      asking = false;
+      if (ok && !connected) {
+        connected = true;
+        clearInterval(poller);
+        clearInterval(countdown);
+        state('connected');
+      }
+    }
+
+    // poll asks the server every data.pollMs for at least ms more.
+    function poll(ms) {
+      pollUntil = Math.max(pollUntil, Date.now() + ms);
+      if (!poller) {
+        poller = setInterval(tick, data.pollMs);
+      }
+      tick();
+    }
+
+    // got: the member downloaded the settings in form key. Importing them
+    // takes a while: ask her to say when the connection is on, and
+    // meanwhile listen for it anyway.
+    function got(key) {
+      form = key;
+      took = true;
+      if (connected) {
+        return;
+      }
+      clearInterval(countdown);
+      state('ask');
+      poll(10 * 60 * 1000);
+    }
+
+    // start: "I have switched it on". The client's first handshake goes at
+    // once: data.confirmMs without one means it does not get through.
+    function start() {
+      if (box.dataset.state === 'switch') {
+        form = data.switch; // scanned the new code rather than downloading it
+      }
+      let left = Math.round(data.confirmMs / 1000);
+      state('waiting');
+      el('confirm-count').textContent = String(left);
+      poll(data.confirmMs);
+      clearInterval(countdown);
+      countdown = setInterval(() => {
+        if (connected) {
+          clearInterval(countdown);
+          return;
+        }
+        left--;
+        el('confirm-count').textContent = String(left);
+        if (left <= 0) {
+          clearInterval(countdown);
+          giveUp();
+        }
+      }, 1000);
+    }
+
+    // giveUp: no handshake. Stock WireGuard, with the AmneziaWG form on
+    // offer and its port not found blocked by the check: switch to it (the
+    // old download and QR code go, they do not work here); else nothing
+    // more this page can hand out.
+    function giveUp() {
+      if (data.switch && awgReached !== false && !form.startsWith('amneziawg-')) {
+        for (const id of ['steps', 'download', 'qr', 'scan-hint']) {
+          if (el(id)) {
+            el(id).hidden = true;
+          }
+        }
+        state('switch');
+      } else {
+        state('blocked');
+      }
+    }
+
+    const mainBtn = el('download');
+    if (mainBtn) {
+      mainBtn.addEventListener('click', () => got(mainForm));
+    }
+    if (el('download-amneziawg')) {
+      el('download-amneziawg').addEventListener('click', () => got(data.switch));
+    }
+    el('confirm-button').addEventListener('click', start);
+    return {
+      // offer shows the confirmation once the page has advised a VPN app
+      // (or could not check).
+      offer() {
+        if (box.dataset.state === 'idle') {
+          state('ask');
+        }
+      },
+      // setForm: the main download and QR code now carry form key.
+      setForm(key) {
+        mainForm = key;
+        if (!took) {
+          form = key;
+        }
+      },
+      // checked: whether the check reached the AmneziaWG port.
+      checked(reached) {
+        awgReached = reached;
+      },
+    };
+  }
 })();
