@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/pion/turn/v5"
 
-	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/certs"
 	"github.com/tariq-vpn/tariq/internal/testutil"
@@ -67,46 +65,6 @@ func acmeDeps(webPort int, retry time.Duration) func(*certs.Deps) {
 		d.ACMEDisableHTTP01 = true
 		d.ACMERetry = retry
 	}
-}
-
-// runDaemon runs the daemon in-process on the config file, with certsDeps
-// adjusting the certificate source, and returns once it is ready; it stops
-// when t ends. It fails t if Run does not reach Ready within 10 s.
-func runDaemon(t *testing.T, file string, certsDeps func(*certs.Deps)) (*running, time.Duration) {
-	t.Helper()
-	load := func() (*config.Loaded, error) { return config.Load(config.Options{File: file}) }
-	l, err := load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &running{file: file, logs: &syncBuffer{}, hup: make(chan os.Signal, 1), done: make(chan error, 1)}
-	ready := make(chan *Daemon, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	start := time.Now()
-	go func() {
-		r.done <- Run(ctx, Options{
-			Config: l, Load: load, Reload: r.hup, Version: "test", CertsDeps: certsDeps,
-			Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-			Ready:  func(d *Daemon) { ready <- d },
-		})
-	}()
-	select {
-	case r.d = <-ready:
-	case err := <-r.done:
-		t.Fatalf("daemon exited at start: %v\n%s", err, r.logs)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatalf("daemon not ready after 10s\n%s", r.logs)
-	}
-	took := time.Since(start)
-	t.Cleanup(func() {
-		r.stop(t)
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", r.logs)
-		}
-	})
-	return r, took
 }
 
 func writeConfig(t *testing.T, dir, yaml string) string {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
+	"github.com/tariq-vpn/tariq/internal/certs"
 	"github.com/tariq-vpn/tariq/internal/testutil"
 )
 
@@ -76,6 +77,15 @@ func startDaemon(t *testing.T, extra string) *running {
 	if err := os.WriteFile(file, []byte(loopbackYAML(dir, extra)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	r, _ := runDaemon(t, file, nil)
+	return r
+}
+
+// runDaemon runs the daemon in-process on the config file, with certsDeps
+// adjusting the certificate source, and returns once it is ready; it stops
+// when t ends. It fails t if Run does not reach Ready within 10 s.
+func runDaemon(t *testing.T, file string, certsDeps func(*certs.Deps)) (*running, time.Duration) {
+	t.Helper()
 	load := func() (*config.Loaded, error) { return config.Load(config.Options{File: file}) }
 	l, err := load()
 	if err != nil {
@@ -85,9 +95,10 @@ func startDaemon(t *testing.T, extra string) *running {
 	ready := make(chan *Daemon, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
+	start := time.Now()
 	go func() {
 		r.done <- Run(ctx, Options{
-			Config: l, Load: load, Reload: r.hup, Version: "test",
+			Config: l, Load: load, Reload: r.hup, Version: "test", CertsDeps: certsDeps,
 			Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			Ready:  func(d *Daemon) { ready <- d },
 		})
@@ -97,10 +108,17 @@ func startDaemon(t *testing.T, extra string) *running {
 	case err := <-r.done:
 		t.Fatalf("daemon exited at start: %v\n%s", err, r.logs)
 	case <-time.After(10 * time.Second):
-		t.Fatal("daemon not ready after 10s")
+		cancel()
+		t.Fatalf("daemon not ready after 10s\n%s", r.logs)
 	}
-	t.Cleanup(func() { r.stop(t) })
-	return r
+	took := time.Since(start)
+	t.Cleanup(func() {
+		r.stop(t)
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", r.logs)
+		}
+	})
+	return r, took
 }
 
 func (r *running) stop(t *testing.T) {
