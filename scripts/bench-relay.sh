@@ -224,36 +224,48 @@ budget=$((MSGS * INTERVAL_MS / 1000 + 120))
 
 # ---- throughput ----------------------------------------------------------------
 
+# load_phase runs one throughput phase against server $1 with ${2}-byte
+# messages into R; it returns 1 when uclient printed no totals (it gives up
+# on a client whose ChannelBind is refused, which happens now and then when
+# one of its ports was a probe allocation's a moment before).
+load_phase() {
+	local s=$1 size=$2 phase="load$2" before after upid out secs loss rtt sent recv
+	start_server "$s" "$phase"
+	before=$(cpu_ticks "$SPID")
+	log "$s: $CLIENTS clients x $MSGS x ${size}B every ${INTERVAL_MS}ms"
+	spawn "$tmp/uclient-$s-$phase.log" timeout "$budget" turnutils_uclient -c \
+		-m "$CLIENTS" -n "$MSGS" -z "$INTERVAL_MS" -l "$size" -L 127.0.0.1 \
+		-u "$USER_NAME" -w "$USER_PASS" -e 127.0.0.1 -r "$PEER" -p "$SPORT" 127.0.0.1
+	upid=$PID
+	wait "$upid" || log "$s: turnutils_uclient exited $?"
+	unset "LIVE[$upid]"
+	after=$(cpu_ticks "$SPID")
+	R[$s,$phase,rss]=$(rss_kb "$SPID")
+	reap "$SPID"
+	out="$tmp/uclient-$s-$phase.log"
+	read -r sent recv < <(grep -o 'start_mclient: tot_send_msgs=[0-9]*, tot_recv_msgs=[0-9]*$' "$out" |
+		tail -1 | sed 's/.*tot_send_msgs=\([0-9]*\), tot_recv_msgs=\([0-9]*\)/\1 \2/') || true
+	if [ -z "${sent:-}" ]; then
+		tail -5 "$out" >&2
+		return 1
+	fi
+	secs=$(sed -n 's/.*Total transmit time is \([0-9]*\).*/\1/p' "$out" | tail -1)
+	loss=$(sed -n 's/.*Total lost packets [0-9]* (\([0-9.]*\)%).*/\1/p' "$out" | tail -1)
+	rtt=$(sed -n 's/.*Average round trip delay \([0-9.]*\) ms.*/\1/p' "$out" | tail -1)
+	R[$s,$phase,sent]=$sent
+	R[$s,$phase,recv]=$recv
+	R[$s,$phase,rate]=$(awk -v r="$recv" -v t="${secs:-0}" 'BEGIN { printf "%.0f", (t > 0 ? r / t : 0) }')
+	R[$s,$phase,loss]=${loss:-100}
+	R[$s,$phase,rtt]=${rtt:-0}
+	R[$s,$phase,cpu]=$(awk -v d=$((after - before)) -v t="$tck" 'BEGIN { printf "%.2f", d / t }')
+	R[$s,$phase,per]=$(awk -v r="$recv" -v c="${R[$s,$phase,cpu]}" 'BEGIN { printf "%.0f", (c > 0 ? r / c : 0) }')
+}
+
 for size in $SIZES; do
 	for s in "${servers[@]}"; do
-		phase="load$size"
-		start_server "$s" "$phase"
-		before=$(cpu_ticks "$SPID")
-		log "$s: $CLIENTS clients x $MSGS x ${size}B every ${INTERVAL_MS}ms"
-		spawn "$tmp/uclient-$s-$phase.log" timeout "$budget" turnutils_uclient -c \
-			-m "$CLIENTS" -n "$MSGS" -z "$INTERVAL_MS" -l "$size" -L 127.0.0.1 \
-			-u "$USER_NAME" -w "$USER_PASS" -e 127.0.0.1 -r "$PEER" -p "$SPORT" 127.0.0.1
-		upid=$PID
-		wait "$upid" || log "$s: turnutils_uclient exited $?"
-		unset "LIVE[$upid]"
-		after=$(cpu_ticks "$SPID")
-		R[$s,$phase,rss]=$(rss_kb "$SPID")
-		reap "$SPID"
-		out="$tmp/uclient-$s-$phase.log"
-		read -r sent recv < <(grep -o 'start_mclient: tot_send_msgs=[0-9]*, tot_recv_msgs=[0-9]*$' "$out" |
-			tail -1 | sed 's/.*tot_send_msgs=\([0-9]*\), tot_recv_msgs=\([0-9]*\)/\1 \2/') || true
-		[ -n "${sent:-}" ] || { tail -20 "$out" >&2; die "$s: no totals from turnutils_uclient"; }
-		secs=$(sed -n 's/.*Total transmit time is \([0-9]*\).*/\1/p' "$out" | tail -1)
-		loss=$(sed -n 's/.*Total lost packets [0-9]* (\([0-9.]*\)%).*/\1/p' "$out" | tail -1)
-		rtt=$(sed -n 's/.*Average round trip delay \([0-9.]*\) ms.*/\1/p' "$out" | tail -1)
-		R[$s,$phase,sent]=$sent
-		R[$s,$phase,recv]=$recv
-		R[$s,$phase,rate]=$(awk -v r="$recv" -v t="${secs:-0}" 'BEGIN { printf "%.0f", (t > 0 ? r / t : 0) }')
-		R[$s,$phase,loss]=${loss:-100}
-		R[$s,$phase,rtt]=${rtt:-0}
-		R[$s,$phase,cpu]=$(awk -v d=$((after - before)) -v t="$tck" 'BEGIN { printf "%.2f", d / t }')
-		R[$s,$phase,per]=$(awk -v r="$recv" -v c="${R[$s,$phase,cpu]}" 'BEGIN { printf "%.0f", (c > 0 ? r / c : 0) }')
-		sent=
+		load_phase "$s" "$size" ||
+			{ log "$s: no totals from turnutils_uclient; running the phase again"; load_phase "$s" "$size"; } ||
+			die "$s: no totals from turnutils_uclient, twice"
 	done
 done
 
