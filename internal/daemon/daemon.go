@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -275,7 +276,7 @@ func (d *Daemon) reload() {
 	if d.opts.Level != nil {
 		d.opts.Level.Set(cfg.Server.LogLevel.Slog())
 	}
-	var refused []error
+	refused := d.restartOnly(cfg)
 	if d.certs != nil {
 		refused = append(refused, d.certs.Reload(cfg))
 	}
@@ -292,6 +293,28 @@ func (d *Daemon) reload() {
 	d.cfg = cfg
 	d.mu.Unlock()
 	d.log.Info("configuration reloaded")
+}
+
+// restartOnly names the keys outside any subsystem's Reload that changed
+// and can only take effect on a restart: where the daemon keeps its state
+// and sockets, and subsystems switched on that were not running.
+func (d *Daemon) restartOnly(cfg *config.Config) []error {
+	old := d.config()
+	var out []error
+	need := func(key string, changed bool) {
+		if changed {
+			out = append(out, &config.FieldError{Key: key, Msg: "changing it needs a restart"})
+		}
+	}
+	need("server.data_dir", old.Server.DataDir != cfg.Server.DataDir)
+	need("server.admin_socket", old.Server.AdminSocket != cfg.Server.AdminSocket)
+	need("server.metrics_listen", old.Server.MetricsListen != cfg.Server.MetricsListen)
+	need("web.enabled", old.Web.Enabled != cfg.Web.Enabled)
+	need("web.listen", cfg.Web.Enabled && !slices.Equal(old.Web.Listen, cfg.Web.Listen))
+	need("vpn.enabled", d.vpn == nil && cfg.VPN.Enabled)
+	need("relay.enabled", d.relay == nil && cfg.Relay.Enabled)
+	need("tls.mode", d.certs == nil && certs.ResolveMode(cfg) != config.TLSOff)
+	return out
 }
 
 // unjoin flattens errors.Join trees into their leaves.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -333,5 +334,25 @@ func TestDaemonStartFailureNamesCause(t *testing.T) {
 	// Nothing opened before the failure is left listening.
 	if _, err := os.Stat(filepath.Join(dir, "admin.sock")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("admin socket exists after a failed start: %v", err)
+	}
+}
+
+// TestRestartOnlyKeys: keys no subsystem reloads are named, not ignored.
+func TestRestartOnlyKeys(t *testing.T) {
+	r := startDaemon(t, "")
+	next := *r.d.config()
+	next.Web.Listen = []string{"127.0.0.1:0", "127.0.0.2:0"}
+	next.Server.MetricsListen = "127.0.0.1:1"
+	next.VPN.Enabled = true // not running: switching it on needs a restart
+	var keys []string
+	for _, e := range r.d.restartOnly(&next) {
+		keys = append(keys, e.(*config.FieldError).Key)
+	}
+	want := []string{"server.metrics_listen", "web.listen", "vpn.enabled"}
+	if !slices.Equal(keys, want) {
+		t.Errorf("restart-only keys %v, want %v", keys, want)
+	}
+	if got := r.d.restartOnly(r.d.config()); len(got) != 0 {
+		t.Errorf("unchanged config: %v", got)
 	}
 }
