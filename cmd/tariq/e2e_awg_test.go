@@ -134,19 +134,7 @@ func (d *device) upAWG() {
 		fmt.Fprintf(&set, "allowed_ip=%s\n", strings.TrimSpace(a))
 	}
 	testutil.AmneziaWGSet(t, ifname, set.String())
-	for _, a := range strings.Split(c["Interface.Address"], ",") {
-		d.ns.Run("ip", "addr", "add", strings.TrimSpace(a), "dev", ifname)
-	}
-	d.ns.Run("ip", "link", "set", "mtu", "1420", "up", "dev", ifname)
-	for _, fam := range []string{"-4", "-6"} {
-		def := "0.0.0.0/0"
-		if fam == "-6" {
-			def = "::/0"
-		}
-		d.ns.Run("ip", fam, "route", "add", def, "dev", ifname, "table", "51820")
-		d.ns.Run("ip", fam, "rule", "add", "not", "fwmark", "51820", "table", "51820")
-		d.ns.Run("ip", fam, "rule", "add", "table", "main", "suppress_prefixlength", "0")
-	}
+	d.routeAll(ifname, strings.Split(c["Interface.Address"], ","))
 }
 
 // stunMapped asks the server's UDP port for this device's address with

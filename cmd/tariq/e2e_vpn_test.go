@@ -212,6 +212,14 @@ func (d *device) up() {
 	os.WriteFile(stripped, []byte(strings.Join(ifaceLines, "\n")+"\n"), 0o600)
 	d.ns.Run("wg", "setconf", ifname, stripped)
 	d.ns.Run("wg", "set", ifname, "fwmark", "51820")
+	d.routeAll(ifname, addrs)
+}
+
+// routeAll gives ifname its addresses and MTU and sends everything through
+// it the way wg-quick does for 0.0.0.0/0 and ::/0: a table 51820 default
+// route, taken by every packet not marked 51820 (the tunnel's own), with
+// the main table's more specific routes kept (suppress_prefixlength 0).
+func (d *device) routeAll(ifname string, addrs []string) {
 	for _, a := range addrs {
 		d.ns.Run("ip", "addr", "add", strings.TrimSpace(a), "dev", ifname)
 	}

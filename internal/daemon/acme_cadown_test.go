@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -144,14 +142,7 @@ func TestDaemonACMECADown(t *testing.T) {
 // and a pool trusting it alone.
 func fallbackCert(t *testing.T, r *running) (*x509.CertPool, *x509.Certificate) {
 	t.Helper()
-	pemBytes, err := os.ReadFile(filepath.Join(r.d.config().Server.DataDir, "tls", "self-signed.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pemBytes) {
-		t.Fatal("no certificate in self-signed.crt")
-	}
+	pool := selfSignedPool(t, r)
 	leaf, err := handshake(r.d.WebAddrs()[0].String(), testutil.PebbleName, pool)
 	if err != nil {
 		t.Fatalf("TLS trusting the self-signed fallback: %v", err)

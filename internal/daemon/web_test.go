@@ -18,8 +18,9 @@ import (
 	"github.com/tariq-vpn/tariq/internal/testutil"
 )
 
-// servedCert returns the pool trusting the daemon's self-signed certificate.
-func servedCert(t *testing.T, r *running) (*x509.CertPool, *x509.Certificate) {
+// selfSignedPool returns a pool trusting only the daemon's self-signed
+// certificate (in acme mode, its fallback), read from the data directory.
+func selfSignedPool(t *testing.T, r *running) *x509.CertPool {
 	t.Helper()
 	pemBytes, err := os.ReadFile(filepath.Join(r.d.config().Server.DataDir, "tls", "self-signed.crt"))
 	if err != nil {
@@ -29,6 +30,14 @@ func servedCert(t *testing.T, r *running) (*x509.CertPool, *x509.Certificate) {
 	if !pool.AppendCertsFromPEM(pemBytes) {
 		t.Fatal("no certificate in self-signed.crt")
 	}
+	return pool
+}
+
+// servedCert returns the pool trusting the daemon's self-signed
+// certificate, and the certificate the web port serves (verified by it).
+func servedCert(t *testing.T, r *running) (*x509.CertPool, *x509.Certificate) {
+	t.Helper()
+	pool := selfSignedPool(t, r)
 	c, err := tls.Dial("tcp", r.d.WebAddrs()[0].String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
 	if err != nil {
 		t.Fatalf("TLS to the web port: %v", err)
