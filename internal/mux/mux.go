@@ -75,14 +75,41 @@ func Classify(b []byte) Kind {
 	return Unknown
 }
 
-// Timeouts for one connection: the TLS handshake, then the first bytes.
-var (
-	HandshakeTimeout = 10 * time.Second
-	SniffTimeout     = 10 * time.Second
-)
+// Limits bound the connections the mux holds before it hands them over:
+// those still in the TLS handshake or sending their first bytes. A zero
+// field takes its default.
+type Limits struct {
+	// MaxPending bounds pending connections, all sources together.
+	MaxPending int
+	// HandshakeTimeout bounds the TLS handshake, SniffTimeout the wait
+	// for the first bytes after it.
+	HandshakeTimeout time.Duration
+	SniffTimeout     time.Duration
+}
 
-// maxPending bounds connections still in handshake or sniffing.
-const maxPending = 1024
+// DefaultLimits returns the limits a zero Limits field takes.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxPending:       1024,
+		HandshakeTimeout: 10 * time.Second,
+		SniffTimeout:     10 * time.Second,
+	}
+}
+
+// withDefaults fills the zero fields of l from DefaultLimits.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxPending <= 0 {
+		l.MaxPending = d.MaxPending
+	}
+	if l.HandshakeTimeout <= 0 {
+		l.HandshakeTimeout = d.HandshakeTimeout
+	}
+	if l.SniffTimeout <= 0 {
+		l.SniffTimeout = d.SniffTimeout
+	}
+	return l
+}
 
 // Mux accepts TLS connections on one listener and routes each one.
 type Mux struct {
@@ -91,6 +118,7 @@ type Mux struct {
 	turn func(raw, conn net.Conn) // takes ownership of both
 	http *chanListener
 	log  *slog.Logger
+	lim  Limits
 
 	sem  chan struct{}
 	wg   sync.WaitGroup
@@ -101,12 +129,13 @@ type Mux struct {
 // New returns a mux over ln (plain TCP) with the server TLS config tlsConf.
 // turn receives TURN connections: raw is the socket, conn the TLS stream
 // with the sniffed bytes still to be read. HTTP connections are accepted
-// from HTTPListener.
-func New(ln net.Listener, tlsConf *tls.Config, turn func(raw, conn net.Conn), log *slog.Logger) *Mux {
+// from HTTPListener. lim bounds the connections not yet handed over.
+func New(ln net.Listener, tlsConf *tls.Config, turn func(raw, conn net.Conn), log *slog.Logger, lim Limits) *Mux {
+	lim = lim.withDefaults()
 	return &Mux{
-		ln: ln, tls: tlsConf, turn: turn, log: log,
+		ln: ln, tls: tlsConf, turn: turn, log: log, lim: lim,
 		http: newChanListener(ln.Addr()),
-		sem:  make(chan struct{}, maxPending),
+		sem:  make(chan struct{}, lim.MaxPending),
 		done: make(chan struct{}),
 	}
 }
@@ -166,7 +195,7 @@ func (m *Mux) Serve(ctx context.Context) error {
 // connection over; anything that fails is closed.
 func (m *Mux) route(raw net.Conn) {
 	tc := tls.Server(raw, m.tls)
-	raw.SetDeadline(time.Now().Add(HandshakeTimeout))
+	raw.SetDeadline(time.Now().Add(m.lim.HandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
 		var rhe tls.RecordHeaderError
 		if errors.As(err, &rhe) && rhe.Conn != nil && Classify(rhe.RecordHeader[:]) == HTTP {
@@ -181,7 +210,7 @@ func (m *Mux) route(raw net.Conn) {
 		raw.Close() // a TLS-ALPN-01 validation: the handshake was the answer
 		return
 	}
-	raw.SetDeadline(time.Now().Add(SniffTimeout))
+	raw.SetDeadline(time.Now().Add(m.lim.SniffTimeout))
 	buf := make([]byte, 0, 64)
 	kind := NeedMore
 	for kind == NeedMore {
