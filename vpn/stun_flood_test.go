@@ -25,6 +25,8 @@ type anyPortBind struct {
 	port atomic.Uint32
 }
 
+var _ conn.Bind = (*anyPortBind)(nil)
+
 func (b *anyPortBind) Open(uint16) ([]conn.ReceiveFunc, uint16, error) {
 	fns, port, err := b.Bind.Open(0)
 	b.port.Store(uint32(port))

@@ -92,6 +92,8 @@ type loopbackRelays struct {
 	v4, v6 turn.RelayAddressGeneratorStatic
 }
 
+var _ turn.RelayAddressGenerator = (*loopbackRelays)(nil)
+
 func (g *loopbackRelays) Validate() error {
 	g.v4 = turn.RelayAddressGeneratorStatic{RelayAddress: net.IPv4(127, 0, 0, 1), Address: "127.0.0.1"}
 	g.v6 = turn.RelayAddressGeneratorStatic{RelayAddress: net.IPv6loopback, Address: "::1"}
