@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
-	"golang.org/x/time/rate"
 	"golang.zx2c4.com/wireguard/conn"
 )
 
@@ -52,21 +52,14 @@ type bind struct {
 	socks []*socket
 	wrap  bool // more than one socket: endpoints carry theirs
 	log   *slog.Logger
-	stun  *rate.Limiter // STUN answers, all sockets together
+	stun  *stunBudget // STUN answers, all sockets together
 }
 
 var _ conn.Bind = (*bind)(nil)
 
-// stunRate bounds STUN answers: a reachability check sends a handful of
-// requests, and a spoofed flood must not turn the server into a reflector.
-const (
-	stunRate  = 200 // answers per second
-	stunBurst = 200
-)
-
 // newBind returns a bind over socks; socks[0] is the listen_port socket.
 func newBind(socks []*socket, log *slog.Logger) *bind {
-	b := &bind{socks: socks, wrap: len(socks) > 1, log: log, stun: rate.NewLimiter(stunRate, stunBurst)}
+	b := &bind{socks: socks, wrap: len(socks) > 1, log: log, stun: newSTUNBudget(defaultSTUNLimits())}
 	for _, s := range socks {
 		s.b = b
 	}
@@ -164,10 +157,11 @@ func (s *socket) filter(p []byte, src conn.Endpoint) (n int, stun bool) {
 }
 
 func (s *socket) answerSTUN(req []byte, src conn.Endpoint) {
-	if !s.b.stun.Allow() {
+	ap, ok := endpointAddrPort(src)
+	if !ok || !s.b.stun.allow(ap.Addr(), time.Now()) {
 		return
 	}
-	resp := stunReply(req, src)
+	resp := stunReply(req, ap)
 	if resp == nil {
 		return
 	}

@@ -78,7 +78,7 @@ func TestSTUNReply(t *testing.T) {
 				extra = append(extra, stun.Fingerprint)
 			}
 			req := bindingRequest(t, extra...)
-			resp := stunReply(req, &conn.StdNetEndpoint{AddrPort: src})
+			resp := stunReply(req, src)
 			var m stun.Message
 			m.Raw = resp
 			if err := m.Decode(); err != nil {
@@ -111,7 +111,7 @@ func TestSTUNReply(t *testing.T) {
 	bad := bindingRequest(t)
 	bad = append(bad, 0x00, 0x20, 0x00, 0x40) // an attribute claiming 64 bytes that are not there
 	bad[2], bad[3] = 0, 4
-	if !isSTUNBinding(bad) || stunReply(bad, &conn.StdNetEndpoint{}) != nil {
+	if !isSTUNBinding(bad) || stunReply(bad, netip.MustParseAddrPort("192.0.2.1:1")) != nil {
 		t.Error("answered a request whose attributes do not parse")
 	}
 }
@@ -143,7 +143,7 @@ func FuzzSTUNClassify(f *testing.F) {
 			t.Fatalf("stock filter: %d %v", n, isSTUN)
 		}
 		if len(data) > 0 && isSTUNBinding(data) {
-			stunReply(data, src)
+			stunReply(data, netip.MustParseAddrPort("192.0.2.1:1234"))
 		}
 		obf.filter(bytes.Clone(data), src)
 

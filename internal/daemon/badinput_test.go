@@ -74,14 +74,11 @@ func stillOpen(c net.Conn) bool {
 // load the page and relay TURN over TLS on the same port, and over UDP.
 func TestSharedPortBadInput(t *testing.T) {
 	testutil.LeakCheck(t)
-	// Shorter deadlines for this test; restored after the daemon stops
-	// (cleanups run last-in first-out), so no mux goroutine reads them then.
-	hs, sniff := mux.HandshakeTimeout, mux.SniffTimeout
-	t.Cleanup(func() { mux.HandshakeTimeout, mux.SniffTimeout = hs, sniff })
-	mux.HandshakeTimeout, mux.SniffTimeout = 2500*time.Millisecond, 2500*time.Millisecond
+	// Shorter deadlines for this test.
+	lim := mux.Limits{HandshakeTimeout: 2500 * time.Millisecond, SniffTimeout: 2500 * time.Millisecond}
 	const limit = 10 * time.Second // well past both deadlines
 
-	r := startDaemon(t, "  users: {alice: wonderland}\n")
+	r := startDaemon(t, "  users: {alice: wonderland}\n", func(o *Options) { o.WebLimits = lim })
 	pool, _ := servedCert(t, r)
 	web := r.d.WebAddrs()[0].String()
 	dial := func() net.Conn {
@@ -113,7 +110,7 @@ func TestSharedPortBadInput(t *testing.T) {
 		if _, err := c.Write(first); err != nil {
 			t.Fatal(err)
 		}
-		stalled[name] = stall{c, start, mux.HandshakeTimeout}
+		stalled[name] = stall{c, start, lim.HandshakeTimeout}
 	}
 	hsDone := dial()
 	tc := tls.Client(hsDone, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
@@ -125,7 +122,7 @@ func TestSharedPortBadInput(t *testing.T) {
 	// The server's sniffing deadline starts when it has read the client's
 	// Finished, which the client sent before Handshake returned; a little
 	// slack covers the two clocks' readings.
-	stalled["handshake, then no first message"] = stall{tc, time.Now().Add(-50 * time.Millisecond), mux.SniffTimeout}
+	stalled["handshake, then no first message"] = stall{tc, time.Now().Add(-50 * time.Millisecond), lim.SniffTimeout}
 
 	for _, tc := range []struct {
 		name, send, want string
@@ -143,8 +140,8 @@ func TestSharedPortBadInput(t *testing.T) {
 			t.Errorf("%s: %v after %v", tc.name, err, took)
 		}
 		// Dropped on the spot, not at a deadline.
-		if took >= mux.HandshakeTimeout {
-			t.Errorf("%s: dropped after %v, want at once (before the %v handshake deadline)", tc.name, took, mux.HandshakeTimeout)
+		if took >= lim.HandshakeTimeout {
+			t.Errorf("%s: dropped after %v, want at once (before the %v handshake deadline)", tc.name, took, lim.HandshakeTimeout)
 		}
 		if tc.want != "" && (!strings.HasPrefix(said, tc.want) || !strings.Contains(said, "use https://")) {
 			t.Errorf("%s: answered %q, want %q telling to use https://", tc.name, said, tc.want)

@@ -22,6 +22,7 @@ import (
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/certs"
+	"github.com/tariq-vpn/tariq/internal/mux"
 	"github.com/tariq-vpn/tariq/internal/sdnotify"
 	"github.com/tariq-vpn/tariq/internal/store"
 	"github.com/tariq-vpn/tariq/relay"
@@ -46,6 +47,10 @@ type Options struct {
 	// CertsDeps, if set, adjusts the certificate source's dependencies
 	// (tests point ACME's challenge ports at loopback with it).
 	CertsDeps func(*certs.Deps)
+	// WebLimits bound the connections the shared HTTPS/TURN-TLS port holds
+	// in the TLS handshake or before their first bytes; zero fields take
+	// mux.DefaultLimits (tests lower them).
+	WebLimits mux.Limits
 }
 
 // subsystem is the shape every part of the daemon shares.

@@ -71,21 +71,24 @@ type running struct {
 	done   chan error
 }
 
-func startDaemon(t *testing.T, extra string) *running {
+// startDaemon runs the daemon on loopbackYAML with extra appended; adjust
+// changes the Options Run gets.
+func startDaemon(t *testing.T, extra string, adjust ...func(*Options)) *running {
 	t.Helper()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "tariq.yaml")
 	if err := os.WriteFile(file, []byte(loopbackYAML(dir, extra)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r, _ := runDaemon(t, file, nil)
+	r, _ := runDaemon(t, file, nil, adjust...)
 	return r
 }
 
 // runDaemon runs the daemon in-process on the config file, with certsDeps
-// adjusting the certificate source, and returns once it is ready; it stops
-// when t ends. It fails t if Run does not reach Ready within 10 s.
-func runDaemon(t *testing.T, file string, certsDeps func(*certs.Deps)) (*running, time.Duration) {
+// adjusting the certificate source and adjust the other Options, and
+// returns once it is ready; it stops when t ends. It fails t if Run does
+// not reach Ready within 10 s.
+func runDaemon(t *testing.T, file string, certsDeps func(*certs.Deps), adjust ...func(*Options)) (*running, time.Duration) {
 	t.Helper()
 	load := func() (*config.Loaded, error) { return config.Load(config.Options{File: file}) }
 	l, err := load()
@@ -97,13 +100,15 @@ func runDaemon(t *testing.T, file string, certsDeps func(*certs.Deps)) (*running
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	start := time.Now()
-	go func() {
-		r.done <- Run(ctx, Options{
-			Config: l, Load: load, Reload: r.hup, Version: "test", CertsDeps: certsDeps,
-			Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-			Ready:  func(d *Daemon) { ready <- d },
-		})
-	}()
+	opts := Options{
+		Config: l, Load: load, Reload: r.hup, Version: "test", CertsDeps: certsDeps,
+		Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Ready:  func(d *Daemon) { ready <- d },
+	}
+	for _, f := range adjust {
+		f(&opts)
+	}
+	go func() { r.done <- Run(ctx, opts) }()
 	select {
 	case r.d = <-ready:
 	case err := <-r.done:

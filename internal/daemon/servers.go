@@ -101,6 +101,7 @@ type httpsServer struct {
 	tls   *tls.Config
 	turn  func(raw, conn net.Conn)
 	log   *slog.Logger
+	lim   mux.Limits
 	srv   *http.Server
 	muxes []*mux.Mux
 }
@@ -133,7 +134,7 @@ func newHTTPSServer(d *Daemon) *httpsServer {
 	protocols.SetUnencryptedHTTP2(true)
 	srv := newHTTPServer("web", nil, nil, h, log).srv
 	srv.Protocols = &protocols
-	return &httpsServer{addrs: cfg.Web.Listen, tls: d.certs.TLSConfig(protos...), turn: turn, log: log, srv: srv}
+	return &httpsServer{addrs: cfg.Web.Listen, tls: d.certs.TLSConfig(protos...), turn: turn, log: log, lim: d.opts.WebLimits, srv: srv}
 }
 
 func (s *httpsServer) Open(ctx context.Context) error {
@@ -143,7 +144,7 @@ func (s *httpsServer) Open(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("web: %w", err)
 		}
-		s.muxes = append(s.muxes, mux.New(ln, s.tls, s.turn, s.log))
+		s.muxes = append(s.muxes, mux.New(ln, s.tls, s.turn, s.log, s.lim))
 	}
 	return nil
 }

@@ -3,6 +3,11 @@
 // with its magic cookie goes to the relay, an HTTP request to the web
 // server. ALPN (stun.turn vs h2/http/1.1) is only a hint, because browsers'
 // TURN-over-TLS sends no ALPN and sometimes no SNI (RFC 7443, RFC 8656 §3.5).
+//
+// Until it hands a connection over, the mux holds it under a deadline and
+// a budget (Limits): per source address (IPv6: per /64), with slots kept
+// for sources that have nothing pending, so that clients stalling their
+// handshakes from one address, or a few, cannot lock out everyone else.
 package mux
 
 import (
@@ -16,6 +21,10 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/tariq-vpn/tariq/internal/source"
 )
 
 // Kind is what the first bytes of a stream say it is.
@@ -75,15 +84,6 @@ func Classify(b []byte) Kind {
 	return Unknown
 }
 
-// Timeouts for one connection: the TLS handshake, then the first bytes.
-var (
-	HandshakeTimeout = 10 * time.Second
-	SniffTimeout     = 10 * time.Second
-)
-
-// maxPending bounds connections still in handshake or sniffing.
-const maxPending = 1024
-
 // Mux accepts TLS connections on one listener and routes each one.
 type Mux struct {
 	ln   net.Listener
@@ -91,23 +91,27 @@ type Mux struct {
 	turn func(raw, conn net.Conn) // takes ownership of both
 	http *chanListener
 	log  *slog.Logger
+	lim  Limits
 
-	sem  chan struct{}
-	wg   sync.WaitGroup
-	once sync.Once
-	done chan struct{}
+	pending  *pendingSet
+	pressure rate.Sometimes // paces the warning that the port is under pressure
+	wg       sync.WaitGroup
+	once     sync.Once
+	done     chan struct{}
 }
 
 // New returns a mux over ln (plain TCP) with the server TLS config tlsConf.
 // turn receives TURN connections: raw is the socket, conn the TLS stream
 // with the sniffed bytes still to be read. HTTP connections are accepted
-// from HTTPListener.
-func New(ln net.Listener, tlsConf *tls.Config, turn func(raw, conn net.Conn), log *slog.Logger) *Mux {
+// from HTTPListener. lim bounds the connections not yet handed over.
+func New(ln net.Listener, tlsConf *tls.Config, turn func(raw, conn net.Conn), log *slog.Logger, lim Limits) *Mux {
+	lim = lim.withDefaults()
 	return &Mux{
-		ln: ln, tls: tlsConf, turn: turn, log: log,
-		http: newChanListener(ln.Addr()),
-		sem:  make(chan struct{}, maxPending),
-		done: make(chan struct{}),
+		ln: ln, tls: tlsConf, turn: turn, log: log, lim: lim,
+		http:     newChanListener(ln.Addr()),
+		pending:  newPendingSet(lim),
+		pressure: rate.Sometimes{Interval: time.Minute},
+		done:     make(chan struct{}),
 	}
 }
 
@@ -146,27 +150,42 @@ func (m *Mux) Serve(ctx context.Context) error {
 			continue
 		}
 		backoff = 0
-		select {
-		case m.sem <- struct{}{}:
-		default:
-			m.log.Debug("connection refused: too many handshakes in progress", "remote", c.RemoteAddr().String())
+		now := time.Now()
+		a := m.pending.admit(source.KeyOf(c.RemoteAddr()), c, now)
+		for _, p := range a.cut {
+			p.conn.Close()
+		}
+		if len(a.cut) > 0 || a.p == nil {
+			m.pressure.Do(func() {
+				m.log.Warn("shared TLS port under pressure: cutting or refusing connections that have not finished their handshake",
+					"listen", m.ln.Addr().String(), "pending", m.pending.len(), "max_pending", m.lim.MaxPending)
+			})
+		}
+		if a.p == nil {
+			m.log.Debug("connection refused", "remote", c.RemoteAddr().String(), "reason", a.reason)
 			c.Close()
 			continue
+		}
+		deadline := now.Add(m.lim.HandshakeTimeout)
+		if a.busy {
+			deadline = now.Add(m.lim.BusyTimeout)
 		}
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			defer func() { <-m.sem }()
-			m.route(c)
+			m.route(a.p, deadline)
 		}()
 	}
 }
 
-// route does the handshake and the sniffing under deadlines, then hands the
-// connection over; anything that fails is closed.
-func (m *Mux) route(raw net.Conn) {
+// route does the handshake and the sniffing of p under deadlines, the
+// handshake's given, then hands the connection over; anything that fails
+// or is cut meanwhile is closed.
+func (m *Mux) route(p *pendingConn, deadline time.Time) {
+	raw := p.conn
+	defer m.pending.done(p) // a no-op once handed over
 	tc := tls.Server(raw, m.tls)
-	raw.SetDeadline(time.Now().Add(HandshakeTimeout))
+	raw.SetDeadline(deadline)
 	if err := tc.Handshake(); err != nil {
 		var rhe tls.RecordHeaderError
 		if errors.As(err, &rhe) && rhe.Conn != nil && Classify(rhe.RecordHeader[:]) == HTTP {
@@ -181,7 +200,11 @@ func (m *Mux) route(raw net.Conn) {
 		raw.Close() // a TLS-ALPN-01 validation: the handshake was the answer
 		return
 	}
-	raw.SetDeadline(time.Now().Add(SniffTimeout))
+	sniff := time.Now().Add(m.lim.SniffTimeout)
+	if busy := p.start.Add(m.lim.BusyTimeout); m.pending.busy() && busy.Before(sniff) {
+		sniff = busy
+	}
+	raw.SetDeadline(sniff)
 	buf := make([]byte, 0, 64)
 	kind := NeedMore
 	for kind == NeedMore {
@@ -197,6 +220,15 @@ func (m *Mux) route(raw net.Conn) {
 			return
 		}
 	}
+	if kind != TURN && kind != HTTP {
+		m.log.Debug("connection dropped: neither TURN nor HTTP", "remote", raw.RemoteAddr().String(), "first_bytes", len(buf))
+		raw.Close()
+		return
+	}
+	if !m.pending.done(p) {
+		raw.Close() // cut meanwhile: already closed, or about to be
+		return
+	}
 	raw.SetDeadline(time.Time{})
 	conn := &prefixConn{Conn: tc, prefix: buf}
 	switch kind {
@@ -206,19 +238,20 @@ func (m *Mux) route(raw net.Conn) {
 		if !m.http.deliver(conn) {
 			conn.Close()
 		}
-	default:
-		m.log.Debug("connection dropped: neither TURN nor HTTP", "remote", raw.RemoteAddr().String(), "first_bytes", len(buf))
-		raw.Close()
 	}
 }
 
-// Close stops accepting and waits for connections in handshake or
-// sniffing; connections already handed over belong to their servers.
+// Close stops accepting, closes the connections in handshake or sniffing
+// and waits for them; connections already handed over belong to their
+// servers.
 func (m *Mux) Close() error {
 	m.once.Do(func() {
 		close(m.done)
 		m.ln.Close()
 		m.http.Close()
+		for _, p := range m.pending.close() {
+			p.conn.Close()
+		}
 	})
 	m.wg.Wait()
 	return nil
@@ -279,3 +312,6 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// pendingCount returns how many connections are in handshake or sniffing.
+func (m *Mux) pendingCount() int { return m.pending.len() }

@@ -112,7 +112,7 @@ type harness struct {
 	turns chan []byte // first 20 bytes of each TURN connection
 }
 
-func start(t *testing.T) *harness {
+func start(t *testing.T, lim Limits) *harness {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -132,7 +132,7 @@ func start(t *testing.T) *harness {
 				h.turns <- b
 			}
 		}()
-	}, slog.New(slog.DiscardHandler))
+	}, slog.New(slog.DiscardHandler), lim)
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -198,7 +198,7 @@ func (h *harness) turn(t *testing.T, alpn []string) {
 
 func TestMuxRoutes(t *testing.T) {
 	testutil.LeakCheck(t)
-	h := start(t)
+	h := start(t, Limits{})
 	if got := h.get(t, false); got != "page via HTTP/1.1" {
 		t.Errorf("http/1.1: %q", got)
 	}
@@ -211,10 +211,7 @@ func TestMuxRoutes(t *testing.T) {
 }
 
 func TestMuxDropsBadClients(t *testing.T) {
-	old1, old2 := HandshakeTimeout, SniffTimeout
-	HandshakeTimeout, SniffTimeout = 300*time.Millisecond, 300*time.Millisecond
-	t.Cleanup(func() { HandshakeTimeout, SniffTimeout = old1, old2 })
-	h := start(t)
+	h := start(t, Limits{HandshakeTimeout: 300 * time.Millisecond, SniffTimeout: 300 * time.Millisecond})
 
 	closedWithin := func(t *testing.T, c net.Conn, d time.Duration) string {
 		t.Helper()
