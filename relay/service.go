@@ -62,7 +62,7 @@ type Service struct {
 
 	relayMu    sync.Mutex // guards relayConns and relayPorts
 	relayConns map[*relayPacketConn]struct{}
-	relayPorts map[uint16]int // live relayed sockets and listeners per port
+	relayPorts map[relayPort]int // live relayed sockets and listeners
 
 	server      *turn.Server
 	packetConns []net.PacketConn
@@ -98,7 +98,7 @@ func New(cfg *config.Config, deps Deps) (*Service, error) {
 		stats:       newStats(),
 		allocByUser: map[string]int{},
 		relayConns:  map[*relayPacketConn]struct{}{},
-		relayPorts:  map[uint16]int{},
+		relayPorts:  map[relayPort]int{},
 		tcpRelay:    cfg.Relay.TCPRelay,
 		ports:       cfg.Relay.RelayPorts,
 	}, nil
@@ -399,26 +399,34 @@ func (s *Service) trackRelay(c *relayPacketConn, live bool) {
 	}
 	s.relayMu.Unlock()
 	if live != was {
-		s.trackPort(c.port, live)
+		s.trackPort(c.key, live)
 	}
 }
 
-// trackPort counts a relayed socket or listener on port in or out.
-func (s *Service) trackPort(port uint16, live bool) {
+// relayPort names where one relayed socket or listener listens: its
+// protocol (protoUDP or protoTCP), address family (4 or 6) and port.
+type relayPort struct {
+	proto uint8
+	fam   uint8
+	port  uint16
+}
+
+// trackPort counts a relayed socket or listener in or out.
+func (s *Service) trackPort(k relayPort, live bool) {
 	s.relayMu.Lock()
 	defer s.relayMu.Unlock()
 	if live {
-		s.relayPorts[port]++
-	} else if s.relayPorts[port]--; s.relayPorts[port] <= 0 {
-		delete(s.relayPorts, port)
+		s.relayPorts[k]++
+	} else if s.relayPorts[k]--; s.relayPorts[k] <= 0 {
+		delete(s.relayPorts, k)
 	}
 }
 
-// liveRelayPort reports whether one of the relay's allocations holds port.
-func (s *Service) liveRelayPort(port uint16) bool {
+// liveRelayPort reports whether one of the relay's allocations holds k.
+func (s *Service) liveRelayPort(k relayPort) bool {
 	s.relayMu.Lock()
 	defer s.relayMu.Unlock()
-	return s.relayPorts[port] > 0
+	return s.relayPorts[k] > 0
 }
 
 func (s *Service) liveRelays() int {
