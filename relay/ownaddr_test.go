@@ -3,6 +3,8 @@ package relay
 import (
 	"net"
 	"net/netip"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,4 +95,99 @@ func TestOwnAddressLivePortIsPerFamily(t *testing.T) {
 	succeeded(t, "create permission", v6.request(stun.MethodCreatePermission, xorPeer(target)))
 	v6.send(target, "to the ipv4 allocation's port on the ipv6 own address")
 	silent(t, canary, "udp6 canary on an ipv4 allocation's port")
+}
+
+// TestOwnAddressAddedWhileRunning: an address added to an interface while
+// the relay runs (a floating IP, a new interface, a DHCP change) is one of
+// the server's own addresses at once, so the own-address rule guards it: a
+// canary service on it gets nothing through the relay, over UDP (Send
+// indication, ChannelData) or TCP (Connect), although the same address was
+// an ordinary internet peer a moment before. Removing the address makes it
+// an ordinary peer again.
+//
+// It runs in a network namespace of its own, with a veth pair (this
+// machine has no dummy links) carrying public-looking addresses that exist
+// nowhere else.
+func TestOwnAddressAddedWhileRunning(t *testing.T) {
+	if !testutil.InNetNS(t, 60*time.Second) {
+		return
+	}
+	testutil.LeakCheck(t)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("link", "add", "tqa0", "type", "veth", "peer", "name", "tqb0")
+	ip("addr", "add", "198.20.0.1/24", "dev", "tqa0")
+	ip("link", "set", "tqa0", "up")
+	ip("link", "set", "tqb0", "up")
+	added := netip.MustParseAddr("198.20.0.7") // no special range: an ordinary peer until it is ours
+
+	cfg := testConfig(t)
+	cfg.Relay.AllowPeers = nil
+	cfg.Relay.TCPRelay = true
+	r := openRelay(t, cfg, Deps{}) // the interfaces' addresses, tracked live
+	if v, _ := r.policy.Load().filter.Check(netip.MustParseAddr("198.20.0.1")); v != AllowOwn {
+		t.Fatalf("198.20.0.1, on an interface at start, has verdict %v, want %v", v, AllowOwn)
+	}
+	if v, _ := r.policy.Load().filter.Check(added); v != Allow {
+		t.Fatalf("%v before it is added has verdict %v, want %v", added, v, Allow)
+	}
+	u := r.rawClientOver(t, "udp", "alice", "wonderland")
+	succeeded(t, "allocate", u.allocate())
+	tc := r.rawClientOver(t, "tcp", "alice", "wonderland")
+	succeeded(t, "allocate tcp", tc.request(stun.MethodAllocate, rawAttr{attrRequestedTransport, []byte{protoTCP, 0, 0, 0}}))
+
+	ip("addr", "add", added.String()+"/32", "dev", "tqa0")
+	waitVerdict(t, r, added, AllowOwn)
+	udpCanary := udpPeer(t, added.String()+":0")
+	tcpCanary, err := net.Listen("tcp", added.String()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcpCanary.Close()
+	uc, tcc := apOf(udpCanary.LocalAddr()), apOf(tcpCanary.Addr())
+
+	t.Run("udp", func(t *testing.T) {
+		// Permissions are per IP and the server's own addresses are valid
+		// peers (two clients of one server); the port rule acts on every
+		// datagram.
+		succeeded(t, "create permission", u.request(stun.MethodCreatePermission, xorPeer(uc)))
+		succeeded(t, "channel bind", u.request(stun.MethodChannelBind, xorPeer(uc), channelNumber(0x4000)))
+		u.send(uc, "send indication to a service on the new address")
+		u.channelData(0x4000, "channel data to a service on the new address")
+		silent(t, udpCanary, "udp service on an address added while the relay runs")
+	})
+	t.Run("tcp", func(t *testing.T) {
+		refused(t, tc, tc.request(stun.MethodConnect, xorPeer(tcc)), stun.CodeConnTimeoutOrFailure)
+		tcpCanary.(*net.TCPListener).SetDeadline(time.Now().Add(quiet))
+		if c, err := tcpCanary.Accept(); err == nil {
+			c.Close()
+			t.Errorf("tcp service on %v got a connection from %v through the relay", tcc, c.RemoteAddr())
+		}
+	})
+	t.Run("removed", func(t *testing.T) {
+		ip("addr", "del", added.String()+"/32", "dev", "tqa0")
+		waitVerdict(t, r, added, Allow)
+	})
+}
+
+// waitVerdict waits (up to 5 s) until the relay's filter gives a the
+// verdict want: address events reach the relay asynchronously, within
+// milliseconds.
+func waitVerdict(t *testing.T, r *testRelay, a netip.Addr, want Verdict) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v, _ := r.policy.Load().filter.Check(a)
+		if v == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%v still has verdict %v after 5s, want %v: the relay did not notice the address change", a, v, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -34,7 +34,9 @@ type Deps struct {
 	// nil when tls.mode is off.
 	TLS *tls.Config
 	// OwnAddrs lists the server's own addresses; nil means the addresses of
-	// its interfaces.
+	// its interfaces, tracked live: on Linux through the kernel's address
+	// events (an address added later, such as a floating IP, is guarded at
+	// once), and listed again every minute everywhere.
 	OwnAddrs func() ([]netip.Addr, error)
 	// Now is the clock for credential expiry; nil means time.Now.
 	Now func() time.Time
@@ -48,9 +50,14 @@ type Service struct {
 	realm string
 	now   func() time.Time
 
-	policy atomic.Pointer[policy]
-	stats  *Stats
-	hints  hints
+	policyMu sync.Mutex // serialises building and storing policy (Open, Reload, own-address changes)
+	policy   atomic.Pointer[policy]
+	stats    *Stats
+
+	liveOwn   bool          // OwnAddrs lists the interfaces: follow their changes
+	watchStop chan struct{} // closed by Close to stop the address watch
+	watchDone chan struct{} // closed when the address watch has stopped
+	hints     hints
 
 	fam4, fam6 relayFamily      // fixed at Open
 	tcpRelay   bool             // relay.tcp_relay, fixed for the process
@@ -79,7 +86,8 @@ func New(cfg *config.Config, deps Deps) (*Service, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	if deps.OwnAddrs == nil {
+	liveOwn := deps.OwnAddrs == nil
+	if liveOwn {
 		deps.OwnAddrs = interfaceAddrs
 	}
 	if len(cfg.Relay.ListenTLS) > 0 && deps.TLS == nil {
@@ -101,6 +109,7 @@ func New(cfg *config.Config, deps Deps) (*Service, error) {
 		relayPorts:  map[relayPort]int{},
 		tcpRelay:    cfg.Relay.TCPRelay,
 		ports:       cfg.Relay.RelayPorts,
+		liveOwn:     liveOwn,
 	}, nil
 }
 
@@ -119,11 +128,21 @@ func (s *Service) Open(ctx context.Context) (err error) {
 			err = fmt.Errorf("relay: %w", err)
 		}
 	}()
+	if s.liveOwn {
+		// Subscribe before listing, so no change falls in between.
+		if err := s.startAddrWatch(); err != nil {
+			s.log.Warn("relay cannot follow address changes; listing them every minute instead", "err", err)
+		}
+	}
+	s.policyMu.Lock()
 	p, err := s.buildPolicy(s.cfg)
+	if err == nil {
+		s.policy.Store(p)
+	}
+	s.policyMu.Unlock()
 	if err != nil {
 		return err
 	}
-	s.policy.Store(p)
 	if err := s.resolveFamilies(); err != nil {
 		return err
 	}
@@ -208,6 +227,9 @@ func (s *Service) Serve(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			s.hints.sweep(s.now(), time.Minute)
+			if s.liveOwn {
+				s.refreshOwnAddrs() // in case an address event was missed
+			}
 		}
 	}
 }
@@ -216,6 +238,10 @@ func (s *Service) Serve(ctx context.Context) error {
 // idempotent and safe after a partial Open.
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
+		if s.watchStop != nil {
+			close(s.watchStop)
+			<-s.watchDone
+		}
 		if s.server != nil {
 			s.server.Close() // closes the packet conns and stream listeners it was given
 		} else {
@@ -269,16 +295,22 @@ func (s *Service) Reload(cfg *config.Config) error {
 	restart("relay.relay_bind", o.RelayBind == n.RelayBind)
 	restart("relay.relay_ports", o.RelayPorts == n.RelayPorts)
 	restart("relay.tcp_relay", o.TCPRelay == n.TCPRelay)
+	s.policyMu.Lock()
 	p, err := s.buildPolicy(cfg)
+	if err == nil {
+		s.policy.Store(p)
+	}
+	s.policyMu.Unlock()
 	if err != nil {
 		return errors.Join(append(refused, err)...)
 	}
-	s.policy.Store(p)
 	s.log.Info("relay policy reloaded", "users", len(n.Users), "secrets", len(p.secrets),
 		"allow_peers", len(n.AllowPeers), "deny_peers", len(n.DenyPeers))
 	return errors.Join(refused...)
 }
 
+// buildPolicy builds the policy for cfg, listing the server's own
+// addresses; the caller holds policyMu until it has stored the result.
 func (s *Service) buildPolicy(cfg *config.Config) (*policy, error) {
 	secrets := cfg.Relay.Secrets
 	if len(secrets) == 0 && s.deps.Store != nil {
@@ -299,6 +331,32 @@ func (s *Service) buildPolicy(cfg *config.Config) (*policy, error) {
 	}
 	f := NewFilter(cfg.Relay.AllowPeers, cfg.Relay.DenyPeers, vpnNets, own)
 	return newPolicy(cfg, s.realm, secrets, f), nil
+}
+
+// refreshOwnAddrs lists the server's own addresses again and, if they
+// changed, swaps in a policy whose filter has the new list. Relayed sockets
+// see it on their next packet (their verdict caches are per policy).
+func (s *Service) refreshOwnAddrs() {
+	own, err := s.deps.OwnAddrs()
+	if err != nil {
+		s.log.Warn("listing own addresses failed; keeping the last list", "err", err)
+		return
+	}
+	own = append(own, s.cfg.Relay.RelayIP...) // relay.relay_ip needs a restart to change
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	p := s.policy.Load()
+	if p == nil {
+		return // Open has yet to list them
+	}
+	f, changed := p.filter.WithOwn(own)
+	if !changed {
+		return
+	}
+	next := *p
+	next.filter = f
+	s.policy.Store(&next)
+	s.log.Info("relay own addresses changed", "own", fmt.Sprint(f.Own()))
 }
 
 // resolveFamilies decides, per address family, where relayed sockets bind
