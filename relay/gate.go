@@ -202,7 +202,9 @@ const maxFrame = 2048
 // gateStreamConn runs the gate on one TCP or TLS control connection. It
 // frames the stream itself (with pion's STUNConn), so pion above it reads
 // whole frames, and it bounds idleness: firstFrame for the first frame,
-// idle between later ones.
+// idle between later ones, and, while the connection holds no allocation,
+// noAllocBy as a hard end: a connection that only ever sends Binding
+// requests (or nothing) gives its stream slot back within noAlloc.
 type gateStreamConn struct {
 	net.Conn
 	s          *Service
@@ -211,7 +213,15 @@ type gateStreamConn struct {
 	pending    []byte
 	firstFrame time.Duration
 	idle       time.Duration
+	noAlloc    time.Duration
 	started    bool
+	tuple      streamTuple // the addresses pion's allocation events name it by
+	tupleOK    bool
+
+	dlMu      sync.Mutex // guards allocs and noAllocBy, and orders read-deadline changes
+	allocs    int        // live allocations on this connection (pion allows one)
+	noAllocBy time.Time  // when the connection is closed if it still holds no allocation
+
 	// data is set once an authenticated ConnectionBind went to pion: from
 	// then on pion copies the stream to a TCP peer, so Read passes bytes
 	// through unframed (if pion refused the bind, its own framing still
@@ -236,15 +246,12 @@ func (c *gateStreamConn) Read(b []byte) (int, error) {
 		return c.Conn.Read(b)
 	}
 	for {
-		wait := c.idle
-		if !c.started {
-			wait = c.firstFrame
-		}
-		if err := c.Conn.SetReadDeadline(time.Now().Add(wait)); err != nil {
+		if err := c.armDeadline(); err != nil {
 			return 0, err
 		}
 		n, _, err := c.framer.ReadFrom(c.buf)
 		if err != nil {
+			c.noteNoAllocation(err)
 			return 0, err
 		}
 		c.started = true
@@ -260,6 +267,50 @@ func (c *gateStreamConn) Read(b []byte) (int, error) {
 		k := copy(b, frame)
 		c.pending = frame[k:]
 		return k, nil
+	}
+}
+
+// armDeadline sets the read deadline for the next frame.
+func (c *gateStreamConn) armDeadline() error {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	now := time.Now()
+	d := now.Add(c.idle)
+	if !c.started {
+		d = now.Add(c.firstFrame)
+	}
+	if c.allocs == 0 && c.noAllocBy.Before(d) {
+		d = c.noAllocBy
+	}
+	return c.Conn.SetReadDeadline(d)
+}
+
+// allocationChanged is told by the allocation events that the connection
+// gained (+1) or lost (-1) an allocation. Losing its last one starts the
+// noAlloc clock again, cutting short a read already waiting.
+func (c *gateStreamConn) allocationChanged(delta int) {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	c.allocs = max(0, c.allocs+delta)
+	if delta < 0 && c.allocs == 0 {
+		c.noAllocBy = time.Now().Add(c.noAlloc)
+		c.Conn.SetReadDeadline(c.noAllocBy)
+	}
+}
+
+// noteNoAllocation counts and logs a read that ended because the
+// connection held no allocation in time.
+func (c *gateStreamConn) noteNoAllocation(err error) {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return
+	}
+	c.dlMu.Lock()
+	expired := c.allocs == 0 && !time.Now().Before(c.noAllocBy)
+	c.dlMu.Unlock()
+	if expired {
+		c.s.stats.streamShut("no-allocation")
+		c.s.log.Debug("turn connection closed: no allocation", "remote", c.RemoteAddr().String(), "after", c.noAlloc.String())
 	}
 }
 

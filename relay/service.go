@@ -40,15 +40,19 @@ type Deps struct {
 	OwnAddrs func() ([]netip.Addr, error)
 	// Now is the clock for credential expiry; nil means time.Now.
 	Now func() time.Time
+	// Streams bounds TCP and TLS control connections; zero fields take
+	// the defaults.
+	Streams StreamLimits
 }
 
 // Service is the TURN relay.
 type Service struct {
-	cfg   *config.Config
-	deps  Deps
-	log   *slog.Logger
-	realm string
-	now   func() time.Time
+	cfg    *config.Config
+	deps   Deps
+	log    *slog.Logger
+	realm  string
+	now    func() time.Time
+	limits StreamLimits // deps.Streams with the defaults filled in
 
 	policyMu sync.Mutex // serialises building and storing policy (Open, Reload, own-address changes)
 	policy   atomic.Pointer[policy]
@@ -70,6 +74,12 @@ type Service struct {
 	relayMu    sync.Mutex // guards relayConns and relayPorts
 	relayConns map[*relayPacketConn]struct{}
 	relayPorts map[relayPort]int // live relayed sockets and listeners
+
+	fdStreams, fdAllocs int         // caps from the open-file limit (fdBudget), fixed at Open; 0 = none
+	slots               streamSlots // open stream connections, in total and per source
+
+	streamMu    sync.Mutex // guards streamConns
+	streamConns map[streamTuple]*gateStreamConn
 
 	server      *turn.Server
 	packetConns []net.PacketConn
@@ -103,10 +113,12 @@ func New(cfg *config.Config, deps Deps) (*Service, error) {
 		log:         deps.Logger,
 		realm:       realm,
 		now:         deps.Now,
+		limits:      deps.Streams.withDefaults(),
 		stats:       newStats(),
 		allocByUser: map[string]int{},
 		relayConns:  map[*relayPacketConn]struct{}{},
 		relayPorts:  map[relayPort]int{},
+		streamConns: map[streamTuple]*gateStreamConn{},
 		tcpRelay:    cfg.Relay.TCPRelay,
 		ports:       cfg.Relay.RelayPorts,
 		liveOwn:     liveOwn,
@@ -146,6 +158,7 @@ func (s *Service) Open(ctx context.Context) (err error) {
 	if err := s.resolveFamilies(); err != nil {
 		return err
 	}
+	s.sizeFromOpenFiles()
 
 	cores := udpSocketsPerListener(runtime.GOMAXPROCS(0))
 	for _, addr := range s.cfg.Relay.ListenUDP {
@@ -207,6 +220,25 @@ func (s *Service) Open(ctx context.Context) (err error) {
 		"tls", s.cfg.Relay.ListenTLS, "realm", s.realm, "relay_ipv4", addrOrNone(s.fam4.adv),
 		"relay_ipv6", addrOrNone(s.fam6.adv), "udp_sockets_per_listener", cores)
 	return nil
+}
+
+// sizeFromOpenFiles caps streams and allocations so that TURN clients
+// never take the file descriptors the rest of the daemon needs (fdBudget).
+func (s *Service) sizeFromOpenFiles() {
+	n, err := openFileLimit()
+	if err != nil {
+		s.log.Warn("relay cannot read the open-file limit; streams and allocations are capped by relay.max_allocations only", "err", err)
+		return
+	}
+	var reserve int
+	s.fdStreams, s.fdAllocs, reserve = fdBudget(n)
+	limit, perSource := s.streamCap()
+	s.log.Info("relay limits", "open_files", n, "reserved_files", reserve, "max_streams", limit,
+		"max_streams_per_source", perSource, "max_allocations", min(s.policy.Load().maxAllocs, s.fdAllocs))
+	if s.cfg.Relay.MaxAllocations > s.fdAllocs {
+		s.log.Warn("relay.max_allocations is more than the open-file limit allows; raise LimitNOFILE to use it",
+			"max_allocations", s.cfg.Relay.MaxAllocations, "allowed", s.fdAllocs, "open_files", n)
+	}
 }
 
 func addrOrNone(a netip.Addr) string {
@@ -445,8 +477,6 @@ func interfaceAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-func (s *Service) maxConns() int { return s.policy.Load().maxAllocs }
-
 func (s *Service) trackRelay(c *relayPacketConn, live bool) {
 	s.relayMu.Lock()
 	_, was := s.relayConns[c]
@@ -505,6 +535,7 @@ func (s *Service) onAllocationCreated(src, dst net.Addr, protocol, userID, realm
 	s.allocTotal++
 	s.allocByUser[userID]++
 	s.allocMu.Unlock()
+	s.streamAllocation(src, dst, +1)
 	s.stats.AllocationsCreated.Add(1)
 	s.log.Debug("turn allocation created", "user", userID, "remote", src.String(), "relay", relayAddr.String(), "transport", protocol)
 }
@@ -516,6 +547,7 @@ func (s *Service) onAllocationDeleted(src, dst net.Addr, protocol, userID, realm
 		delete(s.allocByUser, userID)
 	}
 	s.allocMu.Unlock()
+	s.streamAllocation(src, dst, -1)
 	s.stats.AllocationsDeleted.Add(1)
 	s.log.Debug("turn allocation deleted", "user", userID, "remote", src.String())
 }
