@@ -171,25 +171,80 @@ func errorReply(req *stun.Message, code stun.ErrorCode, key []byte) []byte {
 	return resp.Raw
 }
 
-// gatePacketConn runs the gate on a UDP listener socket.
+// gatePacketConn runs the gate on a UDP listener socket. On a wildcard
+// socket it also makes every reply leave from the address its remote wrote
+// to (replySources).
 type gatePacketConn struct {
 	net.PacketConn
 	s     *Service
 	addrs addrCache // used by the one pion read loop of this socket
+
+	uc  *net.UDPConn  // PacketConn, when src is set
+	src *replySources // nil: the kernel picks reply sources (a socket on one address)
+	oob []byte        // control-message buffer of the one read loop
+}
+
+// newGatePacketConn wraps pc, choosing reply sources if pc listens on a
+// wildcard address (where the kernel would pick them by route).
+func newGatePacketConn(s *Service, pc net.PacketConn) *gatePacketConn {
+	c := &gatePacketConn{PacketConn: pc, s: s}
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return c
+	}
+	if a, ok := addrOf(uc.LocalAddr()); !ok || !a.IsUnspecified() {
+		return c
+	}
+	if err := enablePacketInfo(uc); err != nil {
+		s.log.Warn("turn over udp replies from the address the kernel picks, which may not be the one a client wrote to",
+			"listen", uc.LocalAddr().String(), "err", err)
+		return c
+	}
+	c.uc, c.src, c.oob = uc, newReplySources(), make([]byte, packetInfoSpace)
+	return c
 }
 
 func (c *gatePacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		n, addr, err := c.addrs.readFrom(c.PacketConn, b)
+		n, addr, err := c.read(b)
 		if err != nil {
 			return n, addr, err
 		}
 		if reply, _ := c.s.inspect(b[:n], addr, c.LocalAddr()); reply != nil {
-			c.PacketConn.WriteTo(reply, addr)
+			c.WriteTo(reply, addr)
 			continue
 		}
 		return n, addr, nil
 	}
+}
+
+func (c *gatePacketConn) read(b []byte) (int, net.Addr, error) {
+	if c.src == nil {
+		return c.addrs.readFrom(c.PacketConn, b)
+	}
+	n, oobn, flags, ap, err := c.uc.ReadMsgUDPAddrPort(b, c.oob)
+	if err != nil {
+		return n, nil, err
+	}
+	if flags&msgCtrunc == 0 {
+		c.src.noteArrival(ap, c.oob[:oobn], b[:n])
+	}
+	return n, c.addrs.get(ap), nil
+}
+
+// WriteTo sends b to addr from the address addr last wrote to (see
+// replySources), or from wherever the kernel picks.
+func (c *gatePacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if c.src != nil {
+		if ua, ok := addr.(*net.UDPAddr); ok {
+			ap := ua.AddrPort()
+			if oob := c.src.source(ap, b); oob != nil {
+				n, _, err := c.uc.WriteMsgUDPAddrPort(b, oob, ap)
+				return n, err
+			}
+		}
+	}
+	return c.PacketConn.WriteTo(b, addr)
 }
 
 // maxFrame is the largest TURN frame the gate passes on a stream. pion's

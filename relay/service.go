@@ -199,7 +199,7 @@ func (s *Service) Open(ctx context.Context) (err error) {
 	}
 	for _, pc := range s.packetConns {
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn:            &gatePacketConn{PacketConn: pc, s: s},
+			PacketConn:            newGatePacketConn(s, pc),
 			RelayAddressGenerator: allocator{s},
 			PermissionHandler:     s.permit,
 		})
@@ -218,7 +218,8 @@ func (s *Service) Open(ctx context.Context) (err error) {
 	s.server = srv
 	s.log.Info("relay listening", "udp", s.cfg.Relay.ListenUDP, "tcp", s.cfg.Relay.ListenTCP,
 		"tls", s.cfg.Relay.ListenTLS, "realm", s.realm, "relay_ipv4", addrOrNone(s.fam4.adv),
-		"relay_ipv6", addrOrNone(s.fam6.adv), "udp_sockets_per_listener", cores)
+		"relay_ipv6", addrOrNone(s.fam6.adv), "relay_bind_ipv4", addrOrNone(s.fam4.bind),
+		"relay_bind_ipv6", addrOrNone(s.fam6.bind), "udp_sockets_per_listener", cores)
 	return nil
 }
 
@@ -420,6 +421,15 @@ func (s *Service) resolveFamilies() error {
 				s.log.Info("relay has no address of this family; such allocations get 440", "family", fmt.Sprintf("ipv%d", fam), "err", err)
 			}
 		}
+		if f.bind.IsUnspecified() && f.adv.IsValid() && isLocalAddr(f.adv) {
+			// Bound to the wildcard, a relayed socket would send from the
+			// address the kernel picks by route, not the advertised one (a
+			// floating IP, a second address): peers, and the NATs and
+			// firewalls in front of them, would see a stranger. Bind where
+			// peers are told to send; behind 1:1 NAT (relay_ip on no
+			// interface) the wildcard stays.
+			f.bind = f.adv
+		}
 		if fam == 4 {
 			s.fam4 = f
 		} else {
@@ -440,6 +450,17 @@ func (s *Service) canRelay(fam int) bool {
 		return s.fam6.bind.IsValid()
 	}
 	return false
+}
+
+// isLocalAddr reports whether a is an address of this host (one a socket
+// can bind).
+func isLocalAddr(a netip.Addr) bool {
+	c, err := net.ListenPacket("udp", net.JoinHostPort(a.String(), "0"))
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // routeSource returns the source address the kernel would use towards the

@@ -1,0 +1,101 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/pion/stun/v4"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+)
+
+// TestReplySources: the reply source for a remote is the address its last
+// datagram arrived on, except that a Binding request moves only the source
+// of the Binding response, never that of TURN responses and relayed data;
+// remotes are told apart by address and port, IPv4-mapped or not; and
+// noting a remote whose datagrams keep arriving where they did allocates
+// nothing, nor does looking up a source.
+func TestReplySources(t *testing.T) {
+	// A received IP_PKTINFO has the layout of a sent one: ifindex,
+	// ipi_spec_dst, ipi_addr.
+	pktinfo4 := func(a string) []byte {
+		return (&ipv4.ControlMessage{Src: netip.MustParseAddr(a).AsSlice(), IfIndex: 3}).Marshal()
+	}
+	pktinfo6 := func(a string) []byte {
+		// Marshal leaves an IPv4-mapped source out; the kernel puts one in
+		// for an IPv4 datagram on a dual-stack socket.
+		b := (&ipv6.ControlMessage{Src: net.IPv6loopback, IfIndex: 3}).Marshal()
+		addr := netip.MustParseAddr(a).As16()
+		copy(b[unix.CmsgLen(0):], addr[:])
+		return b
+	}
+	binding := stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw
+	bindingOK := stun.MustBuild(stun.TransactionID, stun.BindingSuccess).Raw
+	allocate := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest)).Raw
+	allocateOK := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassSuccessResponse)).Raw
+	channelData := []byte{0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4}
+
+	r := newReplySources()
+	remote := netip.MustParseAddrPort("198.51.100.7:40000")
+	mapped := netip.AddrPortFrom(netip.AddrFrom16(remote.Addr().As16()), remote.Port())
+	source := func(to netip.AddrPort, b []byte) string {
+		oob := r.source(to, b)
+		if oob == nil {
+			return "none"
+		}
+		dst, _, ok := packetDst(oob)
+		if !ok {
+			return "unparsable"
+		}
+		return dst.String()
+	}
+	check := func(step string, cases map[string]string) {
+		t.Helper()
+		for what, want := range cases {
+			var b []byte
+			switch what {
+			case "binding response":
+				b = bindingOK
+			case "allocate response":
+				b = allocateOK
+			case "channel data":
+				b = channelData
+			}
+			if got := source(remote, b); got != want {
+				t.Errorf("%s: %s leaves from %s, want %s", step, what, got, want)
+			}
+			if got := source(mapped, b); got != want {
+				t.Errorf("%s: %s to the mapped remote leaves from %s, want %s", step, what, got, want)
+			}
+		}
+	}
+
+	if got := source(remote, allocateOK); got != "none" {
+		t.Fatalf("an unknown remote has source %s", got)
+	}
+	r.noteArrival(mapped, pktinfo6("::ffff:203.0.113.1"), allocate)
+	check("allocate to the first address", map[string]string{"allocate response": "203.0.113.1", "binding response": "203.0.113.1", "channel data": "203.0.113.1"})
+	r.noteArrival(remote, pktinfo4("203.0.113.2"), binding)
+	check("binding to the second address", map[string]string{"binding response": "203.0.113.2", "channel data": "203.0.113.1"})
+	r.noteArrival(remote, pktinfo4("203.0.113.2"), channelData)
+	check("channel data to the second address", map[string]string{"binding response": "203.0.113.2", "channel data": "203.0.113.2"})
+
+	other := netip.MustParseAddrPort("[2001:db8::9]:5000")
+	r.noteArrival(other, pktinfo6("2001:db8::1"), allocate)
+	if got := source(other, allocateOK); got != "2001:db8::1" {
+		t.Errorf("ipv6 remote: source %s, want 2001:db8::1", got)
+	}
+	if got := source(netip.MustParseAddrPort("198.51.100.7:40001"), allocateOK); got != "none" {
+		t.Errorf("another port of a known address has source %s, want none", got)
+	}
+
+	oob := pktinfo4("203.0.113.2")
+	if n := testing.AllocsPerRun(1000, func() {
+		r.noteArrival(remote, oob, channelData)
+		r.source(remote, channelData)
+	}); n != 0 {
+		t.Errorf("noting a known remote and looking it up: %v allocations, want 0", n)
+	}
+}
