@@ -254,3 +254,41 @@ func TestStreamWithoutAllocationClosed(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamCaps: the open-file budget keeps its reserve whatever the
+// limit, the per-source cap stays below the total, and IPv6 sources count
+// by /64.
+func TestStreamCaps(t *testing.T) {
+	for _, n := range []int{0, 64, 1024, 4096, 20000, 1 << 20} {
+		streams, allocs, reserve := fdBudget(n)
+		if n == 0 {
+			if streams != 0 || allocs != 0 {
+				t.Errorf("unknown limit: caps %d, %d, want none", streams, allocs)
+			}
+			continue
+		}
+		if streams < 1 || allocs < 1 {
+			t.Errorf("limit %d: caps %d streams, %d allocations, want at least one each", n, streams, allocs)
+		}
+		if n >= 512 && 2*streams+allocs+reserve > n {
+			t.Errorf("limit %d: %d streams (two descriptors each) + %d allocations + %d reserved overrun it", n, streams, allocs, reserve)
+		}
+	}
+	for _, tc := range []struct{ limit, want int }{{1, 1}, {3, 1}, {16, 8}, {200, 25}, {4375, 256}, {10000, 256}} {
+		if got := perSourceFor(tc.limit); got != tc.want {
+			t.Errorf("perSourceFor(%d) = %d, want %d", tc.limit, got, tc.want)
+		}
+	}
+	for _, tc := range []struct{ addr, want string }{
+		{"192.0.2.7:4000", "192.0.2.7/32"},
+		{"[::ffff:192.0.2.7]:4000", "192.0.2.7/32"},
+		{"[2001:db8:1:2:aaaa::1]:4000", "2001:db8:1:2::/64"},
+		{"[2001:db8:1:2:bbbb::9]:5000", "2001:db8:1:2::/64"},
+		{"[fe80::1%eth0]:4000", "fe80::/64"},
+	} {
+		a := net.TCPAddrFromAddrPort(netip.MustParseAddrPort(tc.addr))
+		if got := sourceKey(a).String(); got != tc.want {
+			t.Errorf("sourceKey(%s) = %s, want %s", tc.addr, got, tc.want)
+		}
+	}
+}
