@@ -232,7 +232,7 @@ func (c *gatePacketConn) read(b []byte) (int, net.Addr, error) {
 	return n, c.addrs.get(ap), nil
 }
 
-// WriteTo sends b to addr from the address addr last wrote to (see
+// WriteTo sends b to addr from the address addr wrote to (see
 // replySources), or from wherever the kernel picks.
 func (c *gatePacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if c.src != nil {
@@ -240,7 +240,11 @@ func (c *gatePacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 			ap := ua.AddrPort()
 			if oob := c.src.source(ap, b); oob != nil {
 				n, _, err := c.uc.WriteMsgUDPAddrPort(b, oob, ap)
-				return n, err
+				if err == nil {
+					return n, nil
+				}
+				// The address may have gone (a floating IP moved away):
+				// the kernel's pick beats no reply.
 			}
 		}
 	}
@@ -346,8 +350,9 @@ func (c *gateStreamConn) armDeadline() error {
 func (c *gateStreamConn) allocationChanged(delta int) {
 	c.dlMu.Lock()
 	defer c.dlMu.Unlock()
+	had := c.allocs
 	c.allocs = max(0, c.allocs+delta)
-	if delta < 0 && c.allocs == 0 {
+	if had > 0 && c.allocs == 0 {
 		c.noAllocBy = time.Now().Add(c.noAlloc)
 		c.Conn.SetReadDeadline(c.noAllocBy)
 	}

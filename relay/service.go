@@ -57,11 +57,11 @@ type Service struct {
 	policyMu sync.Mutex // serialises building and storing policy (Open, Reload, own-address changes)
 	policy   atomic.Pointer[policy]
 	stats    *Stats
+	hints    hints
 
 	liveOwn   bool          // OwnAddrs lists the interfaces: follow their changes
 	watchStop chan struct{} // closed by Close to stop the address watch
 	watchDone chan struct{} // closed when the address watch has stopped
-	hints     hints
 
 	fam4, fam6 relayFamily      // fixed at Open
 	tcpRelay   bool             // relay.tcp_relay, fixed for the process
@@ -370,14 +370,16 @@ func (s *Service) buildPolicy(cfg *config.Config) (*policy, error) {
 // changed, swaps in a policy whose filter has the new list. Relayed sockets
 // see it on their next packet (their verdict caches are per policy).
 func (s *Service) refreshOwnAddrs() {
+	// Listing under the lock keeps a slower, older listing from replacing
+	// a newer one.
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
 	own, err := s.deps.OwnAddrs()
 	if err != nil {
 		s.log.Warn("listing own addresses failed; keeping the last list", "err", err)
 		return
 	}
 	own = append(own, s.cfg.Relay.RelayIP...) // relay.relay_ip needs a restart to change
-	s.policyMu.Lock()
-	defer s.policyMu.Unlock()
 	p := s.policy.Load()
 	if p == nil {
 		return // Open has yet to list them
