@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/pion/stun/v4"
 	"golang.org/x/net/ipv4"
@@ -97,5 +98,52 @@ func TestReplySources(t *testing.T) {
 		r.source(remote, channelData)
 	}); n != 0 {
 		t.Errorf("noting a known remote and looking it up: %v allocations, want 0", n)
+	}
+}
+
+// TestPacketInfoSockets: on an IPv4 socket and on an IPv6 one, the kernel
+// reports each datagram's local address once enablePacketInfo asked it to,
+// and a reply sent with sourceControl leaves from that address.
+func TestPacketInfoSockets(t *testing.T) {
+	for _, tc := range []struct{ network, local string }{{"udp4", "127.0.0.1:0"}, {"udp6", "[::1]:0"}} {
+		t.Run(tc.network, func(t *testing.T) {
+			if tc.network == "udp6" {
+				requireIPv6Loopback(t)
+			}
+			srv, err := net.ListenUDP(tc.network, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(tc.local)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			if err := enablePacketInfo(srv); err != nil {
+				t.Fatalf("enablePacketInfo: %v", err)
+			}
+			cli, err := net.DialUDP(tc.network, nil, srv.LocalAddr().(*net.UDPAddr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cli.Close()
+			if _, err := cli.Write([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b, oob := make([]byte, 64), make([]byte, packetInfoSpace)
+			n, oobn, flags, from, err := srv.ReadMsgUDPAddrPort(b, oob)
+			if err != nil || flags&msgCtrunc != 0 {
+				t.Fatalf("read: %v (flags %#x)", err, flags)
+			}
+			want := apOf(srv.LocalAddr()).Addr()
+			dst, _, ok := packetDst(oob[:oobn])
+			if !ok || dst != want {
+				t.Fatalf("local address %v (ok %v), want %v", dst, ok, want)
+			}
+			if _, _, err := srv.WriteMsgUDPAddrPort(b[:n], sourceControl(dst, 0), from); err != nil {
+				t.Fatalf("reply with a source: %v", err)
+			}
+			cli.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := cli.Read(b); err != nil {
+				t.Fatalf("the connected client got no reply: %v", err)
+			}
+		})
 	}
 }

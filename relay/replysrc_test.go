@@ -126,30 +126,37 @@ func TestUDPReplyFromArrivalAddress(t *testing.T) {
 	cfg.Relay.AllowPeers = nil
 	r := openRelay(t, cfg, Deps{})
 	udp, _, _ := r.Addrs()
-	port := apOf(udp[0]).Port()
-	if !apOf(udp[0]).Addr().IsUnspecified() {
-		t.Fatalf("relay listens on %v, want the wildcard", udp[0])
+	if len(udp) != 1 || !apOf(udp[0]).Addr().IsUnspecified() {
+		t.Fatalf("relay listens on %v, want the wildcard", udp)
 	}
-
-	for _, server := range []string{"198.20.0.1", "198.20.0.100", "fd20::1", "fd20::100"} {
-		t.Run("allocate via "+server, func(t *testing.T) {
-			local := "198.20.0.2:0"
-			if strings.Contains(server, ":") {
-				local = "[fd20::2]:0"
-			}
-			conn := &fixedPeerConn{UDPConn: lab.udp(t, local), peer: netip.AddrPortFrom(netip.MustParseAddr(server), port)}
-			c := &rawClient{t: t, conn: conn, user: "alice", pass: "wonderland"}
-			resp := c.allocate(rawAttr{attrRequestedFamily, []byte{1, 0, 0, 0}})
-			if resp.Type.Class != stun.ClassSuccessResponse {
-				t.Fatalf("allocate: %v code %d; answers came from %v", resp.Type, errorCode(resp), conn.stray())
-			}
-			if got := relayedAddr(t, resp).Addr(); got != netip.MustParseAddr("198.20.0.100") {
-				t.Errorf("relayed address %v, want 198.20.0.100", got)
-			}
-			if s := conn.stray(); len(s) > 0 {
-				t.Errorf("replies to requests sent to %s came from %v", server, s)
-			}
-		})
+	var port uint16 // the dual-stack listener's
+	for _, l := range udp {
+		ap := apOf(l)
+		servers := []string{"198.20.0.1", "198.20.0.100"}
+		if ap.Addr().Is6() {
+			port = ap.Port()
+			servers = append(servers, "fd20::1", "fd20::100")
+		}
+		for _, server := range servers {
+			t.Run("allocate via "+server+" on "+l.String(), func(t *testing.T) {
+				local := "198.20.0.2:0"
+				if strings.Contains(server, ":") {
+					local = "[fd20::2]:0"
+				}
+				conn := &fixedPeerConn{UDPConn: lab.udp(t, local), peer: netip.AddrPortFrom(netip.MustParseAddr(server), ap.Port())}
+				c := &rawClient{t: t, conn: conn, user: "alice", pass: "wonderland"}
+				resp := c.allocate(rawAttr{attrRequestedFamily, []byte{1, 0, 0, 0}})
+				if resp.Type.Class != stun.ClassSuccessResponse {
+					t.Fatalf("allocate: %v code %d; answers came from %v", resp.Type, errorCode(resp), conn.stray())
+				}
+				if got := relayedAddr(t, resp).Addr(); got != netip.MustParseAddr("198.20.0.100") {
+					t.Errorf("relayed address %v, want 198.20.0.100", got)
+				}
+				if s := conn.stray(); len(s) > 0 {
+					t.Errorf("replies to requests sent to %s came from %v", server, s)
+				}
+			})
+		}
 	}
 
 	t.Run("one client socket, both addresses", func(t *testing.T) {
