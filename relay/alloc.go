@@ -78,7 +78,7 @@ func (a allocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 	if err != nil {
 		return nil, nil, err
 	}
-	rc := &relayPacketConn{PacketConn: pc, s: a.s, port: uint16(port)}
+	rc := &relayPacketConn{PacketConn: pc, s: a.s, key: relayPort{protoUDP, uint8(family(f.bind)), uint16(port)}}
 	a.s.trackRelay(rc, true)
 	return rc, &net.UDPAddr{IP: f.adv.AsSlice(), Port: port}, nil
 }
@@ -104,8 +104,8 @@ func (a allocator) AllocateListener(conf turn.AllocateListenerConfig) (net.Liste
 	if err != nil {
 		return nil, nil, err
 	}
-	rl := &relayListener{Listener: ln, s: a.s, port: uint16(port)}
-	a.s.trackPort(rl.port, true)
+	rl := &relayListener{Listener: ln, s: a.s, key: relayPort{protoTCP, uint8(family(f.bind)), uint16(port)}}
+	a.s.trackPort(rl.key, true)
 	return rl, &net.TCPAddr{IP: f.adv.AsSlice(), Port: port}, nil
 }
 
@@ -125,7 +125,7 @@ func (a allocator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) 
 	if !ok {
 		return nil, fmt.Errorf("connect on the non-TCP allocation %v", conf.LocalAddr)
 	}
-	if ap, ok := addrPort(conf.RemoteAddr); !ok || !a.s.peerPortOK(ap) {
+	if ap, ok := addrPort(conf.RemoteAddr); !ok || !a.s.peerPortOK(protoTCP, ap) {
 		return nil, fmt.Errorf("peer %v: %w", conf.RemoteAddr, errPeerRefused)
 	}
 	d := net.Dialer{
@@ -150,23 +150,43 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-// peerPortOK applies the filter to one peer transport address.
-func (s *Service) peerPortOK(ap netip.AddrPort) bool {
+// peerPortOK applies the filter to one peer transport address of protocol
+// proto (protoUDP or protoTCP).
+func (s *Service) peerPortOK(proto uint8, ap netip.AddrPort) bool {
 	v, _ := s.policy.Load().filter.Check(ap.Addr())
-	return s.portOK(v, ap.Port())
+	return s.portOK(v, proto, ap)
 }
 
-// portOK finishes a verdict for one port: denied peers never; the server's
-// own addresses only on a port one of its live allocations holds, so a
-// relay can carry a call between two clients of the same server but cannot
-// reach the server's own services (SSH, a database, a resolver's ephemeral
-// ports, its TURN and WireGuard ports).
-func (s *Service) portOK(v Verdict, port uint16) bool {
+// portOK finishes a verdict for one peer transport address of protocol
+// proto: denied peers never; the server's own addresses only where one of
+// its live allocations listens, so a relay can carry a call between two
+// clients of the same server but cannot reach the server's own services
+// (SSH, a database, a resolver's ephemeral ports, its TURN and WireGuard
+// ports).
+//
+// "Where an allocation listens" is the relayed socket's protocol, family and
+// port, on its bound address (any own address of the family for a wildcard
+// bind) or the advertised one (relay.relay_ip, which 1:1 NAT hairpins to
+// it): a UDP allocation's port opens nothing on TCP, nor an IPv4
+// allocation's port anything on IPv6.
+func (s *Service) portOK(v Verdict, proto uint8, ap netip.AddrPort) bool {
 	switch v {
 	case Allow:
 		return true
 	case AllowOwn:
-		return s.ports.Contains(int(port)) && s.liveRelayPort(port)
+		if !s.ports.Contains(int(ap.Port())) {
+			return false
+		}
+		a := ap.Addr().Unmap()
+		fam := family(a)
+		f := s.fam4
+		if fam == 6 {
+			f = s.fam6
+		}
+		if !f.bind.IsValid() || (!f.bind.IsUnspecified() && a != f.bind && a != f.adv) {
+			return false
+		}
+		return s.liveRelayPort(relayPort{proto, uint8(fam), ap.Port()})
 	}
 	return false
 }
@@ -178,8 +198,8 @@ func (s *Service) portOK(v Verdict, port uint16) bool {
 // port check is made on every packet.
 type relayPacketConn struct {
 	net.PacketConn
-	s    *Service
-	port uint16 // the relayed port, one of relay.relay_ports
+	s   *Service
+	key relayPort // UDP, its family, and its port (one of relay.relay_ports)
 
 	addrs addrCache // used by the one pion read loop of this allocation
 
@@ -204,7 +224,7 @@ func (c *relayPacketConn) allowed(addr net.Addr) bool {
 		c.cache[ap.Addr()] = v
 	}
 	c.mu.Unlock()
-	return c.s.portOK(v, ap.Port())
+	return c.s.portOK(v, protoUDP, ap)
 }
 
 func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
@@ -244,12 +264,12 @@ func (c *relayPacketConn) Close() error {
 type relayListener struct {
 	net.Listener
 	s         *Service
-	port      uint16
+	key       relayPort // TCP, its family, and its port
 	closeOnce sync.Once
 }
 
 func (l *relayListener) Close() error {
-	l.closeOnce.Do(func() { l.s.trackPort(l.port, false) })
+	l.closeOnce.Do(func() { l.s.trackPort(l.key, false) })
 	return l.Listener.Close()
 }
 
@@ -259,7 +279,7 @@ func (l *relayListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if ap, ok := addrPort(c.RemoteAddr()); ok && l.s.peerPortOK(ap) {
+		if ap, ok := addrPort(c.RemoteAddr()); ok && l.s.peerPortOK(protoTCP, ap) {
 			return c, nil
 		}
 		c.Close()

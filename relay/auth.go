@@ -135,14 +135,19 @@ func (s *Service) authenticate(ra *turn.RequestAttributes) (userID string, key [
 	return cands[i].userID, cands[i].key, true
 }
 
-// quotaOK is pion's QuotaHandler: 486 past relay.max_allocations in total or
+// quotaOK is pion's QuotaHandler: 486 past relay.max_allocations in total
+// (or what the open-file limit allows, fdBudget) or
 // relay.max_allocations_per_user for one user. Concurrent Allocates on
 // different sockets may overshoot a limit by at most one each.
 func (s *Service) quotaOK(userID, realm string, src net.Addr) bool {
 	p := s.policy.Load()
+	total := p.maxAllocs
+	if s.fdAllocs > 0 {
+		total = min(total, s.fdAllocs)
+	}
 	s.allocMu.Lock()
 	defer s.allocMu.Unlock()
-	if s.allocTotal >= p.maxAllocs || s.allocByUser[userID] >= p.maxPerUser {
+	if s.allocTotal >= total || s.allocByUser[userID] >= p.maxPerUser {
 		s.stats.QuotaRejected.Add(1)
 		s.log.Debug("turn allocation quota reached", "user", userID, "remote", src.String(),
 			"user_allocations", s.allocByUser[userID], "total_allocations", s.allocTotal)

@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"maps"
 	"net/netip"
+	"slices"
 )
 
 // Verdict is the peer filter's answer for one peer address.
@@ -117,15 +119,39 @@ func NewFilter(allow, deny, vpnSubnets []netip.Prefix, own []netip.Addr) *Filter
 		allow: canonPrefixes(allow),
 		deny:  canonPrefixes(deny),
 		local: append([]namedPrefix(nil), builtinDeny...),
-		own:   make(map[netip.Addr]bool, len(own)),
 	}
 	for _, p := range canonPrefixes(vpnSubnets) {
 		f.local = append(f.local, namedPrefix{p.Masked(), "vpn-subnet"})
 	}
-	for _, a := range own {
-		f.own[a.Unmap().WithZone("")] = true
-	}
+	f.own = ownSet(own)
 	return f
+}
+
+func ownSet(own []netip.Addr) map[netip.Addr]bool {
+	m := make(map[netip.Addr]bool, len(own))
+	for _, a := range own {
+		m[a.Unmap().WithZone("")] = true
+	}
+	return m
+}
+
+// WithOwn returns a filter like f but with own as the server's own
+// addresses, and whether that set differs from f's (if not, f itself).
+func (f *Filter) WithOwn(own []netip.Addr) (*Filter, bool) {
+	m := ownSet(own)
+	if maps.Equal(m, f.own) {
+		return f, false
+	}
+	g := *f
+	g.own = m
+	return &g, true
+}
+
+// Own returns the server's own addresses, sorted.
+func (f *Filter) Own() []netip.Addr {
+	out := slices.Collect(maps.Keys(f.own))
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 func canonPrefixes(in []netip.Prefix) []netip.Prefix {

@@ -171,25 +171,84 @@ func errorReply(req *stun.Message, code stun.ErrorCode, key []byte) []byte {
 	return resp.Raw
 }
 
-// gatePacketConn runs the gate on a UDP listener socket.
+// gatePacketConn runs the gate on a UDP listener socket. On a wildcard
+// socket it also makes every reply leave from the address its remote wrote
+// to (replySources).
 type gatePacketConn struct {
 	net.PacketConn
 	s     *Service
 	addrs addrCache // used by the one pion read loop of this socket
+
+	uc  *net.UDPConn  // PacketConn, when src is set
+	src *replySources // nil: the kernel picks reply sources (a socket on one address)
+	oob []byte        // control-message buffer of the one read loop
+}
+
+// newGatePacketConn wraps pc, choosing reply sources if pc listens on a
+// wildcard address (where the kernel would pick them by route).
+func newGatePacketConn(s *Service, pc net.PacketConn) *gatePacketConn {
+	c := &gatePacketConn{PacketConn: pc, s: s}
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return c
+	}
+	if a, ok := addrOf(uc.LocalAddr()); !ok || !a.IsUnspecified() {
+		return c
+	}
+	if err := enablePacketInfo(uc); err != nil {
+		s.log.Warn("turn over udp replies from the address the kernel picks, which may not be the one a client wrote to",
+			"listen", uc.LocalAddr().String(), "err", err)
+		return c
+	}
+	c.uc, c.src, c.oob = uc, newReplySources(), make([]byte, packetInfoSpace)
+	return c
 }
 
 func (c *gatePacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		n, addr, err := c.addrs.readFrom(c.PacketConn, b)
+		n, addr, err := c.read(b)
 		if err != nil {
 			return n, addr, err
 		}
 		if reply, _ := c.s.inspect(b[:n], addr, c.LocalAddr()); reply != nil {
-			c.PacketConn.WriteTo(reply, addr)
+			c.WriteTo(reply, addr)
 			continue
 		}
 		return n, addr, nil
 	}
+}
+
+func (c *gatePacketConn) read(b []byte) (int, net.Addr, error) {
+	if c.src == nil {
+		return c.addrs.readFrom(c.PacketConn, b)
+	}
+	n, oobn, flags, ap, err := c.uc.ReadMsgUDPAddrPort(b, c.oob)
+	if err != nil {
+		return n, nil, err
+	}
+	if flags&msgCtrunc == 0 {
+		c.src.noteArrival(ap, c.oob[:oobn], b[:n])
+	}
+	return n, c.addrs.get(ap), nil
+}
+
+// WriteTo sends b to addr from the address addr wrote to (see
+// replySources), or from wherever the kernel picks.
+func (c *gatePacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if c.src != nil {
+		if ua, ok := addr.(*net.UDPAddr); ok {
+			ap := ua.AddrPort()
+			if oob := c.src.source(ap, b); oob != nil {
+				n, _, err := c.uc.WriteMsgUDPAddrPort(b, oob, ap)
+				if err == nil {
+					return n, nil
+				}
+				// The address may have gone (a floating IP moved away):
+				// the kernel's pick beats no reply.
+			}
+		}
+	}
+	return c.PacketConn.WriteTo(b, addr)
 }
 
 // maxFrame is the largest TURN frame the gate passes on a stream. pion's
@@ -202,7 +261,9 @@ const maxFrame = 2048
 // gateStreamConn runs the gate on one TCP or TLS control connection. It
 // frames the stream itself (with pion's STUNConn), so pion above it reads
 // whole frames, and it bounds idleness: firstFrame for the first frame,
-// idle between later ones.
+// idle between later ones, and, while the connection holds no allocation,
+// noAllocBy as a hard end: a connection that only ever sends Binding
+// requests (or nothing) gives its stream slot back within noAlloc.
 type gateStreamConn struct {
 	net.Conn
 	s          *Service
@@ -211,7 +272,15 @@ type gateStreamConn struct {
 	pending    []byte
 	firstFrame time.Duration
 	idle       time.Duration
+	noAlloc    time.Duration
 	started    bool
+	tuple      streamTuple // the addresses pion's allocation events name it by
+	tupleOK    bool
+
+	dlMu      sync.Mutex // guards allocs and noAllocBy, and orders read-deadline changes
+	allocs    int        // live allocations on this connection (pion allows one)
+	noAllocBy time.Time  // when the connection is closed if it still holds no allocation
+
 	// data is set once an authenticated ConnectionBind went to pion: from
 	// then on pion copies the stream to a TCP peer, so Read passes bytes
 	// through unframed (if pion refused the bind, its own framing still
@@ -236,15 +305,12 @@ func (c *gateStreamConn) Read(b []byte) (int, error) {
 		return c.Conn.Read(b)
 	}
 	for {
-		wait := c.idle
-		if !c.started {
-			wait = c.firstFrame
-		}
-		if err := c.Conn.SetReadDeadline(time.Now().Add(wait)); err != nil {
+		if err := c.armDeadline(); err != nil {
 			return 0, err
 		}
 		n, _, err := c.framer.ReadFrom(c.buf)
 		if err != nil {
+			c.noteNoAllocation(err)
 			return 0, err
 		}
 		c.started = true
@@ -260,6 +326,51 @@ func (c *gateStreamConn) Read(b []byte) (int, error) {
 		k := copy(b, frame)
 		c.pending = frame[k:]
 		return k, nil
+	}
+}
+
+// armDeadline sets the read deadline for the next frame.
+func (c *gateStreamConn) armDeadline() error {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	now := time.Now()
+	d := now.Add(c.idle)
+	if !c.started {
+		d = now.Add(c.firstFrame)
+	}
+	if c.allocs == 0 && c.noAllocBy.Before(d) {
+		d = c.noAllocBy
+	}
+	return c.Conn.SetReadDeadline(d)
+}
+
+// allocationChanged is told by the allocation events that the connection
+// gained (+1) or lost (-1) an allocation. Losing its last one starts the
+// noAlloc clock again, cutting short a read already waiting.
+func (c *gateStreamConn) allocationChanged(delta int) {
+	c.dlMu.Lock()
+	defer c.dlMu.Unlock()
+	had := c.allocs
+	c.allocs = max(0, c.allocs+delta)
+	if had > 0 && c.allocs == 0 {
+		c.noAllocBy = time.Now().Add(c.noAlloc)
+		c.Conn.SetReadDeadline(c.noAllocBy)
+	}
+}
+
+// noteNoAllocation counts and logs a read that ended because the
+// connection held no allocation in time.
+func (c *gateStreamConn) noteNoAllocation(err error) {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		return
+	}
+	c.dlMu.Lock()
+	expired := c.allocs == 0 && !time.Now().Before(c.noAllocBy)
+	c.dlMu.Unlock()
+	if expired {
+		c.s.stats.streamShut("no-allocation")
+		c.s.log.Debug("turn connection closed: no allocation", "remote", c.RemoteAddr().String(), "after", c.noAlloc.String())
 	}
 }
 

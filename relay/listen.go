@@ -10,19 +10,7 @@ import (
 	"time"
 )
 
-// Stream timeouts: a TLS handshake, the first frame of a connection, and the
-// gap between later frames (allocations refresh well inside 10 minutes).
-// The first two are variables only so that tests can shorten them (set
-// before the relay starts); nothing else assigns them.
-var (
-	handshakeTimeout  = 10 * time.Second
-	firstFrameTimeout = 30 * time.Second
-)
-
-const (
-	streamIdleTimeout = 15 * time.Minute
-	socketBufferBytes = 4 << 20
-)
+const socketBufferBytes = 4 << 20
 
 // listenUDP opens n sockets on addr sharing the port through SO_REUSEPORT,
 // so the kernel spreads clients over n pion read loops (one core each).
@@ -53,8 +41,10 @@ func listenUDP(ctx context.Context, addr string, n int) ([]net.PacketConn, error
 // streamListener accepts TCP (or TLS) control connections for pion. It does
 // the TLS handshake itself, under a deadline and off the accept loop, so a
 // client that stalls mid-handshake delays nobody; wraps each connection in
-// the gate; caps how many are open; and closes every one on Close.
-// Connections may also be handed in by Push (the shared HTTPS port).
+// the gate; takes a stream slot for each (Service.takeStreamSlot: one cap
+// over every listener and the shared HTTPS port, and one per source); and
+// closes every one on Close. Connections may also be handed in by
+// PushReady (the shared HTTPS port).
 type streamListener struct {
 	ln      net.Listener // nil for a listener fed only by Push
 	tls     *tls.Config  // nil for plain TCP
@@ -65,8 +55,8 @@ type streamListener struct {
 	closing sync.Once
 	wg      sync.WaitGroup
 
-	mu   sync.Mutex // guards live
-	live map[net.Conn]struct{}
+	mu   sync.Mutex                // guards live
+	live map[net.Conn]netip.Prefix // open connections and their stream slots' source keys
 }
 
 var _ net.Listener = (*streamListener)(nil)
@@ -76,7 +66,7 @@ func newStreamListener(s *Service, ln net.Listener, tlsConf *tls.Config, addr ne
 		ln: ln, tls: tlsConf, s: s, addr: addr,
 		ready: make(chan net.Conn),
 		done:  make(chan struct{}),
-		live:  map[net.Conn]struct{}{},
+		live:  map[net.Conn]netip.Prefix{},
 	}
 	if ln != nil {
 		l.wg.Add(1)
@@ -112,38 +102,55 @@ func (l *streamListener) acceptLoop() {
 // Push hands l a freshly accepted connection. It returns at once; the
 // handshake and the hand-over to pion happen on their own goroutine.
 func (l *streamListener) Push(c net.Conn) {
+	if l.admit(c, c) {
+		go l.prepare(c, time.Now())
+	}
+}
+
+// admit takes a stream slot for raw and tracks it, or closes closer (raw,
+// or the TLS layer over it) and returns false. On true the caller runs a
+// hand-over goroutine, which calls wg.Done.
+func (l *streamListener) admit(raw, closer net.Conn) bool {
+	key, ok, reason := l.s.takeStreamSlot(raw.RemoteAddr())
+	if !ok {
+		l.s.stats.streamShut(reason)
+		l.s.log.Debug("turn connection refused", "remote", raw.RemoteAddr().String(), "reason", reason)
+		closer.Close()
+		return false
+	}
 	l.mu.Lock()
 	select {
 	case <-l.done:
 		l.mu.Unlock()
-		c.Close()
-		return
+		l.s.releaseStreamSlot(key)
+		closer.Close()
+		return false
 	default:
 	}
-	if len(l.live) >= l.s.maxConns() {
-		l.mu.Unlock()
-		l.s.log.Debug("turn connection refused: too many open", "remote", c.RemoteAddr().String())
-		c.Close()
-		return
-	}
-	l.live[c] = struct{}{}
+	l.live[raw] = key
 	l.wg.Add(1)
 	l.mu.Unlock()
-	go l.prepare(c)
+	return true
 }
 
+// forget stops tracking c and frees its stream slot; it may be called more
+// than once.
 func (l *streamListener) forget(c net.Conn) {
 	l.mu.Lock()
+	key, ok := l.live[c]
 	delete(l.live, c)
 	l.mu.Unlock()
+	if ok {
+		l.s.releaseStreamSlot(key)
+	}
 }
 
-func (l *streamListener) prepare(raw net.Conn) {
+func (l *streamListener) prepare(raw net.Conn, accepted time.Time) {
 	defer l.wg.Done()
 	conn := raw
 	if l.tls != nil {
 		tc := tls.Server(raw, l.tls)
-		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), l.s.limits.Handshake)
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
@@ -154,19 +161,28 @@ func (l *streamListener) prepare(raw net.Conn) {
 		}
 		conn = tc
 	}
-	l.deliver(raw, conn)
+	l.deliver(raw, conn, accepted)
 }
 
-// deliver wraps conn (raw's TLS layer, or raw itself) in the gate and hands it to pion.
-func (l *streamListener) deliver(raw, conn net.Conn) {
+// deliver wraps conn (raw's TLS layer, or raw itself), accepted at the given
+// time, in the gate and hands it to pion.
+func (l *streamListener) deliver(raw, conn net.Conn, accepted time.Time) {
+	lim := &l.s.limits
 	g := &gateStreamConn{
 		Conn: conn, s: l.s,
 		framer:     newFramer(conn),
 		buf:        make([]byte, maxFrame),
-		firstFrame: firstFrameTimeout,
-		idle:       streamIdleTimeout,
-		onClose:    func() { l.forget(raw) },
+		firstFrame: lim.FirstFrame,
+		idle:       lim.Idle,
+		noAlloc:    lim.NoAllocation,
+		noAllocBy:  accepted.Add(lim.NoAllocation),
 	}
+	g.tuple, g.tupleOK = tupleOf(conn.RemoteAddr(), conn.LocalAddr())
+	g.onClose = func() {
+		l.s.unregisterStream(g)
+		l.forget(raw)
+	}
+	l.s.registerStream(g)
 	select {
 	case l.ready <- g:
 	case <-l.done:
@@ -178,20 +194,13 @@ func (l *streamListener) deliver(raw, conn net.Conn) {
 // as one the HTTPS port identified as TURN. raw is the socket to close and
 // forget; conn is what pion reads.
 func (l *streamListener) PushReady(raw, conn net.Conn) {
-	l.mu.Lock()
-	select {
-	case <-l.done:
-		l.mu.Unlock()
-		conn.Close()
+	if !l.admit(raw, conn) {
 		return
-	default:
 	}
-	l.live[raw] = struct{}{}
-	l.wg.Add(1)
-	l.mu.Unlock()
+	accepted := time.Now()
 	go func() {
 		defer l.wg.Done()
-		l.deliver(raw, conn)
+		l.deliver(raw, conn, accepted)
 	}()
 }
 

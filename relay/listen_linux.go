@@ -26,3 +26,16 @@ func udpControl(reuse bool) func(network, address string, c syscall.RawConn) err
 // udpSocketsPerListener is how many SO_REUSEPORT sockets share each UDP
 // listen address: one per core, since one pion read loop is one core's work.
 func udpSocketsPerListener(cores int) int { return max(1, cores) }
+
+// openFileLimit returns the soft RLIMIT_NOFILE, which the Go runtime has
+// raised to the hard limit at start.
+func openFileLimit() (int, error) {
+	var r unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil {
+		return 0, err
+	}
+	if r.Cur > 1<<30 {
+		return 1 << 30, nil // RLIM_INFINITY
+	}
+	return int(r.Cur), nil
+}

@@ -950,11 +950,9 @@ func waitClosed(conn net.Conn) error {
 // nothing (or stalls its TLS handshake) is cut off; one that sent a frame
 // is not held to the first-frame deadline.
 func TestIdleStreamCutOff(t *testing.T) {
-	oldFirst, oldHandshake := firstFrameTimeout, handshakeTimeout
-	firstFrameTimeout, handshakeTimeout = 300*time.Millisecond, 300*time.Millisecond
-	t.Cleanup(func() { firstFrameTimeout, handshakeTimeout = oldFirst, oldHandshake })
 	testutil.LeakCheck(t)
-	r := startRelay(t, testConfig(t), Deps{})
+	const firstFrame = 300 * time.Millisecond
+	r := startRelay(t, testConfig(t), Deps{Streams: StreamLimits{FirstFrame: firstFrame, Handshake: 300 * time.Millisecond}})
 	_, tcp, tlsAddrs := r.Addrs()
 	tlsConf := &tls.Config{RootCAs: r.caPool, ServerName: "127.0.0.1", NextProtos: []string{"stun.turn"}}
 
@@ -984,7 +982,7 @@ func TestIdleStreamCutOff(t *testing.T) {
 		}
 		defer conn.Close()
 		binding(t, conn, true)
-		time.Sleep(3 * firstFrameTimeout)
+		time.Sleep(3 * firstFrame)
 		binding(t, conn, true)
 	})
 }

@@ -55,7 +55,19 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// startRelay starts a relay on cfg. Unless deps says otherwise, the server
+// has no own addresses: the host's interfaces are not the test's business.
 func startRelay(t *testing.T, cfg *config.Config, deps Deps) *testRelay {
+	t.Helper()
+	if deps.OwnAddrs == nil {
+		deps.OwnAddrs = func() ([]netip.Addr, error) { return nil, nil }
+	}
+	return openRelay(t, cfg, deps)
+}
+
+// openRelay is startRelay with deps as given: nil OwnAddrs means the
+// interfaces' addresses, tracked live.
+func openRelay(t *testing.T, cfg *config.Config, deps Deps) *testRelay {
 	t.Helper()
 	log := testLogger(t)
 	src, err := certs.New(cfg, certs.Deps{Logger: log})
@@ -69,9 +81,6 @@ func startRelay(t *testing.T, cfg *config.Config, deps Deps) *testRelay {
 	pool.AddCert(src.Certificate().Leaf)
 	deps.Logger = log
 	deps.TLS = src.TLSConfig("stun.turn")
-	if deps.OwnAddrs == nil {
-		deps.OwnAddrs = func() ([]netip.Addr, error) { return nil, nil }
-	}
 	s, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)

@@ -34,23 +34,34 @@ type Deps struct {
 	// nil when tls.mode is off.
 	TLS *tls.Config
 	// OwnAddrs lists the server's own addresses; nil means the addresses of
-	// its interfaces.
+	// its interfaces, tracked live: on Linux through the kernel's address
+	// events (an address added later, such as a floating IP, is guarded at
+	// once), and listed again every minute everywhere.
 	OwnAddrs func() ([]netip.Addr, error)
 	// Now is the clock for credential expiry; nil means time.Now.
 	Now func() time.Time
+	// Streams bounds TCP and TLS control connections; zero fields take
+	// the defaults.
+	Streams StreamLimits
 }
 
 // Service is the TURN relay.
 type Service struct {
-	cfg   *config.Config
-	deps  Deps
-	log   *slog.Logger
-	realm string
-	now   func() time.Time
+	cfg    *config.Config
+	deps   Deps
+	log    *slog.Logger
+	realm  string
+	now    func() time.Time
+	limits StreamLimits // deps.Streams with the defaults filled in
 
-	policy atomic.Pointer[policy]
-	stats  *Stats
-	hints  hints
+	policyMu sync.Mutex // serialises building and storing policy (Open, Reload, own-address changes)
+	policy   atomic.Pointer[policy]
+	stats    *Stats
+	hints    hints
+
+	liveOwn   bool          // OwnAddrs lists the interfaces: follow their changes
+	watchStop chan struct{} // closed by Close to stop the address watch
+	watchDone chan struct{} // closed when the address watch has stopped
 
 	fam4, fam6 relayFamily      // fixed at Open
 	tcpRelay   bool             // relay.tcp_relay, fixed for the process
@@ -62,7 +73,13 @@ type Service struct {
 
 	relayMu    sync.Mutex // guards relayConns and relayPorts
 	relayConns map[*relayPacketConn]struct{}
-	relayPorts map[uint16]int // live relayed sockets and listeners per port
+	relayPorts map[relayPort]int // live relayed sockets and listeners
+
+	fdStreams, fdAllocs int         // caps from the open-file limit (fdBudget), fixed at Open; 0 = none
+	slots               streamSlots // open stream connections, in total and per source
+
+	streamMu    sync.Mutex // guards streamConns
+	streamConns map[streamTuple]*gateStreamConn
 
 	server      *turn.Server
 	packetConns []net.PacketConn
@@ -79,7 +96,8 @@ func New(cfg *config.Config, deps Deps) (*Service, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	if deps.OwnAddrs == nil {
+	liveOwn := deps.OwnAddrs == nil
+	if liveOwn {
 		deps.OwnAddrs = interfaceAddrs
 	}
 	if len(cfg.Relay.ListenTLS) > 0 && deps.TLS == nil {
@@ -95,12 +113,15 @@ func New(cfg *config.Config, deps Deps) (*Service, error) {
 		log:         deps.Logger,
 		realm:       realm,
 		now:         deps.Now,
+		limits:      deps.Streams.withDefaults(),
 		stats:       newStats(),
 		allocByUser: map[string]int{},
 		relayConns:  map[*relayPacketConn]struct{}{},
-		relayPorts:  map[uint16]int{},
+		relayPorts:  map[relayPort]int{},
+		streamConns: map[streamTuple]*gateStreamConn{},
 		tcpRelay:    cfg.Relay.TCPRelay,
 		ports:       cfg.Relay.RelayPorts,
+		liveOwn:     liveOwn,
 	}, nil
 }
 
@@ -119,14 +140,25 @@ func (s *Service) Open(ctx context.Context) (err error) {
 			err = fmt.Errorf("relay: %w", err)
 		}
 	}()
+	if s.liveOwn {
+		// Subscribe before listing, so no change falls in between.
+		if err := s.startAddrWatch(); err != nil {
+			s.log.Warn("relay cannot follow address changes; listing them every minute instead", "err", err)
+		}
+	}
+	s.policyMu.Lock()
 	p, err := s.buildPolicy(s.cfg)
+	if err == nil {
+		s.policy.Store(p)
+	}
+	s.policyMu.Unlock()
 	if err != nil {
 		return err
 	}
-	s.policy.Store(p)
 	if err := s.resolveFamilies(); err != nil {
 		return err
 	}
+	s.sizeFromOpenFiles()
 
 	cores := udpSocketsPerListener(runtime.GOMAXPROCS(0))
 	for _, addr := range s.cfg.Relay.ListenUDP {
@@ -167,7 +199,7 @@ func (s *Service) Open(ctx context.Context) (err error) {
 	}
 	for _, pc := range s.packetConns {
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn:            &gatePacketConn{PacketConn: pc, s: s},
+			PacketConn:            newGatePacketConn(s, pc),
 			RelayAddressGenerator: allocator{s},
 			PermissionHandler:     s.permit,
 		})
@@ -186,8 +218,28 @@ func (s *Service) Open(ctx context.Context) (err error) {
 	s.server = srv
 	s.log.Info("relay listening", "udp", s.cfg.Relay.ListenUDP, "tcp", s.cfg.Relay.ListenTCP,
 		"tls", s.cfg.Relay.ListenTLS, "realm", s.realm, "relay_ipv4", addrOrNone(s.fam4.adv),
-		"relay_ipv6", addrOrNone(s.fam6.adv), "udp_sockets_per_listener", cores)
+		"relay_ipv6", addrOrNone(s.fam6.adv), "relay_bind_ipv4", addrOrNone(s.fam4.bind),
+		"relay_bind_ipv6", addrOrNone(s.fam6.bind), "udp_sockets_per_listener", cores)
 	return nil
+}
+
+// sizeFromOpenFiles caps streams and allocations so that TURN clients
+// never take the file descriptors the rest of the daemon needs (fdBudget).
+func (s *Service) sizeFromOpenFiles() {
+	n, err := openFileLimit()
+	if err != nil {
+		s.log.Warn("relay cannot read the open-file limit; streams and allocations are capped by relay.max_allocations only", "err", err)
+		return
+	}
+	var reserve int
+	s.fdStreams, s.fdAllocs, reserve = fdBudget(n)
+	limit, perSource := s.streamCap()
+	s.log.Info("relay limits", "open_files", n, "reserved_files", reserve, "max_streams", limit,
+		"max_streams_per_source", perSource, "max_allocations", min(s.policy.Load().maxAllocs, s.fdAllocs))
+	if s.cfg.Relay.MaxAllocations > s.fdAllocs {
+		s.log.Warn("relay.max_allocations is more than the open-file limit allows; raise LimitNOFILE to use it",
+			"max_allocations", s.cfg.Relay.MaxAllocations, "allowed", s.fdAllocs, "open_files", n)
+	}
 }
 
 func addrOrNone(a netip.Addr) string {
@@ -208,6 +260,9 @@ func (s *Service) Serve(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			s.hints.sweep(s.now(), time.Minute)
+			if s.liveOwn {
+				s.refreshOwnAddrs() // in case an address event was missed
+			}
 		}
 	}
 }
@@ -216,6 +271,10 @@ func (s *Service) Serve(ctx context.Context) error {
 // idempotent and safe after a partial Open.
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
+		if s.watchStop != nil {
+			close(s.watchStop)
+			<-s.watchDone
+		}
 		if s.server != nil {
 			s.server.Close() // closes the packet conns and stream listeners it was given
 		} else {
@@ -269,16 +328,22 @@ func (s *Service) Reload(cfg *config.Config) error {
 	restart("relay.relay_bind", o.RelayBind == n.RelayBind)
 	restart("relay.relay_ports", o.RelayPorts == n.RelayPorts)
 	restart("relay.tcp_relay", o.TCPRelay == n.TCPRelay)
+	s.policyMu.Lock()
 	p, err := s.buildPolicy(cfg)
+	if err == nil {
+		s.policy.Store(p)
+	}
+	s.policyMu.Unlock()
 	if err != nil {
 		return errors.Join(append(refused, err)...)
 	}
-	s.policy.Store(p)
 	s.log.Info("relay policy reloaded", "users", len(n.Users), "secrets", len(p.secrets),
 		"allow_peers", len(n.AllowPeers), "deny_peers", len(n.DenyPeers))
 	return errors.Join(refused...)
 }
 
+// buildPolicy builds the policy for cfg, listing the server's own
+// addresses; the caller holds policyMu until it has stored the result.
 func (s *Service) buildPolicy(cfg *config.Config) (*policy, error) {
 	secrets := cfg.Relay.Secrets
 	if len(secrets) == 0 && s.deps.Store != nil {
@@ -299,6 +364,34 @@ func (s *Service) buildPolicy(cfg *config.Config) (*policy, error) {
 	}
 	f := NewFilter(cfg.Relay.AllowPeers, cfg.Relay.DenyPeers, vpnNets, own)
 	return newPolicy(cfg, s.realm, secrets, f), nil
+}
+
+// refreshOwnAddrs lists the server's own addresses again and, if they
+// changed, swaps in a policy whose filter has the new list. Relayed sockets
+// see it on their next packet (their verdict caches are per policy).
+func (s *Service) refreshOwnAddrs() {
+	// Listing under the lock keeps a slower, older listing from replacing
+	// a newer one.
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	own, err := s.deps.OwnAddrs()
+	if err != nil {
+		s.log.Warn("listing own addresses failed; keeping the last list", "err", err)
+		return
+	}
+	own = append(own, s.cfg.Relay.RelayIP...) // relay.relay_ip needs a restart to change
+	p := s.policy.Load()
+	if p == nil {
+		return // Open has yet to list them
+	}
+	f, changed := p.filter.WithOwn(own)
+	if !changed {
+		return
+	}
+	next := *p
+	next.filter = f
+	s.policy.Store(&next)
+	s.log.Info("relay own addresses changed", "own", fmt.Sprint(f.Own()))
 }
 
 // resolveFamilies decides, per address family, where relayed sockets bind
@@ -330,6 +423,15 @@ func (s *Service) resolveFamilies() error {
 				s.log.Info("relay has no address of this family; such allocations get 440", "family", fmt.Sprintf("ipv%d", fam), "err", err)
 			}
 		}
+		if f.bind.IsUnspecified() && f.adv.IsValid() && isLocalAddr(f.adv) {
+			// Bound to the wildcard, a relayed socket would send from the
+			// address the kernel picks by route, not the advertised one (a
+			// floating IP, a second address): peers, and the NATs and
+			// firewalls in front of them, would see a stranger. Bind where
+			// peers are told to send; behind 1:1 NAT (relay_ip on no
+			// interface) the wildcard stays.
+			f.bind = f.adv
+		}
 		if fam == 4 {
 			s.fam4 = f
 		} else {
@@ -350,6 +452,17 @@ func (s *Service) canRelay(fam int) bool {
 		return s.fam6.bind.IsValid()
 	}
 	return false
+}
+
+// isLocalAddr reports whether a is an address of this host (one a socket
+// can bind).
+func isLocalAddr(a netip.Addr) bool {
+	c, err := net.ListenPacket("udp", net.JoinHostPort(a.String(), "0"))
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // routeSource returns the source address the kernel would use towards the
@@ -387,8 +500,6 @@ func interfaceAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-func (s *Service) maxConns() int { return s.policy.Load().maxAllocs }
-
 func (s *Service) trackRelay(c *relayPacketConn, live bool) {
 	s.relayMu.Lock()
 	_, was := s.relayConns[c]
@@ -399,26 +510,34 @@ func (s *Service) trackRelay(c *relayPacketConn, live bool) {
 	}
 	s.relayMu.Unlock()
 	if live != was {
-		s.trackPort(c.port, live)
+		s.trackPort(c.key, live)
 	}
 }
 
-// trackPort counts a relayed socket or listener on port in or out.
-func (s *Service) trackPort(port uint16, live bool) {
+// relayPort names where one relayed socket or listener listens: its
+// protocol (protoUDP or protoTCP), address family (4 or 6) and port.
+type relayPort struct {
+	proto uint8
+	fam   uint8
+	port  uint16
+}
+
+// trackPort counts a relayed socket or listener in or out.
+func (s *Service) trackPort(k relayPort, live bool) {
 	s.relayMu.Lock()
 	defer s.relayMu.Unlock()
 	if live {
-		s.relayPorts[port]++
-	} else if s.relayPorts[port]--; s.relayPorts[port] <= 0 {
-		delete(s.relayPorts, port)
+		s.relayPorts[k]++
+	} else if s.relayPorts[k]--; s.relayPorts[k] <= 0 {
+		delete(s.relayPorts, k)
 	}
 }
 
-// liveRelayPort reports whether one of the relay's allocations holds port.
-func (s *Service) liveRelayPort(port uint16) bool {
+// liveRelayPort reports whether one of the relay's allocations holds k.
+func (s *Service) liveRelayPort(k relayPort) bool {
 	s.relayMu.Lock()
 	defer s.relayMu.Unlock()
-	return s.relayPorts[port] > 0
+	return s.relayPorts[k] > 0
 }
 
 func (s *Service) liveRelays() int {
@@ -439,6 +558,7 @@ func (s *Service) onAllocationCreated(src, dst net.Addr, protocol, userID, realm
 	s.allocTotal++
 	s.allocByUser[userID]++
 	s.allocMu.Unlock()
+	s.streamAllocation(src, dst, +1)
 	s.stats.AllocationsCreated.Add(1)
 	s.log.Debug("turn allocation created", "user", userID, "remote", src.String(), "relay", relayAddr.String(), "transport", protocol)
 }
@@ -450,6 +570,7 @@ func (s *Service) onAllocationDeleted(src, dst net.Addr, protocol, userID, realm
 		delete(s.allocByUser, userID)
 	}
 	s.allocMu.Unlock()
+	s.streamAllocation(src, dst, -1)
 	s.stats.AllocationsDeleted.Add(1)
 	s.log.Debug("turn allocation deleted", "user", userID, "remote", src.String())
 }

@@ -18,14 +18,16 @@ type Stats struct {
 	BytesFromPeers     atomic.Uint64 // relayed peer → client
 	PacketsToPeers     atomic.Uint64
 	PacketsFromPeers   atomic.Uint64
+	Streams            atomic.Int64 // open TCP and TLS control connections
 
 	mu           sync.Mutex
 	authFailures map[string]uint64 // by reason: unknown-user, expired, bad-integrity
 	peersDenied  map[string]uint64 // by rule name
+	streamsShut  map[string]uint64 // stream connections refused or closed, by reason
 }
 
 func newStats() *Stats {
-	return &Stats{authFailures: map[string]uint64{}, peersDenied: map[string]uint64{}}
+	return &Stats{authFailures: map[string]uint64{}, peersDenied: map[string]uint64{}, streamsShut: map[string]uint64{}}
 }
 
 func (s *Stats) authFailed(reason string) {
@@ -39,6 +41,17 @@ func (s *Stats) peerDenied(reason string) {
 	s.peersDenied[reason]++
 	s.mu.Unlock()
 }
+
+func (s *Stats) streamShut(reason string) {
+	s.mu.Lock()
+	s.streamsShut[reason]++
+	s.mu.Unlock()
+}
+
+// StreamsShut returns the stream connections refused (too-many,
+// too-many-from-source) or closed for holding no allocation
+// (no-allocation), by reason.
+func (s *Stats) StreamsShut() map[string]uint64 { return s.snapshot(s.streamsShut) }
 
 // AuthFailures returns the auth failure counts by reason.
 func (s *Stats) AuthFailures() map[string]uint64 { return s.snapshot(s.authFailures) }
@@ -70,6 +83,8 @@ var (
 	descPeersDenied  = prometheus.NewDesc("tariq_turn_peers_denied_total", "Peer addresses refused by the peer filter.", []string{"rule"}, nil)
 	descBytes        = prometheus.NewDesc("tariq_turn_relayed_bytes_total", "Payload bytes relayed.", []string{"direction"}, nil)
 	descPackets      = prometheus.NewDesc("tariq_turn_relayed_packets_total", "Packets relayed.", []string{"direction"}, nil)
+	descStreams      = prometheus.NewDesc("tariq_turn_streams", "Open TURN TCP and TLS connections.", nil, nil)
+	descStreamsShut  = prometheus.NewDesc("tariq_turn_streams_shut_total", "TURN TCP and TLS connections refused at a cap or closed for holding no allocation.", []string{"reason"}, nil)
 )
 
 type statsCollector struct {
@@ -78,7 +93,7 @@ type statsCollector struct {
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAllocs, descAllocsTotal, descQuota, descAuthFailures, descPeersDenied, descBytes, descPackets} {
+	for _, d := range []*prometheus.Desc{descAllocs, descAllocsTotal, descQuota, descAuthFailures, descPeersDenied, descBytes, descPackets, descStreams, descStreamsShut} {
 		ch <- d
 	}
 }
@@ -93,6 +108,10 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for rule, n := range s.PeersDenied() {
 		ch <- prometheus.MustNewConstMetric(descPeersDenied, prometheus.CounterValue, float64(n), rule)
+	}
+	ch <- prometheus.MustNewConstMetric(descStreams, prometheus.GaugeValue, float64(s.Streams.Load()))
+	for reason, n := range s.StreamsShut() {
+		ch <- prometheus.MustNewConstMetric(descStreamsShut, prometheus.CounterValue, float64(n), reason)
 	}
 	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.BytesToPeers.Load()), "to_peer")
 	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.BytesFromPeers.Load()), "from_peer")
