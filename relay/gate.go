@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
-	"github.com/pion/turn/v5"
 )
 
 // The gate sees every inbound TURN frame before pion does. Most frames
@@ -267,9 +266,8 @@ const maxFrame = 2048
 type gateStreamConn struct {
 	net.Conn
 	s          *Service
-	framer     *turn.STUNConn
-	buf        []byte
-	pending    []byte
+	framer     *streamFramer
+	pending    []byte // the rest of a frame larger than the caller's buffer
 	firstFrame time.Duration
 	idle       time.Duration
 	noAlloc    time.Duration
@@ -284,9 +282,8 @@ type gateStreamConn struct {
 	// data is set once an authenticated ConnectionBind went to pion: from
 	// then on pion copies the stream to a TCP peer, so Read passes bytes
 	// through unframed (if pion refused the bind, its own framing still
-	// reads the next requests, without the gate). Bytes a client sent
-	// before the success response would stay in the framer, as they would
-	// in pion's; clients wait for it.
+	// reads the next requests, without the gate). Bytes the framer read
+	// past the ConnectionBind go first.
 	data      bool
 	onClose   func()
 	closeOnce sync.Once
@@ -299,22 +296,21 @@ func (c *gateStreamConn) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	if c.data {
+		if rest := c.framer.drain(b); rest > 0 {
+			return rest, nil
+		}
 		if err := c.Conn.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
 			return 0, err
 		}
 		return c.Conn.Read(b)
 	}
 	for {
-		if err := c.armDeadline(); err != nil {
-			return 0, err
-		}
-		n, _, err := c.framer.ReadFrom(c.buf)
+		frame, err := c.framer.next(c.armDeadline)
 		if err != nil {
 			c.noteNoAllocation(err)
 			return 0, err
 		}
 		c.started = true
-		frame := c.buf[:n]
 		reply, data := c.s.inspect(frame, c.RemoteAddr(), c.LocalAddr())
 		if reply != nil {
 			if _, err := c.Conn.Write(reply); err != nil {
@@ -324,7 +320,7 @@ func (c *gateStreamConn) Read(b []byte) (int, error) {
 		}
 		c.data = data
 		k := copy(b, frame)
-		c.pending = frame[k:]
+		c.pending = append(c.pending[:0], frame[k:]...) // frame is the framer's until the next call
 		return k, nil
 	}
 }

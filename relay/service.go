@@ -609,8 +609,6 @@ func (s *Service) Allocations() int {
 	return s.allocTotal
 }
 
-func newFramer(c net.Conn) *turn.STUNConn { return turn.NewSTUNConn(c) }
-
 // Addrs returns the bound listen addresses by transport (for tests and
 // logs, where ports may have been chosen by the kernel).
 func (s *Service) Addrs() (udp, tcp, tlsAddrs []net.Addr) {
