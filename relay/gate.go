@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v4"
@@ -274,6 +275,7 @@ type gateStreamConn struct {
 	started    bool
 	tuple      streamTuple // the addresses pion's allocation events name it by
 	tupleOK    bool
+	entry      atomic.Pointer[allocEntry] // the data path's view of its allocation
 
 	dlMu      sync.Mutex // guards allocs and noAllocBy, and orders read-deadline changes
 	allocs    int        // live allocations on this connection (pion allows one)
@@ -311,6 +313,9 @@ func (c *gateStreamConn) Read(b []byte) (int, error) {
 			return 0, err
 		}
 		c.started = true
+		if c.s.fast && c.relayed(frame) {
+			continue
+		}
 		reply, data := c.s.inspect(frame, c.RemoteAddr(), c.LocalAddr())
 		if reply != nil {
 			if _, err := c.Conn.Write(reply); err != nil {
@@ -323,6 +328,48 @@ func (c *gateStreamConn) Read(b []byte) (int, error) {
 		c.pending = append(c.pending[:0], frame[k:]...) // frame is the framer's until the next call
 		return k, nil
 	}
+}
+
+// relayed relays frame to a peer if it is data (ChannelData, a Send
+// indication), and reports whether the data path took it (relayed, or
+// dropped as pion would drop it); false leaves it to pion.
+func (c *gateStreamConn) relayed(frame []byte) bool {
+	if len(frame) >= pionMTU {
+		return false // pion drops it, or ends the connection
+	}
+	var peer netip.AddrPort
+	var data []byte
+	e := c.entry.Load()
+	switch {
+	case frame[0]&0xC0 == 0x40:
+		num, d, ok := channelData(frame)
+		if !ok {
+			return false
+		}
+		if e == nil {
+			return true
+		}
+		if peer, ok = e.chans.Load().byNum[num]; !ok {
+			return true
+		}
+		data = d
+	case isSendIndication(frame):
+		p, d, v := parseSend(frame)
+		switch {
+		case v == sendPion:
+			return false
+		case v == sendDrop || e == nil || family(p.Addr()) != e.fam():
+			return true
+		}
+		peer, data = p, d
+	default:
+		return false
+	}
+	if e.live.Load() && c.s.permitted(e, c.s.policy.Load(), peer) && e.relay.sendPeer(data, peer) {
+		c.s.stats.PacketsToPeers.Add(1)
+		c.s.stats.BytesToPeers.Add(uint64(len(data)))
+	}
+	return true
 }
 
 // armDeadline sets the read deadline for the next frame.
