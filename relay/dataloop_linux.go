@@ -38,19 +38,19 @@ type dataLoop struct {
 	slots  atomic.Pointer[[]*slotChunk] // by id: what an epoll event names
 
 	// Used by the loop goroutine only.
-	rx      *mmsgBatch // client datagrams
-	rxBufs  [][]byte
-	peerRx  *mmsgBatch // peer datagrams, read straight into tx buffers
-	tx      *mmsgBatch // datagrams to clients, sent at the end of the round
-	txBufs  [][]byte   // every tx buffer
-	txFree  []int      // indices of unused tx buffers
-	txUsed  []int      // tx buffer of each queued message
-	txq     int        // queued messages
-	txLis   *loopListener
-	peerIdx []int // tx buffer each peerRx message reads into
-	rng     *mrand.ChaCha8
-	tid     [12]byte
-	pol     *policy
+	rx                                             *mmsgBatch // client datagrams
+	rxBufs                                         [][]byte
+	peerRx                                         *mmsgBatch // peer datagrams, read straight into tx buffers
+	tx                                             *mmsgBatch // datagrams to clients, sent at the end of the round
+	txBufs                                         [][]byte   // every tx buffer
+	txFree                                         []int      // indices of unused tx buffers
+	txUsed                                         []int      // tx buffer of each queued message
+	txq                                            int        // queued messages
+	txLis                                          *loopListener
+	peerIdx                                        []int // tx buffer each peerRx message reads into
+	rng                                            *mrand.ChaCha8
+	tid                                            [12]byte
+	pol                                            *policy
 	toPeers, fromPeers, toPeerBytes, fromPeerBytes uint64
 }
 

@@ -116,8 +116,8 @@ type allocEntry struct {
 	perms atomic.Pointer[permSet]
 	chans atomic.Pointer[chanSet]
 
-	mu    sync.Mutex // serialises rebuilding perms and chans (pion's event goroutines)
-	retired bool     // guarded by mu: closed; events that come late change nothing
+	mu      sync.Mutex // serialises rebuilding perms and chans (pion's event goroutines)
+	retired bool       // guarded by mu: closed; events that come late change nothing
 }
 
 func newAllocEntry(key relayPort, relay peerSender, lis *loopListener) *allocEntry {

@@ -73,8 +73,8 @@ type Service struct {
 	policyMu  sync.Mutex // serialises building and storing policy (Open, Reload, own-address changes)
 	policyGen uint64     // guarded by policyMu: the generation of the last policy stored
 	policy    atomic.Pointer[policy]
-	stats    *Stats
-	hints    hints
+	stats     *Stats
+	hints     hints
 
 	liveOwn   bool          // OwnAddrs lists the interfaces: follow their changes
 	watchStop chan struct{} // closed by Close to stop the address watch
@@ -101,7 +101,7 @@ type Service struct {
 	bufs          sync.Pool // *[slotSize]byte for datagrams handed to pion
 	streamBatches sync.Pool // *streamBatch
 
-	entryMu sync.Mutex // guards entries
+	entryMu sync.Mutex                // guards entries
 	entries map[relayPort]*allocEntry // the data path's allocations by relayed port
 
 	fdStreams, fdAllocs int         // caps from the open-file limit (fdBudget), fixed at Open; 0 = none
