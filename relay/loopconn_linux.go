@@ -416,7 +416,7 @@ func (r *streamRelay) Close() error {
 // openDataPath opens the UDP listener sockets on data loops, one loop and
 // one socket per address per core, and starts the loops.
 func (s *Service) openDataPath(cores int) error {
-	for range cores {
+	for range max(1, cores/2) {
 		l, err := newDataLoop(s)
 		if err != nil {
 			return err
