@@ -40,37 +40,52 @@ type dataLoop struct {
 	wake *sockFD         // eventfd: Close wakes the loop with it
 	quit atomic.Bool
 	done chan struct{}
+	// started is set by start, before the loop runs, and read by stop:
+	// both on the goroutine that opens and closes the service.
+	started bool
 
-	mu     sync.Mutex // guards nextID, free and gen, and growing slots
-	nextID uint32
-	free   []uint32
-	gen    uint32
-	slots  atomic.Pointer[[]*slotChunk] // by id: what an epoll event names
+	mu      sync.Mutex // guards nextID, freeIDs and gen, and growing slots
+	nextID  uint32
+	freeIDs []uint32
+	gen     uint32
+	slots   atomic.Pointer[[]*slotChunk] // by id: what an epoll event names
 
-	// Used by the loop goroutine only.
-	rx                                             *mmsgBatch // client datagrams
-	rxBufs                                         [][]byte
-	peerRx                                         *mmsgBatch // peer datagrams, read straight into tx buffers
-	tx                                             *mmsgBatch // datagrams to clients, sent at the end of the round
-	txBufs                                         [][]byte   // every tx buffer
-	txFree                                         []int      // indices of unused tx buffers
-	txUsed                                         []int      // tx buffer of each queued message
-	txq                                            int        // queued messages
-	txLis                                          *loopListener
-	peerIdx                                        []int // tx buffer each peerRx message reads into
-	rng                                            *mrand.ChaCha8
-	tid                                            [12]byte
-	pol                                            *policy
-	events                                         []unix.EpollEvent
-	full                                           bool               // a socket had more than one batch this round
-	roundFn                                        func(uintptr) bool // round, made once
+	// Used by the loop goroutine only. Every datagram is read into one
+	// of bufs and stays there, framed in place, until it is sent at the
+	// end of the round.
+	bufs    [][]byte
+	free    []int      // indices of unused bufs
+	batch   []int      // the buffer of each message of the read under way
+	rx      *mmsgBatch // client datagrams
+	peerRx  *mmsgBatch // peer datagrams
+	tx      *mmsgBatch // datagrams to clients, sent at the end of the round
+	txBuf   []int      // buffer of each queued datagram to a client
+	txq     int        // queued datagrams to clients
+	txLis   *loopListener
+	pq      []peerSend // datagrams to peers, sent at the end of the round
+	rng     *mrand.ChaCha8
+	tid     [12]byte
+	pol     *policy
+	events  []unix.EpollEvent
+	full    bool               // a socket had more than one batch this round
+	roundFn func(uintptr) bool // round, made once
+
 	toPeers, fromPeers, toPeerBytes, fromPeerBytes uint64
+}
+
+// peerSend is a datagram for a peer, queued.
+type peerSend struct {
+	r    *loopRelay
+	peer netip.AddrPort
+	buf  int
+	data []byte
 }
 
 const (
 	rxBatch   = 32  // client datagrams per recvmmsg
 	peerBatch = 16  // peer datagrams per recvmmsg of one relayed socket
-	txSlots   = 128 // datagrams to clients gathered per round at most
+	loopBufs  = 256 // packet buffers of a loop
+	txSlots   = loopBufs
 	epollMax  = 128
 )
 
@@ -116,15 +131,13 @@ func newDataLoop(s *Service) (*dataLoop, error) {
 	}
 	dir := []*slotChunk{}
 	l.slots.Store(&dir)
-	for range rxBatch {
-		l.rxBufs = append(l.rxBufs, make([]byte, slotSize))
+	for i := range loopBufs {
+		l.bufs = append(l.bufs, make([]byte, slotSize))
+		l.free = append(l.free, i)
 	}
-	for i := range txSlots {
-		l.txBufs = append(l.txBufs, make([]byte, slotSize))
-		l.txFree = append(l.txFree, i)
-	}
-	l.txUsed = make([]int, txSlots)
-	l.peerIdx = make([]int, peerBatch)
+	l.batch = make([]int, max(rxBatch, peerBatch))
+	l.txBuf = make([]int, txSlots)
+	l.pq = make([]peerSend, 0, loopBufs)
 	l.roundFn = l.round
 	if _, err := l.register(l.wake, &loopSock{}); err != nil {
 		l.wake.close()
@@ -138,8 +151,8 @@ func newDataLoop(s *Service) (*dataLoop, error) {
 func (l *dataLoop) register(fd *sockFD, sock *loopSock) (*loopSock, error) {
 	l.mu.Lock()
 	var id uint32
-	if n := len(l.free); n > 0 {
-		id, l.free = l.free[n-1], l.free[:n-1]
+	if n := len(l.freeIDs); n > 0 {
+		id, l.freeIDs = l.freeIDs[n-1], l.freeIDs[:n-1]
 	} else {
 		id = l.nextID
 		l.nextID++
@@ -176,7 +189,7 @@ func (l *dataLoop) unregister(sock *loopSock) {
 	dir := *l.slots.Load()
 	if p := &dir[sock.id>>8][sock.id&255]; p.Load() == sock {
 		p.Store(nil)
-		l.free = append(l.free, sock.id)
+		l.freeIDs = append(l.freeIDs, sock.id)
 	}
 	l.mu.Unlock()
 }
@@ -194,8 +207,19 @@ func (l *dataLoop) lookup(ev *unix.EpollEvent) *loopSock {
 	return sock
 }
 
-// stop ends the loop and waits for it.
+// start runs the loop on its own goroutine.
+func (l *dataLoop) start() {
+	l.started = true
+	go l.run()
+}
+
+// stop ends the loop, if started, waits for it and releases it.
 func (l *dataLoop) stop() {
+	if !l.started {
+		l.wake.close()
+		l.ep.Close()
+		return
+	}
 	l.quit.Store(true)
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
@@ -279,12 +303,36 @@ func (l *dataLoop) count() {
 	}
 }
 
+// take moves n buffers from the free list to l.batch, sending what is
+// queued first if too few are free.
+func (l *dataLoop) take(n int) {
+	if len(l.free) < n {
+		l.flush()
+	}
+	for i := range n {
+		l.batch[i] = l.free[len(l.free)-1]
+		l.free = l.free[:len(l.free)-1]
+	}
+}
+
+// untake returns the buffers of l.batch[:n] not queued (marked -1) to the
+// free list.
+func (l *dataLoop) untake(n int) {
+	for _, k := range l.batch[:n] {
+		if k >= 0 {
+			l.free = append(l.free, k)
+		}
+	}
+}
+
 // readClients reads one batch of client datagrams from ls and relays
 // their data, or hands them to pion.
 func (l *dataLoop) readClients(ls *loopListener) {
 	b := l.rx
+	l.take(rxBatch)
+	defer l.untake(rxBatch)
 	for i := range rxBatch {
-		b.prepRecv(i, l.rxBufs[i])
+		b.prepRecv(i, l.bufs[l.batch[i]])
 	}
 	n, err := recvmmsg(ls.fd, b.hdrs)
 	if err != nil {
@@ -302,17 +350,19 @@ func (l *dataLoop) readClients(ls *loopListener) {
 		if !ok {
 			continue
 		}
-		d := l.rxBufs[i][:h.Len]
-		l.fromClient(ls, src, d, b.control(i), h.Hdr.Flags&unix.MSG_CTRUNC != 0)
+		k := l.batch[i]
+		if l.fromClient(ls, src, l.bufs[k][:h.Len], b.control(i), h.Hdr.Flags&unix.MSG_CTRUNC != 0, k) {
+			l.batch[i] = -1
+		}
 	}
 }
 
-func (l *dataLoop) fromClient(ls *loopListener, src netip.AddrPort, d, oob []byte, ctrunc bool) {
+// fromClient relays or hands on the datagram d, in buffer k, and reports
+// whether it queued it for a peer (keeping k).
+func (l *dataLoop) fromClient(ls *loopListener, src netip.AddrPort, d, oob []byte, ctrunc bool, k int) bool {
 	if len(d) >= pionMTU {
-		return // pion's read loop drops these too
+		return false // pion's read loop drops these too
 	}
-	var peer netip.AddrPort
-	var data []byte
 	switch {
 	case len(d) >= 4 && d[0]&0xC0 == 0x40:
 		num, cd, ok := channelData(d)
@@ -321,33 +371,31 @@ func (l *dataLoop) fromClient(ls *loopListener, src netip.AddrPort, d, oob []byt
 		}
 		e := ls.clients.get(src)
 		if e == nil {
-			return
+			return false
 		}
 		l.noteSource(ls, e, src, oob, ctrunc)
-		p, ok := e.chans.Load().byNum[num]
+		peer, ok := e.chans.Load().byNum[num]
 		if !ok {
-			return
+			return false
 		}
-		peer, data = p, cd
-		l.toPeer(e, peer, data)
-		return
+		return l.toPeer(e, peer, cd, k)
 	case isSendIndication(d):
-		p, sd, v := parseSend(d)
+		peer, sd, v := parseSend(d)
 		if v == sendPion {
 			break
 		}
 		e := ls.clients.get(src)
 		if v == sendDrop || e == nil {
-			return
+			return false
 		}
 		l.noteSource(ls, e, src, oob, ctrunc)
-		if family(p.Addr()) != e.fam() {
-			return // RFC 8656 §11.2: silently discarded, as pion does
+		if family(peer.Addr()) != e.fam() {
+			return false // RFC 8656 §11.2: silently discarded, as pion does
 		}
-		l.toPeer(e, p, sd)
-		return
+		return l.toPeer(e, peer, sd, k)
 	}
 	ls.toPion(l, src, d, oob, ctrunc)
+	return false
 }
 
 // noteSource keeps a UDP client's reply source on the address its data
@@ -364,32 +412,31 @@ func (l *dataLoop) noteSource(ls *loopListener, e *allocEntry, src netip.AddrPor
 	e.src.Store(r.note(src, la, false))
 }
 
-func (l *dataLoop) toPeer(e *allocEntry, peer netip.AddrPort, data []byte) {
+// toPeer queues data, in buffer k, for peer if e may send it there.
+func (l *dataLoop) toPeer(e *allocEntry, peer netip.AddrPort, data []byte, k int) bool {
 	if !e.live.Load() || !l.s.permitted(e, l.pol, peer) {
-		return
+		return false
 	}
-	if e.relay.sendPeer(data, peer) {
-		l.toPeers++
-		l.toPeerBytes += uint64(len(data))
+	r, ok := e.relay.(*loopRelay)
+	if !ok {
+		return false
 	}
+	l.pq = append(l.pq, peerSend{r, peer, k, data})
+	return true
 }
 
 // readPeers reads one batch of peers' datagrams from the relayed socket r
 // and queues them for its client.
 func (l *dataLoop) readPeers(r *loopRelay) {
-	if len(l.txFree) < peerBatch {
-		l.flush()
-	}
 	b := l.peerRx
+	l.take(peerBatch)
+	defer l.untake(peerBatch)
 	for i := range peerBatch {
-		k := l.txFree[len(l.txFree)-1]
-		l.txFree = l.txFree[:len(l.txFree)-1]
-		l.peerIdx[i] = k
-		b.prepRecv(i, l.txBufs[k][dataHeadroom:dataHeadroom+maxPeerData])
+		b.prepRecv(i, l.bufs[l.batch[i]][dataHeadroom:dataHeadroom+maxPeerData])
 	}
 	n, err := recvmmsg(r.fd, b.hdrs)
 	if err != nil {
-		n = 0
+		return
 	}
 	if n == len(b.hdrs) {
 		l.full = true
@@ -404,8 +451,8 @@ func (l *dataLoop) readPeers(r *loopRelay) {
 		if !ok || !l.s.permitted(e, l.pol, peer) {
 			continue
 		}
-		k := l.peerIdx[i]
-		buf := l.txBufs[k]
+		k := l.batch[i]
+		buf := l.bufs[k]
 		size := int(h.Len)
 		var frame []byte
 		if num, ok := e.chans.Load().byPeer[peer]; ok {
@@ -415,22 +462,17 @@ func (l *dataLoop) readPeers(r *loopRelay) {
 			frame = frameDataIndication(buf, size, peer, &l.tid)
 		}
 		l.queue(e, k, frame)
-		l.peerIdx[i] = -1
+		l.batch[i] = -1
 		l.fromPeers++
 		l.fromPeerBytes += uint64(size)
 	}
-	for _, k := range l.peerIdx {
-		if k >= 0 {
-			l.txFree = append(l.txFree, k)
-		}
-	}
 }
 
-// queue adds frame, in tx buffer k, to the datagrams for e's client.
+// queue adds frame, in buffer k, to the datagrams for e's client.
 func (l *dataLoop) queue(e *allocEntry, k int, frame []byte) {
 	ls := e.lis
 	if l.txq > 0 && l.txLis != ls {
-		l.flush()
+		l.flushClients()
 	}
 	l.txLis = ls
 	var oob []byte
@@ -438,17 +480,32 @@ func (l *dataLoop) queue(e *allocEntry, k int, frame []byte) {
 		oob = la.oob
 	}
 	l.tx.prepSend(l.txq, frame, &e.sa, oob)
-	l.txUsed[l.txq] = k
+	l.txBuf[l.txq] = k
 	l.txq++
 }
 
-// flush sends the queued datagrams to clients.
+// flush sends what the round queued: to peers, each from its relayed
+// socket, and to clients, gathered per listener socket.
 func (l *dataLoop) flush() {
+	for i := range l.pq {
+		q := &l.pq[i]
+		if q.r.sendPeer(q.data, q.peer) {
+			l.toPeers++
+			l.toPeerBytes += uint64(len(q.data))
+		}
+		l.free = append(l.free, q.buf)
+		*q = peerSend{}
+	}
+	l.pq = l.pq[:0]
+	l.flushClients()
+}
+
+func (l *dataLoop) flushClients() {
 	if l.txq == 0 {
 		return
 	}
 	sendmmsg(l.txLis.fd, l.tx.hdrs[:l.txq])
-	l.txFree = append(l.txFree, l.txUsed[:l.txq]...)
+	l.free = append(l.free, l.txBuf[:l.txq]...)
 	l.txq = 0
 	l.txLis = nil
 }

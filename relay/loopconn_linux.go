@@ -445,7 +445,7 @@ func (s *Service) openDataPath(cores int) error {
 		}
 	}
 	for _, l := range s.loops {
-		go l.run()
+		l.start()
 	}
 	return nil
 }

@@ -362,3 +362,16 @@ func TestQuota(t *testing.T) {
 func containsCode(err error, code string) bool {
 	return err != nil && (stringsContains(err.Error(), code))
 }
+
+// forDataPaths runs f twice: with tariq's data path relaying the data, and
+// with pion relaying it (Deps.PionData), so the attacks a test makes are
+// made on both.
+func forDataPaths(t *testing.T, f func(t *testing.T, pionData bool)) {
+	t.Helper()
+	for _, dp := range []struct {
+		name string
+		pion bool
+	}{{"tariq data path", false}, {"pion data path", true}} {
+		t.Run(dp.name, func(t *testing.T) { f(t, dp.pion) })
+	}
+}
