@@ -81,10 +81,15 @@ type peerSend struct {
 	data []byte
 }
 
+// A round reads up to rxBatch datagrams from each listener socket and up
+// to peerBatch from each relayed socket. peerBatch is no smaller: a client
+// sending at full speed puts up to rxBatch datagrams a round through its
+// allocation, and its peer's answers must drain as fast, or they pile up
+// in the relayed socket until the kernel drops them.
 const (
-	rxBatch   = 32  // client datagrams per recvmmsg
-	peerBatch = 16  // peer datagrams per recvmmsg of one relayed socket
-	loopBufs  = 256 // packet buffers of a loop
+	rxBatch   = 64
+	peerBatch = 64
+	loopBufs  = 512 // packet buffers of a loop (1 MiB)
 	txSlots   = loopBufs
 	epollMax  = 128
 )

@@ -46,6 +46,9 @@ type ctrlFrame struct {
 	from *net.UDPAddr
 }
 
+// relayBufferBytes is the receive buffer of a UDP client's relayed socket.
+const relayBufferBytes = 1 << 20
+
 // ctrlQueue is how many datagrams may wait for pion per socket; past it
 // they are dropped, as a full socket buffer would drop them.
 const ctrlQueue = 512
@@ -205,6 +208,10 @@ func (s *Service) openLoopRelay(ls *loopListener, network string, bind netip.Add
 	if err != nil {
 		return nil, err
 	}
+	// Room for a burst from the peers while the loop serves the other
+	// sockets; the kernel charges only what is queued (and caps it at
+	// net.core.rmem_max).
+	unix.SetsockoptInt(fd.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, relayBufferBytes)
 	r := &loopRelay{s: s, loop: ls.loop, fd: fd, local: local, inet6: inet6, done: make(chan struct{})}
 	r.entry = newAllocEntry(key, r, ls)
 	sock, err := ls.loop.register(fd, &loopSock{rel: r})
