@@ -90,8 +90,11 @@ const (
 	rxBatch   = 64
 	peerBatch = 64
 	loopBufs  = 512 // packet buffers of a loop (1 MiB)
-	txSlots   = loopBufs
-	epollMax  = 128
+	// listenerBatches is how many batches a listener socket may give in
+	// one round.
+	listenerBatches = 4
+	txSlots         = loopBufs
+	epollMax        = 128
 )
 
 // loopSock is what an epoll event names: a listener socket, a relayed
@@ -262,7 +265,14 @@ func (l *dataLoop) round(epfd uintptr) bool {
 			switch {
 			case sock == nil:
 			case sock.lis != nil:
-				l.readClients(sock.lis)
+				// A listener socket carries every client's datagrams: it
+				// gets a few batches a round, so that under load it does
+				// not overflow while the relayed sockets are served.
+				for range listenerBatches {
+					if !l.readClients(sock.lis) {
+						break
+					}
+				}
 			case sock.rel != nil:
 				l.readPeers(sock.rel)
 			default:
@@ -331,8 +341,9 @@ func (l *dataLoop) untake(n int) {
 }
 
 // readClients reads one batch of client datagrams from ls and relays
-// their data, or hands them to pion.
-func (l *dataLoop) readClients(ls *loopListener) {
+// their data, or hands them to pion. It reports whether the batch was
+// full.
+func (l *dataLoop) readClients(ls *loopListener) bool {
 	b := l.rx
 	l.take(rxBatch)
 	defer l.untake(rxBatch)
@@ -341,11 +352,10 @@ func (l *dataLoop) readClients(ls *loopListener) {
 	}
 	n, err := recvmmsg(ls.fd, b.hdrs)
 	if err != nil {
-		return
+		return false
 	}
-	if n == len(b.hdrs) {
-		l.full = true
-	}
+	full := n == len(b.hdrs)
+	l.full = l.full || full
 	for i := range n {
 		h := &b.hdrs[i]
 		if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
@@ -360,6 +370,10 @@ func (l *dataLoop) readClients(ls *loopListener) {
 			l.batch[i] = -1
 		}
 	}
+	// The batch's data for peers goes now, a batch at a time rather than
+	// the round's at once, which a single busy peer could not take in.
+	l.flushPeers()
+	return full
 }
 
 // fromClient relays or hands on the datagram d, in buffer k, and reports
@@ -379,7 +393,7 @@ func (l *dataLoop) fromClient(ls *loopListener, src netip.AddrPort, d, oob []byt
 			return false
 		}
 		l.noteSource(ls, e, src, oob, ctrunc)
-		peer, ok := e.chans.Load().byNum[num]
+		peer, ok := e.chans.Load().peerOf(num)
 		if !ok {
 			return false
 		}
@@ -460,7 +474,7 @@ func (l *dataLoop) readPeers(r *loopRelay) {
 		buf := l.bufs[k]
 		size := int(h.Len)
 		var frame []byte
-		if num, ok := e.chans.Load().byPeer[peer]; ok {
+		if num, ok := e.chans.Load().numOf(peer); ok {
 			frame = frameChannelData(buf, size, num)
 		} else {
 			l.rng.Read(l.tid[:])
@@ -489,9 +503,14 @@ func (l *dataLoop) queue(e *allocEntry, k int, frame []byte) {
 	l.txq++
 }
 
-// flush sends what the round queued: to peers, each from its relayed
-// socket, and to clients, gathered per listener socket.
+// flush sends what is queued: to peers, each from its relayed socket, and
+// to clients, gathered per listener socket.
 func (l *dataLoop) flush() {
+	l.flushPeers()
+	l.flushClients()
+}
+
+func (l *dataLoop) flushPeers() {
 	for i := range l.pq {
 		q := &l.pq[i]
 		if q.r.sendPeer(q.data, q.peer) {
@@ -502,7 +521,6 @@ func (l *dataLoop) flush() {
 		*q = peerSend{}
 	}
 	l.pq = l.pq[:0]
-	l.flushClients()
 }
 
 func (l *dataLoop) flushClients() {

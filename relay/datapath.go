@@ -76,13 +76,97 @@ type perm struct {
 	verdict atomic.Uint64
 }
 
-type permSet struct{ m map[netip.Addr]*perm }
+// permSet is an allocation's live permissions. It is immutable: a change
+// makes a new one. A few are kept in a slice, scanned faster than a map is
+// hashed; past smallSet, a map.
+type permSet struct {
+	few []*perm
+	m   map[netip.Addr]*perm
+}
 
-// chanSet is an allocation's channel bindings (RFC 8656 §12), both ways.
+// smallSet is how many permissions or channels a set scans rather than
+// hashes.
+const smallSet = 8
+
+func newPermSet(perms []*perm) *permSet {
+	if len(perms) <= smallSet {
+		return &permSet{few: perms}
+	}
+	m := make(map[netip.Addr]*perm, len(perms))
+	for _, p := range perms {
+		m[p.addr] = p
+	}
+	return &permSet{few: perms, m: m}
+}
+
+func (s *permSet) get(a netip.Addr) *perm {
+	if s.m != nil {
+		return s.m[a]
+	}
+	for _, p := range s.few {
+		if p.addr == a {
+			return p
+		}
+	}
+	return nil
+}
+
+func (s *permSet) len() int { return len(s.few) }
+
+// chanBinding is one channel binding: its number and its peer.
+type chanBinding struct {
+	num  uint16
+	peer netip.AddrPort
+}
+
+// chanSet is an allocation's channel bindings (RFC 8656 §12), looked up
+// both ways. It is immutable, like permSet.
 type chanSet struct {
+	few    []chanBinding
 	byNum  map[uint16]netip.AddrPort
 	byPeer map[netip.AddrPort]uint16
 }
+
+func newChanSet(bs []chanBinding) *chanSet {
+	if len(bs) <= smallSet {
+		return &chanSet{few: bs}
+	}
+	s := &chanSet{few: bs, byNum: make(map[uint16]netip.AddrPort, len(bs)), byPeer: make(map[netip.AddrPort]uint16, len(bs))}
+	for _, b := range bs {
+		s.byNum[b.num], s.byPeer[b.peer] = b.peer, b.num
+	}
+	return s
+}
+
+// peerOf returns the peer channel num is bound to.
+func (s *chanSet) peerOf(num uint16) (netip.AddrPort, bool) {
+	if s.byNum != nil {
+		p, ok := s.byNum[num]
+		return p, ok
+	}
+	for _, b := range s.few {
+		if b.num == num {
+			return b.peer, true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+// numOf returns the channel bound to peer.
+func (s *chanSet) numOf(peer netip.AddrPort) (uint16, bool) {
+	if s.byPeer != nil {
+		n, ok := s.byPeer[peer]
+		return n, ok
+	}
+	for _, b := range s.few {
+		if b.peer == peer {
+			return b.num, true
+		}
+	}
+	return 0, false
+}
+
+func (s *chanSet) len() int { return len(s.few) }
 
 var (
 	noPerms = &permSet{}
@@ -134,31 +218,26 @@ func (e *allocEntry) addPerm(ip netip.Addr) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	old := e.perms.Load()
-	if e.retired || old.m[ip] != nil {
+	if e.retired || old.get(ip) != nil {
 		return
 	}
-	m := make(map[netip.Addr]*perm, len(old.m)+1)
-	for k, v := range old.m {
-		m[k] = v
-	}
-	m[ip] = &perm{addr: ip}
-	e.perms.Store(&permSet{m})
+	e.perms.Store(newPermSet(append(old.few[:len(old.few):len(old.few)], &perm{addr: ip})))
 }
 
 func (e *allocEntry) dropPerm(ip netip.Addr) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	old := e.perms.Load()
-	if old.m[ip] == nil {
+	if old.get(ip) == nil {
 		return
 	}
-	m := make(map[netip.Addr]*perm, len(old.m))
-	for k, v := range old.m {
-		if k != ip {
-			m[k] = v
+	next := make([]*perm, 0, len(old.few))
+	for _, p := range old.few {
+		if p.addr != ip {
+			next = append(next, p)
 		}
 	}
-	e.perms.Store(&permSet{m})
+	e.perms.Store(newPermSet(next))
 }
 
 // setChan binds (add) or unbinds channel num to peer.
@@ -169,22 +248,20 @@ func (e *allocEntry) setChan(num uint16, peer netip.AddrPort, add bool) {
 		return
 	}
 	old := e.chans.Load()
-	next := &chanSet{byNum: make(map[uint16]netip.AddrPort, len(old.byNum)+1), byPeer: make(map[netip.AddrPort]uint16, len(old.byNum)+1)}
-	for n, p := range old.byNum {
-		if n != num {
-			next.byNum[n], next.byPeer[p] = p, n
+	next := make([]chanBinding, 0, len(old.few)+1)
+	for _, b := range old.few {
+		// pion refuses to bind a peer to a second channel or a channel to
+		// a second peer (ErrSamePeerDifferentChannel,
+		// ErrSameChannelDifferentPeer), so all this drops is the binding
+		// itself, or a stale copy of it.
+		if b.num != num && b.peer != peer {
+			next = append(next, b)
 		}
 	}
 	if add {
-		// pion refuses to bind a peer to a second channel or a channel to a
-		// second peer (ErrSamePeerDifferentChannel, ErrSameChannelDifferentPeer),
-		// so nothing is overwritten here but a stale copy of this binding.
-		if n, ok := next.byPeer[peer]; ok {
-			delete(next.byNum, n)
-		}
-		next.byNum[num], next.byPeer[peer] = peer, num
+		next = append(next, chanBinding{num, peer})
 	}
-	e.chans.Store(next)
+	e.chans.Store(newChanSet(next))
 }
 
 // retire ends the entry: nothing more is relayed for it.
@@ -201,7 +278,7 @@ func (e *allocEntry) retire() {
 // policy pol: a live permission for its IP address, the peer filter's
 // verdict, and for the server's own addresses the live-port rule.
 func (s *Service) permitted(e *allocEntry, pol *policy, peer netip.AddrPort) bool {
-	p := e.perms.Load().m[peer.Addr()]
+	p := e.perms.Load().get(peer.Addr())
 	if p == nil {
 		return false
 	}

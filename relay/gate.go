@@ -349,7 +349,7 @@ func (c *gateStreamConn) relayed(frame []byte) bool {
 		if e == nil {
 			return true
 		}
-		if peer, ok = e.chans.Load().byNum[num]; !ok {
+		if peer, ok = e.chans.Load().peerOf(num); !ok {
 			return true
 		}
 		data = d

@@ -97,8 +97,8 @@ func TestDataPathLifetimes(t *testing.T) {
 					time.Sleep(permission / 4)
 				}
 				e := r.entryOf(t, relayed)
-				waitFor(t, "permission to expire", func() bool { return len(e.perms.Load().m) == 0 })
-				if _, ok := e.chans.Load().byNum[0x4000]; !ok {
+				waitFor(t, "permission to expire", func() bool { return e.perms.Load().len() == 0 })
+				if _, ok := e.chans.Load().peerOf(0x4000); !ok {
 					t.Fatal("the channel went with the permission; this case needs it bound")
 				}
 				neither(t, c, p, relayed, 0x4000, "permission expired, channel bound")
@@ -111,7 +111,7 @@ func TestDataPathLifetimes(t *testing.T) {
 				succeeded(t, "channel bind", c.request(stun.MethodChannelBind, xorPeer(apOf(p1.LocalAddr())), channelNumber(0x4000)))
 				both(t, c, p1, relayed, 0x4000, "first binding")
 				e := r.entryOf(t, relayed)
-				waitFor(t, "channel to expire", func() bool { return len(e.chans.Load().byNum) == 0 })
+				waitFor(t, "channel to expire", func() bool { return e.chans.Load().len() == 0 })
 				succeeded(t, "bind the channel elsewhere", c.request(stun.MethodChannelBind, xorPeer(apOf(p2.LocalAddr())), channelNumber(0x4000)))
 				c.channelData(0x4000, "rebound")
 				if got, _ := recv(t, p2); got != "rebound" {

@@ -378,7 +378,7 @@ func (r *streamRelay) relayBatch(b *streamBatch, n int) {
 		}
 		size := int(h.Len)
 		var frame []byte
-		if num, ok := e.chans.Load().byPeer[peer]; ok {
+		if num, ok := e.chans.Load().numOf(peer); ok {
 			frame = frameChannelData(b.bufs[i], size, num)
 		} else {
 			rand.Read(b.tid[:])
