@@ -54,13 +54,15 @@ type dataLoop struct {
 	// of bufs and stays there, framed in place, until it is sent at the
 	// end of the round.
 	bufs    [][]byte
-	free    []int      // indices of unused bufs
-	batch   []int      // the buffer of each message of the read under way
-	rx      *mmsgBatch // client datagrams
-	peerRx  *mmsgBatch // peer datagrams
-	tx      *mmsgBatch // datagrams to clients, sent at the end of the round
-	txBuf   []int      // buffer of each queued datagram to a client
-	txq     int        // queued datagrams to clients
+	free    []int          // indices of unused bufs
+	batch   []int          // the buffer of each message of the read under way
+	rx      *mmsgBatch     // client datagrams
+	peerRx  *mmsgBatch     // peer datagrams
+	tx      *mmsgBatch     // datagrams to clients, sent at the end of the round
+	gsoHdrs []unix.Mmsghdr // tx's datagrams in runs, for sendSegmented
+	gsoCtl  [][]byte       // a control-message buffer per gsoHdrs entry
+	txBuf   []int          // buffer of each queued datagram to a client
+	txq     int            // queued datagrams to clients
 	txLis   *loopListener
 	pq      []peerSend // datagrams to peers, sent at the end of the round
 	rng     *mrand.ChaCha8
@@ -145,6 +147,10 @@ func newDataLoop(s *Service) (*dataLoop, error) {
 	}
 	l.batch = make([]int, max(rxBatch, peerBatch))
 	l.txBuf = make([]int, txSlots)
+	l.gsoHdrs = make([]unix.Mmsghdr, txSlots)
+	for range txSlots {
+		l.gsoCtl = append(l.gsoCtl, make([]byte, 0, packetInfoSpace+unix.CmsgSpace(2)))
+	}
 	l.pq = make([]peerSend, 0, loopBufs)
 	l.roundFn = l.round
 	if _, err := l.register(l.wake, &loopSock{}); err != nil {
@@ -527,8 +533,92 @@ func (l *dataLoop) flushClients() {
 	if l.txq == 0 {
 		return
 	}
-	sendmmsg(l.txLis.fd, l.tx.hdrs[:l.txq])
+	if l.txLis.gso.Load() {
+		l.sendSegmented()
+	} else {
+		sendmmsg(l.txLis.fd, l.tx.hdrs[:l.txq])
+	}
 	l.free = append(l.free, l.txBuf[:l.txq]...)
 	l.txq = 0
 	l.txLis = nil
+}
+
+// UDP generic segmentation offload (UDP_SEGMENT, Linux 4.18): datagrams to
+// one client of one size, which a relayed socket's batch mostly is (a
+// peer's burst, framed alike), go down the stack as one message the kernel
+// cuts up late, instead of one trip each. gsoMaxFrame keeps a segment
+// within the smallest path MTU a client is likely behind (1280 bytes less
+// the IPv6 and UDP headers); larger frames, and clients whose route cannot
+// take a segmented message, go one by one.
+const (
+	gsoMaxSegments = 64
+	gsoMaxBytes    = 60000
+	gsoMaxFrame    = 1232
+)
+
+// sendSegmented sends the queued datagrams to clients, each run of equal
+// frames to one address and from one source as one segmented message.
+func (l *dataLoop) sendSegmented() {
+	tx, g := l.tx, l.gsoHdrs
+	var runs [txSlots + 1]int // runs[i] is where message i's run starts
+	h := 0
+	for i := 0; i < l.txq; {
+		size := int(tx.iovs[i].Len)
+		j := i + 1
+		if size <= gsoMaxFrame {
+			for j < l.txq && j-i < gsoMaxSegments && (j-i+1)*size <= gsoMaxBytes &&
+				int(tx.iovs[j].Len) == size && tx.names[j] == tx.names[i] &&
+				tx.hdrs[j].Hdr.Control == tx.hdrs[i].Hdr.Control {
+				j++
+			}
+		}
+		m := &g[h].Hdr
+		*m = tx.hdrs[i].Hdr
+		m.SetIovlen(j - i)
+		if j-i > 1 {
+			ctl := l.gsoCtl[h][:0]
+			if oobLen := int(tx.hdrs[i].Hdr.Controllen); oobLen > 0 {
+				ctl = append(ctl, unsafe.Slice(tx.hdrs[i].Hdr.Control, oobLen)...)
+			}
+			ctl = appendSegmentSize(ctl, size)
+			m.Control = &ctl[0]
+			m.SetControllen(len(ctl))
+		}
+		runs[h] = i
+		h++
+		i = j
+	}
+	runs[h] = l.txq
+	for sent := 0; sent < h; {
+		n, err := sendmmsg(l.txLis.fd, g[sent:h])
+		sent += n
+		if err == nil || sent >= h {
+			break
+		}
+		if err == errAgain {
+			return
+		}
+		// The message that failed went as one segmented message: the
+		// route cannot take it (EIO without checksum offload, EINVAL past
+		// its MTU). Send its datagrams one by one, and stop segmenting on
+		// this socket if the device cannot.
+		if err == unix.EIO {
+			l.txLis.gso.Store(false)
+		}
+		sendmmsg(l.txLis.fd, tx.hdrs[runs[sent]:runs[sent+1]])
+		sent++
+	}
+}
+
+// appendSegmentSize appends a UDP_SEGMENT control message for segments of
+// size bytes to ctl.
+func appendSegmentSize(ctl []byte, size int) []byte {
+	off := len(ctl)
+	ctl = append(ctl, make([]byte, unix.CmsgSpace(2))...)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[off]))
+	h.Level = unix.SOL_UDP
+	h.Type = unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(ctl[off+unix.CmsgLen(0):], uint16(size))
+	return ctl
 }

@@ -268,3 +268,49 @@ func TestStreamSmallChannelData(t *testing.T) {
 		})
 	}
 }
+
+// TestDataPathPeerBurst: a peer's burst reaches the client datagram by
+// datagram, in order, whatever the data path makes of it on the way (a
+// UDP client's run of equal frames leaves as one segmented message, a
+// stream client's batch in one write): equal sizes, a shorter one in the
+// middle, frames too large to segment, on a channel and by Data
+// indications.
+func TestDataPathPeerBurst(t *testing.T) {
+	testutil.LeakCheck(t)
+	r := startRelay(t, testConfig(t), Deps{})
+	var sizes []int
+	for i := range 40 {
+		sizes = append(sizes, 100)
+		if i == 20 {
+			sizes = append(sizes, 37, 1400, 1400, 100)
+		}
+	}
+	for _, transport := range []string{"udp", "tcp"} {
+		for _, ch := range []uint16{0x4000, 0} {
+			t.Run(fmt.Sprintf("%s/channel %#x", transport, ch), func(t *testing.T) {
+				p := udpPeer(t, "127.0.0.1:0")
+				c := r.rawClientOver(t, transport, "alice", "wonderland")
+				relayed := relayedAddr(t, c.allocate())
+				if ch != 0 {
+					succeeded(t, "channel bind", c.request(stun.MethodChannelBind, xorPeer(apOf(p.LocalAddr())), channelNumber(ch)))
+				} else {
+					succeeded(t, "create permission", c.request(stun.MethodCreatePermission, xorPeer(apOf(p.LocalAddr()))))
+				}
+				for i, n := range sizes {
+					if _, err := p.WriteToUDPAddrPort(payload(n, byte(i)), relayed); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for i, n := range sizes {
+					_, got, ok := c.readData(5 * time.Second)
+					if !ok {
+						t.Fatalf("datagram %d of %d missing", i, len(sizes))
+					}
+					if want := string(payload(n, byte(i))); got != want {
+						t.Fatalf("datagram %d: %d bytes %x..., want %d bytes %x...", i, len(got), got[:min(8, len(got))], n, want[:min(8, len(want))])
+					}
+				}
+			})
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -30,6 +31,7 @@ type loopListener struct {
 	sock    *loopSock
 	local   *net.UDPAddr
 	clients clientTable
+	gso     atomic.Bool // the socket takes UDP_SEGMENT (sendSegmented)
 
 	addrs addrCache // the loop's, without locking
 	ctrl  chan ctrlFrame
@@ -84,6 +86,9 @@ func (s *Service) openLoopListener(l *dataLoop, addr netip.AddrPort, reuse bool)
 		return nil, err
 	}
 	ls.sock = sock
+	if _, err := unix.GetsockoptInt(fd.fd, unix.SOL_UDP, unix.UDP_SEGMENT); err == nil {
+		ls.gso.Store(true)
+	}
 	return ls, nil
 }
 

@@ -211,12 +211,13 @@ func sendmmsg(s *sockFD, hdrs []unix.Mmsghdr) (int, error) {
 		switch {
 		case e == unix.EINTR:
 			continue
+		case e == unix.EAGAIN:
+			return sent, errAgain
+		case e == unix.EIO || e == unix.EINVAL:
+			return sent, e // the caller may send that message another way
 		case e != 0:
-			// The first message failed (a full send buffer, an unreachable
-			// destination): drop it, as a UDP socket would, and go on.
-			if e == unix.EAGAIN {
-				return sent, errAgain
-			}
+			// The first message failed (an unreachable destination, say):
+			// drop it, as a UDP socket would, and go on.
 			sent++
 			continue
 		}
