@@ -61,16 +61,21 @@ type dataLoop struct {
 	tx      *mmsgBatch     // datagrams to clients, sent at the end of the round
 	gsoHdrs []unix.Mmsghdr // tx's datagrams in runs, for sendSegmented
 	gsoCtl  [][]byte       // a control-message buffer per gsoHdrs entry
-	txBuf   []int          // buffer of each queued datagram to a client
-	txq     int            // queued datagrams to clients
-	txLis   *loopListener
-	pq      []peerSend // datagrams to peers, sent at the end of the round
-	rng     *mrand.ChaCha8
-	tid     [12]byte
-	pol     *policy
-	events  []unix.EpollEvent
-	full    bool               // a socket had more than one batch this round
-	roundFn func(uintptr) bool // round, made once
+	// gsoPeers is set when the kernel takes UDP_SEGMENT: runs of data for
+	// one peer leave as one message too (sendPeerRun).
+	gsoPeers bool
+	peerIov  [gsoMaxSegments]unix.Iovec
+	peerCtl  [24]byte
+	txBuf    []int // buffer of each queued datagram to a client
+	txq      int   // queued datagrams to clients
+	txLis    *loopListener
+	pq       []peerSend // datagrams to peers, sent at the end of the round
+	rng      *mrand.ChaCha8
+	tid      [12]byte
+	pol      *policy
+	events   []unix.EpollEvent
+	full     bool               // a socket had more than one batch this round
+	roundFn  func(uintptr) bool // round, made once
 
 	toPeers, fromPeers, toPeerBytes, fromPeerBytes uint64
 }
@@ -517,16 +522,68 @@ func (l *dataLoop) flush() {
 }
 
 func (l *dataLoop) flushPeers() {
-	for i := range l.pq {
+	for i := 0; i < len(l.pq); {
 		q := &l.pq[i]
-		if q.r.sendPeer(q.data, q.peer) {
-			l.toPeers++
-			l.toPeerBytes += uint64(len(q.data))
+		size := len(q.data)
+		j := i + 1
+		if l.gsoPeers && !q.r.noGSO && size > 0 && size <= gsoMaxFrame {
+			for j < len(l.pq) && j-i < gsoMaxSegments && (j-i+1)*size <= gsoMaxBytes &&
+				l.pq[j].r == q.r && l.pq[j].peer == q.peer && len(l.pq[j].data) == size {
+				j++
+			}
 		}
-		l.free = append(l.free, q.buf)
-		*q = peerSend{}
+		if j-i == 1 || !l.sendPeerRun(l.pq[i:j]) {
+			for k := i; k < j; k++ {
+				if p := &l.pq[k]; p.r.sendPeer(p.data, p.peer) {
+					l.toPeers++
+					l.toPeerBytes += uint64(len(p.data))
+				}
+			}
+		}
+		i = j
+	}
+	for i := range l.pq {
+		l.free = append(l.free, l.pq[i].buf)
+		l.pq[i] = peerSend{}
 	}
 	l.pq = l.pq[:0]
+}
+
+// sendPeerRun sends run, datagrams of one size from one relayed socket to
+// one peer, as one segmented message (see sendSegmented), and reports
+// whether it could.
+func (l *dataLoop) sendPeerRun(run []peerSend) bool {
+	r := run[0].r
+	for i := range run {
+		l.peerIov[i].Base = &run[i].data[0]
+		l.peerIov[i].SetLen(len(run[i].data))
+	}
+	sa := sockaddrOf(run[0].peer, r.inet6)
+	var h unix.Msghdr
+	h.Name = &sa.b[0]
+	h.Namelen = sa.n
+	h.Iov = &l.peerIov[0]
+	h.SetIovlen(len(run))
+	ctl := appendSegmentSize(l.peerCtl[:0], len(run[0].data))
+	h.Control = &ctl[0]
+	h.SetControllen(len(ctl))
+	if !r.fd.acquire() {
+		return true // closed: nothing to send
+	}
+	_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(r.fd.fd), uintptr(unsafe.Pointer(&h)), unix.MSG_DONTWAIT)
+	r.fd.release()
+	switch e {
+	case 0:
+		l.toPeers += uint64(len(run))
+		l.toPeerBytes += uint64(len(run) * len(run[0].data))
+		return true
+	case unix.EIO:
+		r.noGSO = true
+		return false
+	case unix.EINVAL:
+		return false
+	}
+	return true // dropped, as a UDP socket drops
 }
 
 func (l *dataLoop) flushClients() {

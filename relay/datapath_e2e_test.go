@@ -269,12 +269,12 @@ func TestStreamSmallChannelData(t *testing.T) {
 	}
 }
 
-// TestDataPathPeerBurst: a peer's burst reaches the client datagram by
-// datagram, in order, whatever the data path makes of it on the way (a
-// UDP client's run of equal frames leaves as one segmented message, a
-// stream client's batch in one write): equal sizes, a shorter one in the
-// middle, frames too large to segment, on a channel and by Data
-// indications.
+// TestDataPathPeerBurst: a peer's burst reaches the client, and a
+// client's burst the peer, datagram by datagram and in order, whatever the
+// data path makes of them on the way (runs of equal datagrams to one
+// address leave as one segmented message, a stream client's batch in one
+// write): equal sizes, a shorter one in the middle, frames too large to
+// segment, on a channel and by Send and Data indications.
 func TestDataPathPeerBurst(t *testing.T) {
 	testutil.LeakCheck(t)
 	r := startRelay(t, testConfig(t), Deps{})
@@ -299,6 +299,21 @@ func TestDataPathPeerBurst(t *testing.T) {
 				for i, n := range sizes {
 					if _, err := p.WriteToUDPAddrPort(payload(n, byte(i)), relayed); err != nil {
 						t.Fatal(err)
+					}
+				}
+				// And the other way: a burst from the client, whose run of
+				// equal datagrams for one peer leaves the relayed socket as
+				// one segmented message.
+				for i, n := range sizes {
+					if ch != 0 {
+						c.channelData(ch, string(payload(n, byte(0x80+i))))
+					} else {
+						c.send(apOf(p.LocalAddr()), string(payload(n, byte(0x80+i))))
+					}
+				}
+				for i, n := range sizes {
+					if got, _ := recv(t, p); got != string(payload(n, byte(0x80+i))) {
+						t.Fatalf("peer: datagram %d: %d bytes, want %d", i, len(got), n)
 					}
 				}
 				for i, n := range sizes {

@@ -88,6 +88,7 @@ func (s *Service) openLoopListener(l *dataLoop, addr netip.AddrPort, reuse bool)
 	ls.sock = sock
 	if _, err := unix.GetsockoptInt(fd.fd, unix.SOL_UDP, unix.UDP_SEGMENT); err == nil {
 		ls.gso.Store(true)
+		l.gsoPeers = true // set before the loop starts
 	}
 	return ls, nil
 }
@@ -204,6 +205,7 @@ type loopRelay struct {
 	entry *allocEntry
 	done  chan struct{}
 	once  sync.Once
+	noGSO bool // the route to a peer refused a segmented message; the loop's
 }
 
 var _ net.PacketConn = (*loopRelay)(nil)
