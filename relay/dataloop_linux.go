@@ -98,10 +98,13 @@ const (
 	peerBatch = 64
 	loopBufs  = 512 // packet buffers of a loop (1 MiB)
 	// listenerBatches is how many batches a listener socket may give in
-	// one round.
+	// one round: it carries every client's datagrams, and must not
+	// overflow under load while the relayed sockets are served.
 	listenerBatches = 4
-	txSlots         = loopBufs
-	epollMax        = 128
+	// firstBatch is how many datagrams a round first asks a socket for.
+	firstBatch = 8
+	txSlots    = loopBufs
+	epollMax   = 128
 )
 
 // loopSock is what an epoll event names: a listener socket, a relayed
@@ -276,14 +279,7 @@ func (l *dataLoop) round(epfd uintptr) bool {
 			switch {
 			case sock == nil:
 			case sock.lis != nil:
-				// A listener socket carries every client's datagrams: it
-				// gets a few batches a round, so that under load it does
-				// not overflow while the relayed sockets are served.
-				for range listenerBatches {
-					if !l.readClients(sock.lis) {
-						break
-					}
-				}
+				l.readClients(sock.lis)
 			case sock.rel != nil:
 				l.readPeers(sock.rel)
 			default:
@@ -351,22 +347,39 @@ func (l *dataLoop) untake(n int) {
 	}
 }
 
-// readClients reads one batch of client datagrams from ls and relays
-// their data, or hands them to pion. It reports whether the batch was
-// full.
-func (l *dataLoop) readClients(ls *loopListener) bool {
+// readClients reads client datagrams from ls, up to listenerBatches full
+// batches, and relays their data or hands them to pion. A quiet socket
+// has a datagram or two: the first read asks for a few, so that a round
+// does not prepare (and the cache does not carry) a full batch for them.
+func (l *dataLoop) readClients(ls *loopListener) {
+	want := firstBatch
+	for total := 0; ; {
+		n := l.readClientBatch(ls, want)
+		total += n
+		if n < want {
+			return
+		}
+		if total >= listenerBatches*rxBatch {
+			l.full = true
+			return
+		}
+		want = rxBatch
+	}
+}
+
+// readClientBatch reads up to want client datagrams from ls and relays
+// them; it returns how many it read.
+func (l *dataLoop) readClientBatch(ls *loopListener, want int) int {
 	b := l.rx
-	l.take(rxBatch)
-	defer l.untake(rxBatch)
-	for i := range rxBatch {
+	l.take(want)
+	for i := range want {
 		b.prepRecv(i, l.bufs[l.batch[i]])
 	}
-	n, err := recvmmsg(ls.fd, b.hdrs)
+	n, err := recvmmsg(ls.fd, b.hdrs[:want])
 	if err != nil {
-		return false
+		l.untake(want)
+		return 0
 	}
-	full := n == len(b.hdrs)
-	l.full = l.full || full
 	for i := range n {
 		h := &b.hdrs[i]
 		if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
@@ -381,10 +394,11 @@ func (l *dataLoop) readClients(ls *loopListener) bool {
 			l.batch[i] = -1
 		}
 	}
+	l.untake(want)
 	// The batch's data for peers goes now, a batch at a time rather than
 	// the round's at once, which a single busy peer could not take in.
 	l.flushPeers()
-	return full
+	return n
 }
 
 // fromClient relays or hands on the datagram d, in buffer k, and reports
@@ -455,21 +469,35 @@ func (l *dataLoop) toPeer(e *allocEntry, peer netip.AddrPort, data []byte, k int
 	return true
 }
 
-// readPeers reads one batch of peers' datagrams from the relayed socket r
-// and queues them for its client.
+// readPeers reads peers' datagrams from the relayed socket r, up to
+// peerBatch, and queues them for its client; like readClients it asks for
+// a few first.
 func (l *dataLoop) readPeers(r *loopRelay) {
+	want := firstBatch
+	for total := 0; ; {
+		n := l.readPeerBatch(r, want)
+		total += n
+		if n < want {
+			return
+		}
+		if total >= peerBatch {
+			l.full = true
+			return
+		}
+		want = peerBatch - total
+	}
+}
+
+func (l *dataLoop) readPeerBatch(r *loopRelay, want int) int {
 	b := l.peerRx
-	l.take(peerBatch)
-	defer l.untake(peerBatch)
-	for i := range peerBatch {
+	l.take(want)
+	for i := range want {
 		b.prepRecv(i, l.bufs[l.batch[i]][dataHeadroom:dataHeadroom+maxPeerData])
 	}
-	n, err := recvmmsg(r.fd, b.hdrs)
+	n, err := recvmmsg(r.fd, b.hdrs[:want])
 	if err != nil {
-		return
-	}
-	if n == len(b.hdrs) {
-		l.full = true
+		l.untake(want)
+		return 0
 	}
 	e := r.entry
 	for i := range n {
@@ -496,6 +524,8 @@ func (l *dataLoop) readPeers(r *loopRelay) {
 		l.fromPeers++
 		l.fromPeerBytes += uint64(size)
 	}
+	l.untake(want)
+	return n
 }
 
 // queue adds frame, in buffer k, to the datagrams for e's client.
