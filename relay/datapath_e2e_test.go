@@ -277,7 +277,17 @@ func TestStreamSmallChannelData(t *testing.T) {
 // segment, on a channel and by Send and Data indications.
 func TestDataPathPeerBurst(t *testing.T) {
 	testutil.LeakCheck(t)
-	r := startRelay(t, testConfig(t), Deps{})
+	for _, listen := range []string{"127.0.0.1:0", ":0"} {
+		// On the wildcard every datagram to a client also carries its
+		// source address (IP_PKTINFO) beside the segment size.
+		t.Run("listen "+listen, func(t *testing.T) { testDataPathBurst(t, listen) })
+	}
+}
+
+func testDataPathBurst(t *testing.T, listen string) {
+	cfg := testConfig(t)
+	cfg.Relay.ListenUDP = []string{listen}
+	r := startRelay(t, cfg, Deps{})
 	var sizes []int
 	for i := range 40 {
 		sizes = append(sizes, 100)
@@ -289,7 +299,15 @@ func TestDataPathPeerBurst(t *testing.T) {
 		for _, ch := range []uint16{0x4000, 0} {
 			t.Run(fmt.Sprintf("%s/channel %#x", transport, ch), func(t *testing.T) {
 				p := udpPeer(t, "127.0.0.1:0")
-				c := r.rawClientOver(t, transport, "alice", "wonderland")
+				var c *rawClient
+				if transport == "udp" {
+					// To 127.0.0.1 also when the relay listens on the
+					// wildcard, for an IPv4 allocation.
+					udp, _, _ := r.Addrs()
+					c = newRawClient(t, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(apOf(udp[0]).Port())}, "alice", "wonderland")
+				} else {
+					c = r.rawClientOver(t, transport, "alice", "wonderland")
+				}
 				relayed := relayedAddr(t, c.allocate())
 				if ch != 0 {
 					succeeded(t, "channel bind", c.request(stun.MethodChannelBind, xorPeer(apOf(p.LocalAddr())), channelNumber(ch)))
