@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -139,5 +140,26 @@ func TestCLIRefusesDamagedState(t *testing.T) {
 				t.Errorf("%v on %.20q rewrote the state:\n%s", args[:len(args)-6], state, got)
 			}
 		}
+	}
+}
+
+// TestCheckUnsafeDataDir: `tariq check` reports a data directory the
+// daemon would refuse, with the fix.
+func TestCheckUnsafeDataDir(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(data, 0o770); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := tariq(t, "check", "--data-dir", data, "--admin-socket", filepath.Join(dir, "admin.sock"),
+		"--set", "vpn.enabled=false", "--set", "web.enabled=false", "--set", "server.metrics_listen=",
+		"--set", "relay.listen_udp=127.0.0.1:0", "--set", "relay.listen_tcp=127.0.0.1:0", "--set", "relay.listen_tls=127.0.0.1:0",
+		"--set", "server.public_host=127.0.0.1")
+	want := regexp.MustCompile(`FAIL +server\.data_dir +data directory ` + regexp.QuoteMeta(data+" is writable by group: chmod 700 "+data) + "\n")
+	if code != exitFailure || !want.MatchString(out) {
+		t.Errorf("exit %d, want 1 and %q:\n%s", code, want, out)
 	}
 }
