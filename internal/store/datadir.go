@@ -256,11 +256,14 @@ func (d *Dir) ReadFile(name string) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
-// tempPrefix starts the name of name's temporary files (".NAME.tmp-").
-func tempPrefix(name string) string { return "." + name + ".tmp-" }
+// TempName returns a fresh name for a temporary file that will be renamed
+// to name: ".NAME.tmp-RANDOM", hidden, and recognised by IsTemp.
+func TempName(name string) string {
+	return "." + name + ".tmp-" + strconv.FormatUint(rand.Uint64(), 36)
+}
 
-// isTemp reports whether name is one of WriteFile's temporary files.
-func isTemp(name string) bool { return strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-") }
+// IsTemp reports whether name is a temporary file's (see TempName).
+func IsTemp(name string) bool { return strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-") }
 
 // WriteFile writes data to the file name in d atomically: a reader, or a
 // restart after a crash or kill -9 at any instant, sees either the old file
@@ -273,7 +276,7 @@ func (d *Dir) WriteFile(name string, data []byte, perm os.FileMode) (err error) 
 	var tmp string
 	var fd int
 	for range 100 {
-		tmp = tempPrefix(name) + strconv.FormatUint(rand.Uint64(), 36)
+		tmp = TempName(name)
 		fd, err = unix.Openat(d.fd(), tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(perm.Perm()))
 		if !errors.Is(err, unix.EEXIST) {
 			break
@@ -332,7 +335,7 @@ func (d *Dir) RemoveTemp() ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, e := range entries {
-		if !isTemp(e.Name()) || e.IsDir() {
+		if !IsTemp(e.Name()) || e.IsDir() {
 			continue
 		}
 		if err := unix.Unlinkat(d.fd(), e.Name(), 0); err != nil && !errors.Is(err, unix.ENOENT) {
