@@ -5,6 +5,11 @@
 // processes (the daemon and a CLI editing the store while no daemon runs),
 // reads the current state, applies the change and writes it back atomically:
 // a crash or kill -9 at any point leaves either the old state or the new one.
+//
+// Only a missing state file is a first start: one that exists but is not a
+// state tariq wrote is refused, never replaced by a new identity (see
+// State.problem). Files in the data directory are never reached through a
+// link (see Dir), and one daemon at a time holds the directory (Claim).
 package store
 
 import (
