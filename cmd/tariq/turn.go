@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -64,9 +65,13 @@ use-auth-secret. Valid for --ttl (default relay.credential_ttl).`,
 			if err != nil {
 				return err
 			}
+			// A typo is usage; a state the store refuses is a failure.
+			if !slices.Contains(daemon.Apps(), args[0]) {
+				return usageErr(fmt.Errorf("unknown app %q (one of %s)", args[0], strings.Join(daemon.Apps(), ", ")))
+			}
 			s, err := daemon.AppSnippet(l.Config, args[0])
 			if err != nil {
-				return usageErr(err)
+				return err
 			}
 			fmt.Fprint(a.stdout, s)
 			return nil

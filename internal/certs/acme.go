@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,11 +33,12 @@ const acmeTLS1 = "acme-tls/1"
 // when none is stored, retrying on certmagic's schedule; certmagic's cache
 // renews every 10 minutes' check until close.
 type acmeManager struct {
-	log   *slog.Logger
-	host  string
-	ca    string
-	now   func() time.Time
-	retry time.Duration // Deps.ACMERetry
+	storage *rootStorage // closed last
+	log     *slog.Logger
+	host    string
+	ca      string
+	now     func() time.Time
+	retry   time.Duration // Deps.ACMERetry
 
 	cache *certmagic.Cache
 	magic atomic.Pointer[certmagic.Config] // set once in openACME; read by the cache's goroutine
@@ -79,13 +79,18 @@ func (s *Source) openACME(ctx context.Context) error {
 			return fmt.Errorf("tls.acme_ca_roots: no PEM certificate in %s", f)
 		}
 	}
+	storage, err := openRootStorage(s.cfg.Server.DataDir)
+	if err != nil {
+		return fmt.Errorf("opening ACME storage: %w", err)
+	}
 	m := &acmeManager{
-		log:    s.log,
-		host:   s.cfg.Server.PublicHost,
-		ca:     s.caURL(),
-		now:    s.now,
-		retry:  s.deps.ACMERetry,
-		failed: make(chan struct{}, 1),
+		storage: storage,
+		log:     s.log,
+		host:    s.cfg.Server.PublicHost,
+		ca:      s.caURL(),
+		now:     s.now,
+		retry:   s.deps.ACMERetry,
+		failed:  make(chan struct{}, 1),
 	}
 	zl := newZapLogger(s.log.Handler())
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
@@ -93,7 +98,7 @@ func (s *Source) openACME(ctx context.Context) error {
 		Logger:           zl,
 	})
 	magic := certmagic.New(m.cache, certmagic.Config{
-		Storage:        &certmagic.FileStorage{Path: filepath.Join(s.cfg.Server.DataDir, "certmagic")},
+		Storage:        storage,
 		Logger:         zl,
 		OnEvent:        m.onEvent,
 		ShouldEmitFunc: func(event string) bool { return event != "tls_get_certificate" },
@@ -300,7 +305,10 @@ func (m *acmeManager) close() {
 		m.stop()
 	}
 	m.wg.Wait()
-	m.stopCache.Do(m.cache.Stop)
+	m.stopCache.Do(func() {
+		m.cache.Stop()
+		m.storage.Close()
+	})
 }
 
 // getCertificateACME is TLSConfig's GetCertificate in acme mode.

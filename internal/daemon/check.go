@@ -3,7 +3,9 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
+	"github.com/tariq-vpn/tariq/internal/store"
 )
 
 // Severity grades a finding of Check.
@@ -57,6 +60,8 @@ func Check(ctx context.Context, l *config.Loaded) []Finding {
 	}
 
 	if err := writableDir(cfg.Server.DataDir); err != nil {
+		add(Fail, "server.data_dir", "%s", err)
+	} else if err := safeDataDir(cfg.Server.DataDir); err != nil {
 		add(Fail, "server.data_dir", "%s", err)
 	} else {
 		add(OK, "server.data_dir", "%s is writable", cfg.Server.DataDir)
@@ -136,6 +141,19 @@ func writableDir(dir string) error {
 			return err
 		}
 	}
+}
+
+// safeDataDir runs the store's checks of an existing data directory
+// (owner, mode), which would refuse it at start.
+func safeDataDir(dir string) error {
+	d, err := store.OpenDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // created at start
+	}
+	if err != nil {
+		return err
+	}
+	return d.Close()
 }
 
 // checkPorts tries to bind every configured listener.

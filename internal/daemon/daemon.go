@@ -77,6 +77,7 @@ type Daemon struct {
 	metrics *metricsServer
 	admin   *admin.Server
 	parts   []namedPart // opened, in order; closed in reverse
+	release func()      // gives up the data directory (store.Claim), after every part closed
 	closed  sync.Once
 }
 
@@ -165,6 +166,19 @@ func (d *Daemon) open(ctx context.Context) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	d.store = st
+	// One daemon per data directory, for its lifetime; the CLI edits the
+	// state under the state lock meanwhile, through the admin socket when
+	// it can.
+	if d.release, err = st.Claim(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	removed, err := st.RemoveTemp()
+	if len(removed) > 0 {
+		d.log.Info("removed temporary files an interrupted write left", "dir", st.Dir(), "files", removed)
+	}
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
 	if _, err := st.Load(); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -250,6 +264,9 @@ func (d *Daemon) close() {
 				if err := d.parts[i].Close(); err != nil {
 					d.log.Warn("closing "+d.parts[i].name, "err", err)
 				}
+			}
+			if d.release != nil {
+				d.release()
 			}
 		}()
 		select {

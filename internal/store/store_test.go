@@ -14,6 +14,10 @@ import (
 	"github.com/tariq-vpn/tariq/config"
 )
 
+// testServerKey is a server WireGuard private key for states built by hand:
+// a state with peers always has one.
+const testServerKey = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
+
 func TestUpdateAndReload(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(filepath.Join(dir, "data"))
@@ -83,6 +87,7 @@ func TestCrashSafety(t *testing.T) {
 		}
 		for i := 0; ; i++ {
 			s.Update(func(st *State) error {
+				st.VPN.PrivateKey = testServerKey
 				st.Peers = append(st.Peers, Peer{Name: "p" + strconv.Itoa(i), PublicKey: "k", PresharedKey: "psk"})
 				st.Relay.Secret = config.Secret("secret-" + strconv.Itoa(len(st.Peers)))
 				return nil
@@ -162,7 +167,7 @@ func TestReadsFormat1(t *testing.T) {
 // they survive a write and a read.
 func TestInviteSwitchedAtOptional(t *testing.T) {
 	used := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	st := State{Version: Version, Invites: []Invite{{Hash: "h", Peer: "mom", CreatedAt: used, Expires: used, UsedAt: used}},
+	st := State{Version: Version, VPN: VPNState{PrivateKey: testServerKey}, Invites: []Invite{{Hash: "h", Peer: "mom", CreatedAt: used, Expires: used, UsedAt: used}},
 		Peers: []Peer{{Name: "mom", Reach: &Reachability{CheckedAt: used, Verdict: "wireguard"}}}}
 	b, _ := json.Marshal(st)
 	for _, k := range []string{"switched_at", "confirmed", "switched_from"} {
