@@ -464,11 +464,11 @@ type pageResult struct {
 	State   string          `json:"state"`
 	Verdict string          `json:"verdict"`
 	Form    string          `json:"form"`
-	Paths   map[string]bool `json:"paths"` // ticked (true) or crossed (false); untested paths absent
-	Shown   []string        `json:"shown"` // ids of the verdict paragraphs shown
-	Text    string          `json:"text"`  // their text
-	Href    string          `json:"href"`
-	QR      string          `json:"qr"`
+	Paths   map[string]bool `json:"paths"`  // ticked (true) or crossed (false); untested paths absent
+	Shown   []string        `json:"shown"`  // ids of the verdict paragraphs shown
+	Text    string          `json:"text"`   // their text
+	Reveal  string          `json:"reveal"` // the form the reveal asks for: "" (the peer's own), amneziawg, wireguard-PORT
+	Secret  bool            `json:"secret"` // the page carries a download or a QR code
 	Dir     string          `json:"dir"`
 	Confirm string          `json:"confirm"` // the confirmation's state
 }
@@ -482,7 +482,8 @@ const readCheck = `(() => {
 		paths: Object.fromEntries([...s.querySelectorAll('#reach-list li')].filter((li) => li.dataset.ok)
 			.map((li) => [li.dataset.path, li.dataset.ok === 'true'])),
 		shown: shown.map((e) => e.id), text: shown.map((e) => e.innerText.trim()).join('\n'),
-		href: document.getElementById('download').href, qr: document.getElementById('qr').src,
+		reveal: ((f) => f.elements.form.value + (f.elements.port.value ? '-' + f.elements.port.value : ''))(document.getElementById('reveal')),
+		secret: /data:/.test(document.documentElement.outerHTML),
 		dir: getComputedStyle(s).direction,
 		confirm: (document.getElementById('confirm') || {dataset: {}}).dataset.state || '',
 	};
@@ -660,14 +661,14 @@ func TestCensorLab(t *testing.T) {
 	r, err := c.runPage("")
 	testutil.Uncensor(t, c.isp.ns)
 	if err != nil || r.Verdict != "amneziawg" || r.Form != "amneziawg-51821" || !slices.Equal(r.Shown, []string{"verdict-amneziawg"}) ||
-		r.Paths["wg-51820"] || r.Paths["wg-443"] || !r.Paths["awg-51821"] || !strings.HasPrefix(r.QR, "data:image/png") {
+		r.Paths["wg-51820"] || r.Paths["wg-443"] || !r.Paths["awg-51821"] || r.Reveal != "amneziawg" || r.Secret {
 		t.Fatalf("stock ports blocked: page %+v %v", r, err)
 	}
-	if !strings.HasSuffix(r.Href, "/download?form=amneziawg") {
-		t.Errorf("download link %q, want ?form=amneziawg", r.Href)
-	}
 	stockConf := c.peerShow(c.memberName)
-	got := c.download(r.Href)
+	got, err := c.revealDownload()
+	if err != nil {
+		t.Fatalf("stock ports blocked: %v", err)
+	}
 	v, own := confValues(got), confValues(stockConf)
 	if v["Peer.Endpoint"] != labServer+":51821" || v["Interface.Jc"] == "" || v["Interface.PrivateKey"] != own["Interface.PrivateKey"] ||
 		v["Interface.Address"] != own["Interface.Address"] || v["Peer.PresharedKey"] != own["Peer.PresharedKey"] {
@@ -676,8 +677,8 @@ func TestCensorLab(t *testing.T) {
 	if shown := c.peerShow(c.memberName); shown != got {
 		t.Errorf("after the AmneziaWG download, peer show %s prints\n%s\nwant what was downloaded:\n%s", c.memberName, shown, got)
 	}
-	if resp := c.get(r.Href); resp.StatusCode != http.StatusSeeOther {
-		t.Errorf("a second download: %d, want 303 (burned; no switch from AmneziaWG)", resp.StatusCode)
+	if resp := c.reveal("form=amneziawg"); resp.StatusCode != http.StatusGone {
+		t.Errorf("a second reveal: %d, want 410 (used; no switch from AmneziaWG)", resp.StatusCode)
 	}
 	c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "-")
 
@@ -726,12 +727,13 @@ func (c *censorLab) checkPage(row labRow, tr map[string]string, dir string) {
 	if want := tr["verdict_"+row.profile.page]; r.Text != want || r.Dir != dir {
 		t.Errorf("%s: the page says (%s)\n%s\nwant (%s)\n%s", name, r.Dir, r.Text, dir, want)
 	}
-	if r.Form != "" || strings.Contains(r.Href, "form=") {
-		t.Errorf("%s: the page switched the download to %q (%s); the member's own form is the advice or there is none", name, r.Form, r.Href)
+	if r.Form != "" || r.Reveal != "" {
+		t.Errorf("%s: the page switched the reveal to %q (%s); the member's own form is the advice or there is none", name, r.Form, r.Reveal)
 	}
-	// The confirmation waits for the member where the page advises an app.
-	if wantAsk := row.profile.page == "wireguard" || row.profile.page == "amneziawg"; (r.Confirm == "ask") != wantAsk {
-		t.Errorf("%s: the confirmation is %q after the check", name, r.Confirm)
+	// Nothing is revealed before the member asks: no settings, and no
+	// confirmation yet.
+	if r.Secret || r.Confirm != "idle" {
+		t.Errorf("%s: after the check, settings on the page %v, the confirmation %q", name, r.Secret, r.Confirm)
 	}
 	advice := map[string]string{"wireguard": "WireGuard app, UDP 51820", "calls": "VPN blocked; relayed calls work"}[row.profile.page]
 	c.checkStatus(c.memberName, advice, "-")
@@ -740,8 +742,10 @@ func (c *censorLab) checkPage(row labRow, tr map[string]string, dir string) {
 // confirmView is what the page's confirmation shows.
 type confirmView struct {
 	State     string `json:"state"`
-	Text      string `json:"text"`   // its paragraphs shown
-	Button    bool   `json:"button"` // "I have switched it on"
+	Text      string `json:"text"`      // its paragraphs shown
+	Button    bool   `json:"button"`    // "I have switched it on"
+	AWGReveal bool   `json:"awgReveal"` // "Show AmneziaWG settings"
+	AWGAction string `json:"awgAction"` // where it posts
 	AWGHref   string `json:"awgHref"`
 	AWGQR     string `json:"awgQR"`
 	MainShown bool   `json:"mainShown"` // the first download button
@@ -758,7 +762,9 @@ const readConfirm = `(() => {
 	return {
 		state: s.dataset.state, text: shown.map((e) => e.innerText.trim()).join('\n'),
 		button: seen(document.getElementById('confirm-button')),
-		awgHref: seen(a) ? a.href : '', awgQR: seen(qr) ? qr.src : '',
+		awgReveal: seen(document.getElementById('reveal-amneziawg-button')),
+		awgAction: (document.getElementById('reveal-amneziawg') || {}).action || '',
+		awgHref: seen(a) ? a.href : '', awgQR: seen(qr) && qr.complete && qr.naturalWidth > 0 ? qr.src : '',
 		mainShown: seen(document.getElementById('download')),
 		dir: getComputedStyle(s).direction, align: shown.length ? getComputedStyle(shown[0]).textAlign : '',
 	};
@@ -766,6 +772,15 @@ const readConfirm = `(() => {
 
 // waitConfirm waits until the confirmation reaches state, or says why not.
 func (c *censorLab) waitConfirm(state string, within time.Duration) (confirmView, error) {
+	v, err := c.waitConfirmView(within, func(v confirmView) bool { return v.State == state })
+	if err != nil {
+		return v, fmt.Errorf("the confirmation is %q (%q), not %q: %w", v.State, v.Text, state, err)
+	}
+	return v, nil
+}
+
+// waitConfirmView waits until the confirmation shows what ok wants.
+func (c *censorLab) waitConfirmView(within time.Duration, ok func(confirmView) bool) (confirmView, error) {
 	ctx, cancel := context.WithTimeout(c.pageTab, within)
 	defer cancel()
 	var v confirmView
@@ -773,33 +788,33 @@ func (c *censorLab) waitConfirm(state string, within time.Duration) (confirmView
 		if err := chromedp.Run(ctx, testutil.EvalJSON(readConfirm, &v)); err != nil {
 			return v, fmt.Errorf("reading the confirmation (state %q): %w", v.State, err)
 		}
-		if v.State == state {
+		if ok(v) {
 			return v, nil
 		}
 		select {
 		case <-ctx.Done():
-			return v, fmt.Errorf("the confirmation is %q (%q), not %q within %s", v.State, v.Text, state, within)
+			return v, fmt.Errorf("not within %s", within)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
 
 // confirmPage is the member's way on from the page's advice of stock
-// WireGuard, under the current profile: she downloads the settings with
-// the page's button, switches the client on (upstream wireguard-go, a full
-// tunnel beside the browser) and keeps the page open. If the table says
-// stock WireGuard works, the page must say connected without being told.
-// Else she presses "I have switched it on"; the countdown must end in the
-// AmneziaWG offer (its QR code and download, the stock ones gone); she
-// switches WireGuard off, takes that download (the link's switch),
-// switches amneziawg-go on, presses the button again, and the page must
-// say connected. It returns the form she ends on and whether it switched;
+// WireGuard, under the current profile: she reveals the settings and
+// downloads them with the page's buttons, switches the client on
+// (upstream wireguard-go, a full tunnel beside the browser) and keeps the
+// page open. If the table says stock WireGuard works, the page must say
+// connected without being told. Else she presses "I have switched it on";
+// the countdown must end in the AmneziaWG offer (the stock QR code and
+// download gone); she switches WireGuard off, reveals that form (the
+// link's switch) and downloads it, switches amneziawg-go on, presses the
+// button again, and the page must say connected. It returns the form she ends on and whether it switched;
 // `tariq status` and `tariq peer show` must agree at every step.
 func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir string) (final string, switched bool) {
 	t := c.t
 	t.Helper()
 	name, ownConf := prof.name, c.peerShow(c.memberName)
-	conf, err := c.clickDownload("#download")
+	conf, err := c.revealDownload()
 	if err != nil || conf != ownConf {
 		t.Errorf("%s: the page's download (%v):\n%s\nwant what peer show prints:\n%s", name, err, conf, ownConf)
 		return "", false
@@ -832,18 +847,26 @@ func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir st
 		t.Errorf("%s: no switch to AmneziaWG: %v", name, err)
 		return "", false
 	}
-	want := "?form=amneziawg"
+	want := c.invite
 	if dir == "rtl" {
-		want = "?form=amneziawg&lang=ar"
+		want += "?lang=ar"
 	}
-	if v.Text != tr["confirm_switch"] || v.Dir != dir || v.Align != "start" || !strings.HasSuffix(v.AWGHref, "/download"+want) ||
-		!strings.HasPrefix(v.AWGQR, "data:image/png") || v.MainShown || !v.Button {
-		t.Errorf("%s: the switch shows %+v; want (%s) %q, a download ending %s, its QR code, the stock download gone", name, v, dir, tr["confirm_switch"], want)
+	if v.Text != tr["confirm_switch"] || v.Dir != dir || v.Align != "start" || !v.AWGReveal || v.AWGAction != want ||
+		v.AWGHref != "" || v.AWGQR != "" || v.MainShown || v.Button {
+		t.Errorf("%s: the switch shows %+v; want (%s) %q, its reveal posting to %s, no settings before it, the stock download gone", name, v, dir, tr["confirm_switch"], want)
 	}
 	c.checkStatus(c.memberName, "WireGuard app, UDP 51820", "-") // nothing changes before she takes it
 
-	// The switched download: the same keys, in the AmneziaWG form, which
-	// is now the peer's.
+	// The switched reveal: the same keys, in the AmneziaWG form, which is
+	// now the peer's.
+	err = chromedp.Run(c.pageTab, chromedp.Click("#reveal-amneziawg-button", chromedp.ByID))
+	if err == nil {
+		v, err = c.waitConfirmView(5*time.Second, func(v confirmView) bool { return v.AWGQR != "" })
+	}
+	if err != nil || !strings.HasPrefix(v.AWGHref, "data:") || !strings.HasPrefix(v.AWGQR, "data:image/png") || v.AWGReveal || !v.Button || v.State != "switch" {
+		t.Errorf("%s: the switched reveal shows %+v (%v); want its download, its QR code and the button", name, v, err)
+		return "", false
+	}
 	awgConf, err := c.clickDownload("#download-amneziawg")
 	av, sv := confValues(awgConf), confValues(conf)
 	if err != nil || av["Peer.Endpoint"] != labServer+":51821" || av["Interface.Jc"] == "" || av["Interface.PrivateKey"] != sv["Interface.PrivateKey"] ||
@@ -868,12 +891,24 @@ func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir st
 	}
 	c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "connected (stock handshake never arrived, switched to AmneziaWG)")
 	// Switched once: the link hands out nothing more, in any form.
-	for _, u := range []string{c.invite + "/download?form=amneziawg", c.invite + "/download"} {
-		if resp := c.get(u); resp.StatusCode != http.StatusSeeOther {
-			t.Errorf("%s: after the switch, %s: %d, want 303 (used)", name, u, resp.StatusCode)
+	for _, f := range []string{"form=amneziawg", "form="} {
+		if resp := c.reveal(f); resp.StatusCode != http.StatusGone {
+			t.Errorf("%s: after the switch, a reveal of %s: %d, want 410 (used)", name, f, resp.StatusCode)
 		}
 	}
 	return "amneziawg", true
+}
+
+// revealDownload presses the page's "Show my settings", as the member
+// would, and once the settings are shown, downloads them.
+func (c *censorLab) revealDownload() (string, error) {
+	ctx, cancel := context.WithTimeout(c.pageTab, 10*time.Second)
+	err := chromedp.Run(ctx, chromedp.Click("#reveal-button", chromedp.ByID), chromedp.WaitVisible("#download", chromedp.ByID))
+	cancel()
+	if err != nil {
+		return "", fmt.Errorf("revealing the settings: %w", err)
+	}
+	return c.clickDownload("#download")
 }
 
 // clickDownload clicks the page's download button sel, as the member
@@ -946,9 +981,10 @@ func mapDiff(want, got map[string]bool) string {
 	return b.String()
 }
 
-// get fetches url from the device network, trusting only the daemon's
-// certificate, without following redirects.
-func (c *censorLab) get(url string) *http.Response {
+// reveal posts the member's link's reveal form with fields from the
+// device network, as the page does, trusting only the daemon's
+// certificate.
+func (c *censorLab) reveal(fields string) *http.Response {
 	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: c.roots, ServerName: labServer},
 		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
@@ -960,25 +996,17 @@ func (c *censorLab) get(url string) *http.Response {
 		},
 	}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := client.Get(url)
+	req, _ := http.NewRequest("POST", c.invite, strings.NewReader(fields))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
-		c.t.Fatalf("GET %s: %v", url, err)
+		c.t.Fatalf("POST %s: %v", c.invite, err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	resp.Body = io.NopCloser(strings.NewReader(string(body)))
 	return resp
-}
-
-func (c *censorLab) download(url string) string {
-	resp := c.get(url)
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		c.t.Fatalf("download %s: %d %s", url, resp.StatusCode, b)
-	}
-	return string(b)
 }
 
 // censorTable renders the rows as the README's Markdown table.

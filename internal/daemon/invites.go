@@ -44,6 +44,10 @@ func check(inv store.Invite, now time.Time) error {
 	return nil
 }
 
+// Peek returns what the invite's page shows before the reveal: the peer,
+// its own form, the other forms on offer and the reachability check, and
+// no key material. Each form's config is rendered (and dropped) to offer
+// only the forms that can be handed out.
 func (iv invites) Peek(token string) (*web.Invite, error) {
 	st, err := iv.d.store.Load()
 	if err != nil {
@@ -53,38 +57,41 @@ func (iv invites) Peek(token string) (*web.Invite, error) {
 	if i < 0 {
 		return nil, web.ErrInviteUnknown
 	}
-	if err := check(st.Invites[i], time.Now()); err != nil {
+	stored := st.Invites[i]
+	if err := check(stored, time.Now()); err != nil {
 		return nil, err
 	}
-	inv, err := iv.render(st, st.Invites[i], nil)
+	p := st.Peer(stored.Peer)
+	if iv.d.vpn == nil || p == nil {
+		return nil, web.ErrInviteUnknown
+	}
+	cfg := iv.d.config()
+	own, err := ownForm(cfg, *p)
+	if err == nil {
+		_, err = iv.d.vpn.ClientConfig(p.Name)
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %v", web.ErrInviteUnknown, err)
 	}
-	// The other forms, for the reachability check to switch to.
-	p := st.Peer(inv.Peer)
-	for _, f := range offeredForms(iv.d.config(), *p) {
-		if f == inv.Form {
+	inv := &web.Invite{Peer: p.Name, Expires: stored.Expires, Form: own}
+	for _, f := range offeredForms(cfg, *p) {
+		if f == own {
 			continue
 		}
-		text, err := iv.formConfig(st, *p, f)
-		if err != nil {
+		if _, err := iv.formConfig(st, *p, f); err != nil {
 			continue // e.g. a port no longer configured: just not offered
 		}
-		png, err := vpn.QRPNG(text, 512)
-		if err != nil {
-			return nil, err
-		}
-		inv.Alternatives = append(inv.Alternatives, web.AltForm{Form: f, QRPNG: png})
+		inv.Alternatives = append(inv.Alternatives, f)
 	}
-	inv.Check = iv.check(inv.Peer, true)
+	inv.Check = iv.check(p.Name, true)
 	return inv, nil
 }
 
-// Redeem burns the invite and returns its config in form f (nil: the
+// Redeem burns the invite and returns its settings in form f (nil: the
 // peer's own), which becomes the peer's stored form: the one the member
 // now uses. A form the server does not offer burns nothing. A used invite
 // is refused, but for the one switch to AmneziaWG (canSwitch).
-func (iv invites) Redeem(token string, f *web.Form) (*web.Invite, error) {
+func (iv invites) Redeem(token string, f *web.Form) (*web.Settings, error) {
 	// The switch depends on the device's last handshake, read before the
 	// store is locked: the vpn service takes its own lock and then the
 	// store's (AddPeer), so never the other way round. A handshake landing
@@ -113,7 +120,7 @@ func (iv invites) Redeem(token string, f *web.Form) (*web.Invite, error) {
 	case err != nil:
 	case switched:
 		iv.d.log.Info("invite switched to amneziawg", "peer", used.Peer, "form", inv.Form.Key(),
-			"reason", "no handshake since the stock download")
+			"reason", "no handshake since the stock reveal")
 	default:
 		iv.d.log.Info("invite used", "peer", used.Peer, "form", inv.Form.Key())
 	}
@@ -175,21 +182,21 @@ func redeemLocked(st *store.State, cfg *config.Config, token string, f *web.Form
 // calls"). All of these must hold:
 //
 //   - the form asked for is AmneziaWG, and the server offers it;
-//   - the download was the stock form (the peer's stored form is stock);
+//   - the reveal was the stock form (the peer's stored form is stock);
 //   - it was within checkGrace, as long as the page may still talk to us;
 //   - the server has seen no handshake from the peer since (lastHandshake):
 //     the stock settings did not get through;
 //   - the link has not switched before.
 //
-// It discloses nothing new: whoever holds the link already has the peer's
-// private key and PSK from the first download, and the AmneziaWG form is
+// It discloses nothing new: whoever revealed the link already has the
+// peer's private key and PSK from the first reveal, and the AmneziaWG form is
 // the same keys and addresses with the server's obfuscation parameters,
 // which every obfuscated peer's config carries and which authenticate
 // nothing. What the rule keeps is the link's meaning: a used link stays
 // used, but for this once.
 func canSwitch(inv store.Invite, p store.Peer, cfg *config.Config, f *web.Form, lastHandshake, now time.Time) error {
 	ok := f != nil && f.AmneziaWG && // AmneziaWG only,
-		!p.Obfuscated && // after a stock download,
+		!p.Obfuscated && // after a stock reveal,
 		now.Sub(inv.UsedAt) <= checkGrace && // within the hour,
 		!handshakeSince(inv, lastHandshake) && // if that did not connect,
 		inv.SwitchedAt.IsZero() // once
@@ -209,8 +216,8 @@ func setForm(p *store.Peer, cfg *config.Config, f web.Form) {
 	}
 }
 
-// checkGrace is how long after its download an invite's page may still
-// talk to the server: post a reachability check (the visitor may download
+// checkGrace is how long after its reveal an invite's page may still
+// talk to the server: post a reachability check (the visitor may reveal
 // before it finishes), poll the confirmation, switch to AmneziaWG.
 const checkGrace = time.Hour
 
@@ -337,7 +344,7 @@ func (iv invites) SaveCheck(token string, judge func(*web.Check, web.Form) (web.
 
 // render returns inv's peer's config in form f (nil: the peer's own), as
 // text and QR code.
-func (iv invites) render(st *store.State, inv store.Invite, f *web.Form) (*web.Invite, error) {
+func (iv invites) render(st *store.State, inv store.Invite, f *web.Form) (*web.Settings, error) {
 	if iv.d.vpn == nil {
 		return nil, web.ErrInviteUnknown
 	}
@@ -370,7 +377,7 @@ func (iv invites) render(st *store.State, inv store.Invite, f *web.Form) (*web.I
 	if err != nil {
 		return nil, err
 	}
-	return &web.Invite{Peer: inv.Peer, Config: text, QRPNG: png, Expires: inv.Expires, Form: form}, nil
+	return &web.Settings{Peer: inv.Peer, Config: text, QRPNG: png, Form: form}, nil
 }
 
 // formConfig renders peer p's config in form f, which resolveForm

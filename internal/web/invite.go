@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"path"
 	"regexp"
 	"strings"
@@ -34,40 +35,44 @@ var (
 	ErrFormNotOffered = errors.New("this server does not offer that form of the settings")
 )
 
-// Invite is what a one-time link opens: one peer's client config.
+// Invite is what a one-time link's page shows before the member reveals
+// the settings: whose they are, until when, and which forms the page may
+// advise. It carries no key material by design: any GET of the page (a
+// link preview, a mail scanner) sees only this (issue 9).
 type Invite struct {
 	Peer    string
-	Config  string // wg-quick text
-	QRPNG   []byte // the config as a QR code
 	Expires time.Time
-	// Form is the form Config is in: the peer's own, unless Redeem was
-	// asked for another.
+	// Form is the peer's own form: what a reveal hands out unless the
+	// reachability check advises another.
 	Form Form
-	// Alternatives are the other forms the server offers this peer, with
-	// their QR codes, for the reachability check to switch to (Peek only).
-	Alternatives []AltForm
-	// Check is the reachability check the page runs (Peek only); nil: none.
+	// Alternatives are the other forms the server offers this peer, for the
+	// check to advise and the confirmation to switch to.
+	Alternatives []Form
+	// Check is the reachability check the page runs; nil: none.
 	Check *Check
 }
 
-// AltForm is another form of an invite's config, as a QR code.
-type AltForm struct {
-	Form  Form
-	QRPNG []byte
+// Settings is what a reveal hands out: one peer's client config in one
+// form, as text and as a QR code.
+type Settings struct {
+	Peer   string
+	Form   Form
+	Config string // wg-quick text
+	QRPNG  []byte
 }
 
 // Invites looks invites up by token. Implementations compare token hashes
 // in constant time and never keep the token itself.
 type Invites interface {
-	// Peek returns the invite without using it up.
+	// Peek returns the invite without using it up, and nothing secret.
 	Peek(token string) (*Invite, error)
-	// Redeem burns the invite and returns it with its config in form f (nil:
-	// the peer's own); a second call gets ErrInviteUsed, but for one
-	// exception: the AmneziaWG form, once, soon after a stock download
-	// whose device never reached the server (the page's confirmation, see
+	// Redeem burns the invite and returns its settings in form f (nil: the
+	// peer's own); a second call gets ErrInviteUsed, but for one
+	// exception: the AmneziaWG form, once, soon after a stock reveal whose
+	// device never reached the server (the page's confirmation, see
 	// reach.go). A form the server does not offer is an error and burns
 	// nothing.
-	Redeem(token string, f *Form) (*Invite, error)
+	Redeem(token string, f *Form) (*Settings, error)
 	// SaveCheck records the result of the reachability check run from the
 	// invite's page: judge gets the invite's check and the peer's own form
 	// and returns the result to keep, or an error to keep nothing. It
@@ -75,9 +80,8 @@ type Invites interface {
 	SaveCheck(token string, judge func(c *Check, own Form) (Reachability, error)) (Reachability, error)
 	// Connected reports whether the device of the invite's peer has
 	// completed a handshake with the server since the invite was used
-	// (not used yet: since it was created, as settings scanned from the
-	// page leave no trace on the server). Like SaveCheck, it answers while
-	// the invite is valid or was used within the last hour.
+	// (not used yet: since it was created). Like SaveCheck, it answers
+	// while the invite is valid or was used within the last hour.
 	Connected(token string) (bool, error)
 }
 
@@ -210,9 +214,14 @@ nav{margin-top:1.5rem;font-size:.95rem}nav a{margin-inline-end:.8rem;white-space
 .verdict{font-weight:600}
 #confirm{border:1px solid #ccd;border-radius:.6rem;padding:.2rem 1rem;margin:1rem 0}
 button.btn{width:100%;box-sizing:border-box;border:0;font:inherit;font-size:1.15rem;cursor:pointer}
+button.btn:disabled{opacity:.6;cursor:wait}
 </style></head><body>
-<nav class="small">{{range .Langs}}{{if ne .Code $.Lang}}<a href="?lang={{.Code}}&amp;os={{$.Platform}}" hreflang="{{.Code}}" lang="{{.Code}}">{{.Name}}</a>{{end}}{{end}}</nav>
 {{if .Invite}}
+<nav class="small" id="langs">{{range .Langs}}{{if ne .Code $.Lang}}<a href="?lang={{.Code}}&amp;os={{$.Platform}}" hreflang="{{.Code}}" lang="{{.Code}}">{{.Name}}</a>{{end}}{{end}}</nav>
+{{else if not .Settings}}
+<nav class="small">{{range .Langs}}{{if ne .Code $.Lang}}<a href="?lang={{.Code}}&amp;os={{$.Platform}}" hreflang="{{.Code}}" lang="{{.Code}}">{{.Name}}</a>{{end}}{{end}}</nav>
+{{end}}
+{{if or .Invite .Settings}}
 <h1>{{call .T "title"}}</h1>
 <p>{{call .T "intro"}}</p>
 {{with .Check}}
@@ -226,33 +235,42 @@ button.btn{width:100%;box-sizing:border-box;border:0;font:inherit;font-size:1.15
 <p class="verdict" id="verdict-none" hidden>{{call $.T "verdict_none"}}</p>
 <p class="small" id="verdict-error" hidden>{{call $.T "verdict_error"}}</p>
 </section>
-<script type="application/json" id="reach-data">{{.Data}}</script>
-<script src="/assets/reach.js"></script>
 {{end}}
+{{with .Data}}<script type="application/json" id="reach-data">{{.}}</script>
+<script src="/assets/reach.js"></script>{{end}}
 <ol id="steps">
 <li>{{call .T (printf "step_%s_1" .Platform)}}</li>
 <li>{{call .T (printf "step_%s_2" .Platform)}}</li>
 <li>{{call .T (printf "step_%s_3" .Platform)}}</li>
 </ol>
-<a class="btn" id="download" href="{{.DownloadURL}}" download="{{.FileName}}">{{call .T "download"}}</a>
-<img class="qr" id="qr" alt="QR" src="{{.QR}}">
-<p class="small" id="scan-hint">{{call .T "scan_hint"}}</p>
-{{with .Confirm}}
+{{if .Invite}}<form id="reveal" method="post" action="{{.RevealURL}}">
+<input type="hidden" name="form" value=""><input type="hidden" name="port" value="">
+<button class="btn" id="reveal-button" type="submit">{{call .T "reveal"}}</button>
+</form>{{end}}
+<a class="btn" id="download"{{if .Settings}} href="{{.DownloadURL}}"{{else}} hidden{{end}} download="{{.FileName}}">{{call .T "download"}}</a>
+<img class="qr" id="qr" alt="QR"{{if .Settings}} src="{{.QR}}"{{else}} hidden{{end}}>
+<p class="small" id="scan-hint"{{if not .Settings}} hidden{{end}}>{{call .T "scan_hint"}}</p>
+{{if .Invite}}
 <section id="confirm" data-state="idle" hidden>
 <p id="confirm-ask">{{call $.T "confirm_ask"}}</p>
 <p id="confirm-waiting" hidden>{{call $.T "confirm_waiting"}} <span id="confirm-count" dir="ltr"></span></p>
 <p class="verdict" id="confirm-connected" hidden>{{call $.T "confirm_connected"}}</p>
 <p class="verdict" id="confirm-switch" hidden>{{call $.T "confirm_switch"}}</p>
-{{if .SwitchURL}}<div id="confirm-amneziawg" hidden>
-<a class="btn" id="download-amneziawg" href="{{.SwitchURL}}" download="{{$.FileName}}">{{call $.T "download_amneziawg"}}</a>
-<img class="qr" id="qr-amneziawg" alt="QR" src="{{.SwitchQR}}">
+{{if .Switch}}<div id="confirm-amneziawg" hidden>
+<form id="reveal-amneziawg" method="post" action="{{.RevealURL}}">
+<input type="hidden" name="form" value="amneziawg">
+<button class="btn" id="reveal-amneziawg-button" type="submit">{{call $.T "reveal_amneziawg"}}</button>
+</form>
+<a class="btn" id="download-amneziawg" hidden download="{{$.FileName}}">{{call $.T "download_amneziawg"}}</a>
+<img class="qr" id="qr-amneziawg" alt="QR" hidden>
 </div>{{end}}
 <p class="verdict" id="confirm-blocked" hidden>{{call $.T "confirm_blocked"}}</p>
 <button class="btn" id="confirm-button" type="button" hidden>{{call $.T "confirm_button"}}</button>
 </section>
 {{end}}
-<p class="small">{{call .T "once"}}</p>
-<nav class="small">{{call .T "other_devices"}} {{range .Platforms}}{{if ne . $.Platform}}<a href="?os={{.}}&amp;lang={{$.Lang}}">{{call $.T .}}</a>{{end}}{{end}}</nav>
+{{if .Invite}}<p class="small" id="once">{{call .T "once"}}</p>{{end}}
+<p class="small" id="revealed"{{if not .Settings}} hidden{{end}}>{{call .T "revealed"}}</p>
+{{if .Invite}}<nav class="small" id="platforms">{{call .T "other_devices"}} {{range .Platforms}}{{if ne . $.Platform}}<a href="?os={{.}}&amp;lang={{$.Lang}}">{{call $.T .}}</a>{{end}}{{end}}</nav>{{end}}
 {{else}}
 <div class="msg" id="message"><h1>{{call .T .MsgTitle}}</h1><p>{{call .T .MsgBody}}</p></div>
 {{end}}
@@ -264,32 +282,28 @@ type langLink struct{ Code, Name string }
 // pageCheck is the reachability check's part of the page.
 type pageCheck struct {
 	Labels []checkLabel
-	Data   checkData
 }
 
-// pageConfirm is the confirmation's part of the page: once the member has
-// switched the connection on, whether it connects (reach.go). SwitchURL
-// and SwitchQR are the AmneziaWG form, to switch to if it does not; empty
-// when the server does not offer it or the peer already has it.
-type pageConfirm struct {
-	SwitchURL string
-	SwitchQR  template.URL
+// dataURL returns b as a data: URL of type mime.
+func dataURL(mime string, b []byte) string {
+	return "data:" + mime + ";base64," + base64.StdEncoding.EncodeToString(b)
 }
 
-func qrURL(png []byte) string {
-	return "data:image/png;base64," + base64.StdEncoding.EncodeToString(png)
-}
-
+// invitePageData fills invitePage, in one of three states: the link's page
+// before the reveal (Invite), the settings a reveal answers to a browser
+// without script (Settings), or a message (MsgTitle, MsgBody).
 type invitePageData struct {
 	Lang, Platform    string
 	T                 func(string) string
 	Langs             []langLink
 	Platforms         []string
 	Invite            *Invite
-	QR                template.URL
+	Settings          *Settings
 	Check             *pageCheck
-	Confirm           *pageConfirm
-	DownloadURL       string
+	Data              *checkData // reach.js's data: the check and the confirmation
+	Switch            bool       // the confirmation may switch to the AmneziaWG form
+	RevealURL         string
+	QR, DownloadURL   template.URL // data: URLs, only with Settings
 	FileName          string
 	MsgTitle, MsgBody string
 }
@@ -309,50 +323,130 @@ func confFileName(peer string) string {
 	return name + ".conf"
 }
 
-// inviteHandler serves /join/{token} and /join/{token}/download, and the
-// page's check and confirmation (reach.go).
-type inviteHandler struct {
-	invites    Invites
-	server     func() string
-	limit      *limiter // page views and downloads
-	checkLimit *limiter // posted check results
-	pollLimit  *limiter // the confirmation's polls, which must not eat the downloads' budget
+// The rate limits of the invite pages. Tokens carry 144 random bits: what
+// keeps them from being guessed is their size, not a limit. The limits
+// keep a client that keeps missing (a scanner, a script) from costing the
+// server a store read per request at its own pace, and a page from
+// hammering the store; they never stand between a member and a valid link
+// because of others behind the same address (a family behind one CGNAT
+// address, or a few typos first), nor because link previews fetched it:
+//
+//   - guesses: per address (per /64 for IPv6), only requests for a token
+//     that matches no invite: a burst of 10, then one every 6 s; past
+//     that a miss gets 429 instead of 404;
+//   - checks: per token, the check's posts (each one a store write): a
+//     burst of 10, then one every 6 s;
+//   - polls: per token, the confirmation's polls: a burst of 10, then one
+//     every 2 s, more than a page polling every 3 s needs.
+//
+// The page and the reveal of a token that matches an invite (valid, used
+// or expired) are never limited: a reveal works once anyway. A request for
+// a token whose own budget is spent is refused before the lookup; a hit is
+// never charged to its address, so a valid link always opens.
+func newInviteHandler(invites Invites, server func() string) *inviteHandler {
+	return &inviteHandler{invites: invites, server: server,
+		guesses: &limiter[netip.Prefix]{every: 6 * time.Second, burst: 10, max: 1 << 14},
+		checks:  &limiter[string]{every: 6 * time.Second, burst: 10, max: 1 << 12, full: true},
+		polls:   &limiter[string]{every: pollLimitEvery, burst: 10, max: 1 << 12, full: true}}
 }
 
-func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
+// inviteHandler serves /join/{token}: the page, its reveal, and the
+// page's check and confirmation (reach.go).
+type inviteHandler struct {
+	invites Invites
+	server  func() string
+	guesses *limiter[netip.Prefix] // misses, per address
+	checks  *limiter[string]       // the check's posts, per token hash
+	polls   *limiter[string]       // the confirmation's polls, per token hash
+}
+
+// errTooMany is a request refused by a rate limit.
+var errTooMany = errors.New("too many tries")
+
+// admit runs use, the request's lookup of token, within the limits (see
+// newInviteHandler): refused at once if the token's own budget (lim; nil:
+// none) is spent; a miss (ErrInviteUnknown) is charged to r's address and
+// becomes errTooMany once that budget is spent; a hit is charged to the
+// token.
+func (h *inviteHandler) admit(r *http.Request, lim *limiter[string], token string, use func() error) error {
+	var key string
+	if lim != nil {
+		key = HashToken(token)
+		if lim.spent(key) {
+			return errTooMany
+		}
+	}
+	err := use()
+	if errors.Is(err, ErrInviteUnknown) {
+		if a, ok := clientPrefix(r); ok && !h.guesses.allow(a) {
+			return errTooMany
+		}
+		return err
+	}
+	if lim != nil {
+		lim.allow(key)
+	}
+	return err
+}
+
+// newPageData is what every state of the page shares: r's language and
+// platform.
+func newPageData(r *http.Request, vars map[string]string) invitePageData {
 	lang, platform := pickLang(r), pickPlatform(r)
-	d := invitePageData{Lang: lang, Platform: platform, Platforms: platforms}
+	d := invitePageData{Lang: lang, Platform: platform, Platforms: platforms, T: tr(lang, vars)}
 	for _, code := range sortedLangs() {
 		d.Langs = append(d.Langs, langLink{code, translations[code]["lang_name"]})
 	}
+	return d
+}
+
+// expiresVar is the expiry as the page says it, isolated left-to-right
+// (LRI … PDI, Unicode bidi): bare in an Arabic sentence, the bidi
+// algorithm shows the date and time as "UTC 21:11 30-11-2026".
+func expiresVar(t time.Time) string {
+	return "\u2066" + t.UTC().Format("2006-01-02 15:04 UTC") + "\u2069"
+}
+
+func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
+	token := r.PathValue("token")
+	var inv *Invite
+	err := h.admit(r, nil, token, func() (err error) {
+		inv, err = h.invites.Peek(token)
+		return err
+	})
 	vars := map[string]string{"server": h.server()}
-	status := http.StatusOK
-	if !h.limit.allow(r) {
-		status, d.MsgTitle, d.MsgBody = http.StatusTooManyRequests, "slow_title", "slow_body"
-	} else if inv, err := h.invites.Peek(r.PathValue("token")); err != nil {
-		status, d.MsgTitle, d.MsgBody = messageFor(err)
-	} else {
-		d.Invite = inv
-		d.QR = template.URL(qrURL(inv.QRPNG))
-		// Relative to /join/{token}; the query (?lang=, ?os=) goes along,
-		// so a visitor who switched language keeps it on the way back.
-		d.DownloadURL = r.PathValue("token") + "/download" + query(r)
-		d.FileName = confFileName(inv.Peer)
-		vars["name"] = inv.Peer
-		// Isolated left-to-right (LRI … PDI, Unicode bidi): bare in an
-		// Arabic sentence, the bidi algorithm shows the date and time as
-		// "UTC 21:11 30-11-2026".
-		vars["expires"] = "\u2066" + inv.Expires.UTC().Format("2006-01-02 15:04 UTC") + "\u2069"
+	if err != nil {
+		h.message(w, r, err, vars)
+		return
 	}
-	d.T = tr(lang, vars)
-	if d.Invite != nil {
-		d.Confirm = newPageConfirm(r, d.Invite)
-		if d.Invite.Check != nil {
-			d.Check = &pageCheck{Labels: checkLabels(d.Invite.Check, d.T), Data: newCheckData(r.PathValue("token"), d.Invite)}
-		}
+	vars["name"], vars["expires"] = inv.Peer, expiresVar(inv.Expires)
+	d := newPageData(r, vars)
+	d.Invite = inv
+	// Relative to /join/{token}; the query (?lang=, ?os=) goes along, so
+	// an answer in HTML keeps the visitor's language.
+	d.RevealURL = token + query(r)
+	d.FileName = confFileName(inv.Peer)
+	d.Switch = switchForm(inv) != nil
+	data := newCheckData(token, inv)
+	d.Data = &data
+	if inv.Check != nil {
+		d.Check = &pageCheck{Labels: checkLabels(inv.Check, d.T)}
 	}
+	render(w, http.StatusOK, d)
+}
+
+// message answers a request for a link that cannot be shown (used,
+// expired, unknown, too many tries) with the page's friendly message.
+func (h *inviteHandler) message(w http.ResponseWriter, r *http.Request, err error, vars map[string]string) {
+	d := newPageData(r, vars)
+	var status int
+	status, d.MsgTitle, d.MsgBody = messageFor(err)
+	render(w, status, d)
+}
+
+func render(w http.ResponseWriter, status int, d invitePageData) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Language", lang)
+	w.Header().Set("Content-Language", d.Lang)
 	w.Header().Set("Vary", "Accept-Language, User-Agent")
 	w.WriteHeader(status)
 	invitePage.Execute(w, d)
@@ -366,41 +460,134 @@ func query(r *http.Request) string {
 	return "?" + r.URL.RawQuery
 }
 
-func (h *inviteHandler) download(w http.ResponseWriter, r *http.Request) {
-	// Refused (too many tries) or failed (used, expired, unknown): back to
-	// the page, which explains in the visitor's language.
-	back := "../" + r.PathValue("token") + query(r)
-	if !h.limit.allow(r) {
-		http.Redirect(w, r, back, http.StatusSeeOther)
+// maxRevealBody bounds a reveal's form: two short fields.
+const maxRevealBody = 1024
+
+// revealResponse is the reveal's answer to the page's script: the settings
+// as data: URLs, ready for an <img> and an <a download>.
+type revealResponse struct {
+	Form     string `json:"form,omitempty"` // the form revealed, as Form.Key
+	QR       string `json:"qr,omitempty"`
+	Download string `json:"download,omitempty"`
+	File     string `json:"file,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// reveal is the member's deliberate step: the page's button posts here
+// (same origin), which burns the link and answers with the settings, once.
+// Nothing reachable by GET ever carries them: link previews and mail
+// scanners fetch links but do not post forms (issue 9).
+//
+// The answer carries the settings whole, as data: URLs (the QR code for
+// an <img>, the wg-quick file for an <a download>), so taking them needs
+// no second request that could fail after the link is spent, and the
+// server keeps nothing to serve later. The page's script posts with fetch
+// and Accept: application/json and shows the answer in the open page,
+// where the check's advice and the confirmation carry on; a browser
+// without script posts the form itself and gets a page with the settings.
+// Either answer is Cache-Control: no-store, which keeps it out of caches
+// and the back-forward cache: going back to it, or reloading the page,
+// shows the link used, and reloading a posted answer posts again, which
+// says so too. The only later disclosure is the switch to AmneziaWG
+// (Invites.Redeem): the same keys, once, within the hour.
+//
+// The token in the path is the capability, so a forged cross-site post
+// could do nothing its sender could not do alone; still, a post must not
+// come from another site: Sec-Fetch-Site, where the browser sends it, must
+// be same-origin, and Origin, where present, this server (sameOrigin).
+func (h *inviteHandler) reveal(w http.ResponseWriter, r *http.Request) {
+	token := r.PathValue("token")
+	asJSON := wantsJSON(r)
+	fail := func(status int, msg string) {
+		if asJSON {
+			writeJSON(w, status, revealResponse{Error: msg})
+			return
+		}
+		http.Error(w, msg, status)
+	}
+	if !sameOrigin(r) {
+		fail(http.StatusForbidden, "refused: the settings are shown only to the invite page itself")
 		return
 	}
-	form, err := parseForm(r.URL.Query())
+	r.Body = http.MaxBytesReader(w, r.Body, maxRevealBody)
+	if err := r.ParseForm(); err != nil {
+		fail(http.StatusBadRequest, "malformed form")
+		return
+	}
+	form, err := parseForm(r.PostForm)
 	if err != nil {
-		http.Error(w, "unknown settings form: "+err.Error(), http.StatusBadRequest)
+		fail(http.StatusBadRequest, "unknown settings form: "+err.Error())
 		return
 	}
-	inv, err := h.invites.Redeem(r.PathValue("token"), form)
-	if errors.Is(err, ErrFormNotOffered) {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	var s *Settings
+	err = h.admit(r, nil, token, func() (err error) {
+		s, err = h.invites.Redeem(token, form)
+		return err
+	})
+	switch {
+	case errors.Is(err, ErrFormNotOffered):
+		fail(http.StatusBadRequest, err.Error())
+		return
+	case err != nil && asJSON:
+		status, _, _ := messageFor(err)
+		writeJSON(w, status, revealResponse{Error: err.Error()})
+		return
+	case err != nil:
+		h.message(w, r, err, map[string]string{"server": h.server()})
 		return
 	}
-	if err != nil {
-		http.Redirect(w, r, back, http.StatusSeeOther)
+	qr, file := dataURL("image/png", s.QRPNG), dataURL("text/plain;charset=utf-8", []byte(s.Config))
+	if asJSON {
+		writeJSON(w, http.StatusOK, revealResponse{Form: s.Form.Key(), QR: qr, Download: file, File: confFileName(s.Peer)})
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", confFileName(inv.Peer)))
-	w.Write([]byte(inv.Config))
+	d := newPageData(r, map[string]string{"server": h.server(), "name": s.Peer})
+	d.Settings, d.FileName = s, confFileName(s.Peer)
+	d.QR, d.DownloadURL = template.URL(qr), template.URL(file)
+	render(w, http.StatusOK, d)
+}
+
+// sameOrigin reports whether r may come from this server's own page: a
+// browser that sends Sec-Fetch-Site says same-origin, and an Origin, if
+// there is one, is this server. Origin "null" says nothing (Chromium sends
+// it with a form's post under Referrer-Policy: no-referrer, and
+// Sec-Fetch-Site: same-origin); a request with neither header (an older
+// browser, or a script that holds the link anyway) passes.
+func sameOrigin(r *http.Request) bool {
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" {
+		return false
+	}
+	o := r.Header.Get("Origin")
+	if o == "" || o == "null" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Scheme == "https" && u.Host == r.Host
+}
+
+// wantsJSON reports whether r is the page's script asking for JSON.
+func wantsJSON(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "application/json")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
 }
 
 func messageFor(err error) (status int, title, body string) {
 	switch {
+	case errors.Is(err, errTooMany):
+		return http.StatusTooManyRequests, "slow_title", "slow_body"
 	case errors.Is(err, ErrInviteUsed):
 		return http.StatusGone, "used_title", "used_body"
 	case errors.Is(err, ErrInviteExpired):
 		return http.StatusGone, "expired_title", "expired_body"
+	case errors.Is(err, ErrInviteUnknown):
+		return http.StatusNotFound, "unknown_title", "unknown_body"
 	}
-	return http.StatusNotFound, "unknown_title", "unknown_body"
+	return http.StatusInternalServerError, "unknown_title", "unknown_body"
 }
 
 func sortedLangs() []string {
@@ -424,47 +611,84 @@ func sortStrings(s []string) {
 	}
 }
 
-// limiter rate-limits invite requests per client (per /64 for IPv6): a
-// burst of 10, then one every 6 seconds unless every says otherwise.
-// Tokens carry 144 random bits, so this guards the server's effort more
-// than the tokens.
-type limiter struct {
-	every time.Duration // zero: 6 seconds
-
-	mu sync.Mutex // guards m
-	m  map[netip.Prefix]*rate.Limiter
-}
-
-const maxTracked = 1 << 14
-
-func (l *limiter) allow(r *http.Request) bool {
+// clientPrefix returns the address r comes from as the prefix the limits
+// count it by: the address for IPv4, its /64 for IPv6.
+func clientPrefix(r *http.Request) (netip.Prefix, bool) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
 	a, err := netip.ParseAddr(host)
 	if err != nil {
-		return true
+		return netip.Prefix{}, false
 	}
 	a = a.Unmap()
 	bits := 32
 	if a.Is6() {
 		bits = 64
 	}
-	key, _ := a.Prefix(bits)
+	p, _ := a.Prefix(bits)
+	return p, true
+}
+
+// limiter is a token bucket per key: burst requests at once, then one
+// every every. It tracks at most max keys. A key whose bucket has refilled
+// holds nothing a new bucket would not, so when max keys are tracked it
+// drops those (at most once per every, the time a bucket needs to gain a
+// token); if none can go, a new key gets full as its answer: limits whose
+// keys anyone can make up (addresses) refuse, limits whose keys only a
+// hit creates (tokens) allow.
+type limiter[K comparable] struct {
+	every time.Duration
+	burst int
+	max   int
+	full  bool
+
+	mu    sync.Mutex // guards m and swept
+	m     map[K]*rate.Limiter
+	swept time.Time // the last sweep for room
+}
+
+// allow takes one request from key's budget and reports whether there was
+// one.
+func (l *limiter[K]) allow(key K) bool {
+	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.m == nil || len(l.m) > maxTracked {
-		l.m = map[netip.Prefix]*rate.Limiter{}
-	}
-	lim, ok := l.m[key]
-	if !ok {
-		every := l.every
-		if every == 0 {
-			every = 6 * time.Second
+	lim := l.m[key]
+	if lim == nil {
+		if l.m == nil {
+			l.m = map[K]*rate.Limiter{}
 		}
-		lim = rate.NewLimiter(rate.Every(every), 10)
+		if len(l.m) >= l.max && !l.makeRoomLocked(now) {
+			return l.full
+		}
+		lim = rate.NewLimiter(rate.Every(l.every), l.burst)
 		l.m[key] = lim
 	}
-	return lim.Allow()
+	return lim.AllowN(now, 1)
+}
+
+// spent reports whether key's budget is used up now, without taking from
+// it; an untracked key has its whole budget.
+func (l *limiter[K]) spent(key K) bool {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim := l.m[key]
+	return lim != nil && lim.TokensAt(now) < 1
+}
+
+// makeRoomLocked drops the keys whose buckets are full again, at most once
+// per l.every, and reports whether there is room for a new key.
+func (l *limiter[K]) makeRoomLocked(now time.Time) bool {
+	if now.Sub(l.swept) >= l.every {
+		l.swept = now
+		for k, lim := range l.m {
+			if lim.TokensAt(now) >= float64(l.burst) {
+				delete(l.m, k)
+			}
+		}
+	}
+	return len(l.m) < l.max
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"mime"
 	"net"
 	"net/http"
@@ -249,18 +248,19 @@ func usable(c *Check, r Reachability) []string {
 }
 
 // checkData is the page's <script type="application/json" id="reach-data">
-// block, read by reach.js.
+// block, read by reach.js: the check's probes (none without a check) and
+// the confirmation's polls. It carries nothing secret: the settings come
+// only from the reveal (invite.go).
 type checkData struct {
-	Post       string            `json:"post"`
-	TimeoutMs  int               `json:"timeoutMs"`
-	StreamMs   int               `json:"streamMs"`
-	STUN       []probe           `json:"stun"`
-	TURN       []probe           `json:"turn"`
-	Stream     *probe            `json:"stream,omitempty"` // turn-udp, and udp-sustained
-	Username   string            `json:"username,omitempty"`
-	Credential string            `json:"credential,omitempty"`
-	Own        string            `json:"own"`
-	QR         map[string]string `json:"qr"` // form key → data: URL of its QR code
+	Post       string  `json:"post"`
+	TimeoutMs  int     `json:"timeoutMs"`
+	StreamMs   int     `json:"streamMs"`
+	STUN       []probe `json:"stun"`
+	TURN       []probe `json:"turn"`
+	Stream     *probe  `json:"stream,omitempty"` // turn-udp, and udp-sustained
+	Username   string  `json:"username,omitempty"`
+	Credential string  `json:"credential,omitempty"`
+	Own        string  `json:"own"`
 	// The confirmation: where to poll, how often, how long the countdown
 	// runs, and the AmneziaWG form's key if the page may switch to it.
 	Connected string `json:"connected"`
@@ -285,7 +285,7 @@ const (
 // handshake confirmWait after the member says the connection is on (the
 // client's first initiation goes at once, then one every 5 s: five tries).
 // A poll waits at most pollInterval for its answer. pollLimitEvery is the
-// per-address budget for polls, after a burst of 10: one every 2 s, more
+// per-link budget for polls, after a burst of 10: one every 2 s, more
 // than a page polling every 3 s needs.
 const (
 	pollInterval   = 3 * time.Second
@@ -294,15 +294,18 @@ const (
 )
 
 func newCheckData(token string, inv *Invite) checkData {
-	c := inv.Check
 	d := checkData{Post: "/join/" + token + "/check", TimeoutMs: int(probeTimeout / time.Millisecond),
-		StreamMs: int(streamDuration / time.Millisecond), Username: c.Username, Credential: c.Credential,
-		Own: inv.Form.Key(), QR: map[string]string{},
+		StreamMs: int(streamDuration / time.Millisecond), Own: inv.Form.Key(),
 		Connected: "/join/" + token + "/connected", PollMs: int(pollInterval / time.Millisecond),
 		ConfirmMs: int(confirmWait / time.Millisecond)}
-	if a := switchForm(inv); a != nil {
-		d.Switch = a.Form.Key()
+	if f := switchForm(inv); f != nil {
+		d.Switch = f.Key()
 	}
+	c := inv.Check
+	if c == nil {
+		return d
+	}
+	d.Username, d.Credential = c.Username, c.Credential
 	for _, p := range c.paths() {
 		switch p.Kind {
 		case "wg", "awg":
@@ -313,38 +316,21 @@ func newCheckData(token string, inv *Invite) checkData {
 			d.TURN = append(d.TURN, probe{p.ID, p.URL})
 		}
 	}
-	for _, a := range inv.Alternatives {
-		d.QR[a.Form.Key()] = qrURL(a.QRPNG)
-	}
 	return d
 }
 
 // switchForm returns the AmneziaWG form the confirmation may switch inv's
 // page to, or nil: the server does not offer it, or it is the peer's own.
-func switchForm(inv *Invite) *AltForm {
+func switchForm(inv *Invite) *Form {
 	if inv.Form.AmneziaWG {
 		return nil
 	}
-	for i, a := range inv.Alternatives {
-		if a.Form.AmneziaWG {
+	for i, f := range inv.Alternatives {
+		if f.AmneziaWG {
 			return &inv.Alternatives[i]
 		}
 	}
 	return nil
-}
-
-// newPageConfirm is the confirmation's part of inv's page: its AmneziaWG
-// download keeps the page's query (?lang=, ?os=), as the main one does.
-func newPageConfirm(r *http.Request, inv *Invite) *pageConfirm {
-	pc := &pageConfirm{}
-	if a := switchForm(inv); a != nil {
-		q := r.URL.Query()
-		q.Set("form", "amneziawg")
-		q.Del("port")
-		pc.SwitchURL = r.PathValue("token") + "/download?" + q.Encode()
-		pc.SwitchQR = template.URL(qrURL(a.QRPNG))
-	}
-	return pc
 }
 
 // checkLabel is one line of the page's list of paths.
@@ -379,25 +365,14 @@ type checkResponse struct {
 const maxCheckBody = 2048
 
 // check records a result posted by reach.js: same origin, JSON, small,
-// every path one the page probes, rate-limited per address.
+// every path one the page probes, within the link's budget (admit).
 func (h *inviteHandler) check(w http.ResponseWriter, r *http.Request) {
-	reply := func(status int, resp checkResponse) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		json.NewEncoder(w).Encode(resp)
-	}
-	if !h.checkLimit.allow(r) {
-		reply(http.StatusTooManyRequests, checkResponse{Error: "too many tries"})
+	if !sameOrigin(r) {
+		writeJSON(w, http.StatusForbidden, checkResponse{Error: "cross-origin"})
 		return
 	}
-	if o := r.Header.Get("Origin"); o != "" {
-		if u, err := url.Parse(o); err != nil || u.Scheme != "https" || u.Host != r.Host {
-			reply(http.StatusForbidden, checkResponse{Error: "cross-origin"})
-			return
-		}
-	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		reply(http.StatusUnsupportedMediaType, checkResponse{Error: "want application/json"})
+		writeJSON(w, http.StatusUnsupportedMediaType, checkResponse{Error: "want application/json"})
 		return
 	}
 	var in struct {
@@ -407,24 +382,26 @@ func (h *inviteHandler) check(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCheckBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil || dec.More() {
-		reply(http.StatusBadRequest, checkResponse{Error: "malformed result"})
+		writeJSON(w, http.StatusBadRequest, checkResponse{Error: "malformed result"})
 		return
 	}
+	token := r.PathValue("token")
 	var c *Check
-	res, err := h.invites.SaveCheck(r.PathValue("token"), func(chk *Check, own Form) (Reachability, error) {
-		c = chk
-		return judge(chk, own, in.Reached, in.Failed, time.Now())
+	var res Reachability
+	err := h.admit(r, h.checks, token, func() (err error) {
+		res, err = h.invites.SaveCheck(token, func(chk *Check, own Form) (Reachability, error) {
+			c = chk
+			return judge(chk, own, in.Reached, in.Failed, time.Now())
+		})
+		return err
 	})
 	switch {
 	case errors.Is(err, errBadCheck):
-		reply(http.StatusBadRequest, checkResponse{Error: err.Error()})
+		writeJSON(w, http.StatusBadRequest, checkResponse{Error: err.Error()})
 		return
 	case err != nil:
 		status, _, _ := messageFor(err)
-		if !errors.Is(err, ErrInviteUnknown) && !errors.Is(err, ErrInviteUsed) && !errors.Is(err, ErrInviteExpired) {
-			status = http.StatusInternalServerError
-		}
-		reply(status, checkResponse{Error: "not recorded"})
+		writeJSON(w, status, checkResponse{Error: "not recorded"})
 		return
 	}
 	resp := checkResponse{Verdict: res.Verdict, Usable: usable(c, res)}
@@ -434,7 +411,7 @@ func (h *inviteHandler) check(w http.ResponseWriter, r *http.Request) {
 	case VerdictAmneziaWG:
 		resp.Form = Form{AmneziaWG: true, Port: res.Port}.Key()
 	}
-	reply(http.StatusOK, resp)
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // connectedResponse is the confirmation's answer: nothing but whether the
@@ -443,30 +420,27 @@ type connectedResponse struct {
 	Connected bool `json:"connected"`
 }
 
-// connected answers the page's confirmation polls, rate-limited per
-// address on a budget of their own (a page polls every few seconds, and
-// must keep the downloads' budget for the download it may offer next).
-// Used more than an hour ago, expired or unknown: the matching status,
-// and still only {"connected":false}.
+// connected answers the page's confirmation polls, within the link's
+// budget for polls (a page polls every few seconds). Used more than an
+// hour ago, expired or unknown: the matching status, and still only
+// {"connected":false}.
 func (h *inviteHandler) connected(w http.ResponseWriter, r *http.Request) {
-	status, ok := http.StatusOK, false
-	if !h.pollLimit.allow(r) {
-		status = http.StatusTooManyRequests
-	} else if c, err := h.invites.Connected(r.PathValue("token")); err != nil {
+	token := r.PathValue("token")
+	var ok bool
+	err := h.admit(r, h.polls, token, func() (err error) {
+		ok, err = h.invites.Connected(token)
+		return err
+	})
+	status := http.StatusOK
+	if err != nil {
 		status, _, _ = messageFor(err)
-		if !errors.Is(err, ErrInviteUnknown) && !errors.Is(err, ErrInviteUsed) && !errors.Is(err, ErrInviteExpired) {
-			status = http.StatusInternalServerError
-		}
-	} else {
-		ok = c
+		ok = false
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(connectedResponse{Connected: ok})
+	writeJSON(w, status, connectedResponse{Connected: ok})
 }
 
-// parseForm reads ?form=wireguard|amneziawg (and &port= for wireguard) of
-// a download; nil means the peer's own form.
+// parseForm reads form=wireguard|amneziawg (and port= for wireguard) of a
+// reveal; nil (form empty) means the peer's own form.
 func parseForm(q url.Values) (*Form, error) {
 	switch q.Get("form") {
 	case "":

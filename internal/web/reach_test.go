@@ -2,6 +2,7 @@ package web
 
 import (
 	"encoding/json"
+	"fmt"
 	"html"
 	"net/http"
 	"net/http/httptest"
@@ -80,9 +81,9 @@ func TestVerdict(t *testing.T) {
 }
 
 // TestCheckPage: the page carries the check as data (a JSON block, no
-// inline script) and a same-origin script, which the CSP allows and
-// nothing else; the POST records a valid result and refuses everything
-// else; a download can ask for the AmneziaWG form.
+// inline script, nothing secret) and a same-origin script, which the CSP
+// allows and nothing else; the POST records a valid result and refuses
+// everything else, within the link's own budget.
 func TestCheckPage(t *testing.T) {
 	inv := &fakeInvites{}
 	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv)
@@ -120,7 +121,6 @@ func TestCheckPage(t *testing.T) {
 		TURN:     []probe{{"turn-tcp", fakeCheck.TURNTCP}, {"turns-443", fakeCheck.TURNTLS}},
 		Stream:   &probe{"turn-udp", fakeCheck.TURNUDP},
 		Username: "1:check:mom", Credential: "pw", Own: "wireguard-51820",
-		QR:        map[string]string{"amneziawg-51821": "data:image/png;base64,YXdn"},
 		Connected: "/join/good/connected", PollMs: 3000, ConfirmMs: 25000, Switch: "amneziawg-51821"}
 	if diff := cmp.Diff(want, data); diff != "" {
 		t.Errorf("data block (-want +got):\n%s", diff)
@@ -170,24 +170,24 @@ func TestCheckPage(t *testing.T) {
 	if len(inv.saved) != 1 {
 		t.Errorf("refused posts were saved: %v", inv.saved)
 	}
+	// The link's own budget, whatever the addresses: a page posts once.
 	limited := false
-	for range 30 {
-		if post("192.0.2.4:1", "good", `{"reached":[]}`, nil).Code == http.StatusTooManyRequests {
+	for i := range 30 {
+		if post(fmt.Sprintf("192.0.2.%d:1", 100+i), "good", `{"reached":[]}`, nil).Code == http.StatusTooManyRequests {
 			limited = true
 			break
 		}
 	}
 	if !limited {
-		t.Error("30 posts from one address, none refused")
+		t.Error("30 posts for one link, none refused")
+	}
+	if w := do("GET", "/join/good", "192.0.2.4:1", "", nil); w.Code != 200 {
+		t.Errorf("the page after a flood of posts: %d", w.Code)
+	}
+	if !strings.Contains(csp, "form-action 'self'") {
+		t.Errorf("CSP %q: the reveal form (without script) needs form-action 'self'", csp)
 	}
 
-	if w := do("GET", "/join/good/download?form=skype", "192.0.2.5:1", "", nil); w.Code != 400 || inv.used {
-		t.Errorf("unknown form: %d, used %v", w.Code, inv.used)
-	}
-	w = do("GET", "/join/good/download?form=amneziawg&lang=ar", "192.0.2.5:1", "", nil)
-	if w.Code != 200 || !strings.Contains(w.Body.String(), "Jc = 4") || inv.form == nil || !inv.form.AmneziaWG {
-		t.Errorf("AmneziaWG download: %d %q (asked %+v)", w.Code, w.Body, inv.form)
-	}
 	if f, err := parseForm(map[string][]string{"form": {"wireguard"}, "port": {"443"}}); err != nil || *f != (Form{Port: 443}) {
 		t.Errorf("?form=wireguard&port=443: %+v %v", f, err)
 	}
@@ -197,10 +197,11 @@ func TestCheckPage(t *testing.T) {
 }
 
 // TestConfirm: the page carries the confirmation, hidden until the script
-// shows it, with the AmneziaWG form to switch to (its QR code, and a
-// download keeping the page's language); the poll answers JSON with
-// nothing but the one boolean, under the page's strict headers, on a
-// per-address budget of its own that leaves the downloads' budget alone.
+// shows it, with the AmneziaWG form to switch to (a reveal of it, keeping
+// the page's language, and empty places for its QR code and download);
+// the poll answers JSON with nothing but the one boolean, under the
+// page's strict headers, on the link's own budget for polls, which leaves
+// the page alone.
 func TestConfirm(t *testing.T) {
 	inv := &fakeInvites{}
 	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv)
@@ -216,8 +217,10 @@ func TestConfirm(t *testing.T) {
 	for _, want := range []string{
 		`<section id="confirm" data-state="idle" hidden>`,
 		`<button class="btn" id="confirm-button" type="button" hidden>` + translations["ar"]["confirm_button"] + `</button>`,
-		`<a class="btn" id="download-amneziawg" href="good/download?form=amneziawg&lang=ar" download="mom.conf">` + translations["ar"]["download_amneziawg"] + `</a>`,
-		`<img class="qr" id="qr-amneziawg" alt="QR" src="data:image/png;base64,YXdn">`,
+		`<form id="reveal-amneziawg" method="post" action="good?lang=ar">` + "\n" + `<input type="hidden" name="form" value="amneziawg">`,
+		`<button class="btn" id="reveal-amneziawg-button" type="submit">` + translations["ar"]["reveal_amneziawg"] + `</button>`,
+		`<a class="btn" id="download-amneziawg" hidden download="mom.conf">` + translations["ar"]["download_amneziawg"] + `</a>`,
+		`<img class="qr" id="qr-amneziawg" alt="QR" hidden>`,
 		`<p class="verdict" id="confirm-switch" hidden>` + translations["ar"]["confirm_switch"] + `</p>`,
 		`<p class="verdict" id="confirm-blocked" hidden>` + translations["ar"]["confirm_blocked"] + `</p>`,
 		`<p class="verdict" id="confirm-connected" hidden>` + translations["ar"]["confirm_connected"] + `</p>`,
@@ -228,7 +231,8 @@ func TestConfirm(t *testing.T) {
 		}
 	}
 	for _, lang := range []string{"en", "ar"} {
-		for _, k := range []string{"confirm_ask", "confirm_button", "confirm_waiting", "confirm_connected", "confirm_switch", "confirm_blocked", "download_amneziawg"} {
+		for _, k := range []string{"confirm_ask", "confirm_button", "confirm_waiting", "confirm_connected", "confirm_switch", "confirm_blocked",
+			"download_amneziawg", "reveal", "reveal_amneziawg", "revealed"} {
 			if translations[lang][k] == "" {
 				t.Errorf("%s: no %s", lang, k)
 			}
@@ -262,7 +266,9 @@ func TestConfirm(t *testing.T) {
 	}
 
 	// 25 s of polls every 3 s pass; a flood does not, and leaves the
-	// address's page views and downloads alone.
+	// link's page and reveal alone.
+	inv.connected = false
+	h = Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv) // a fresh budget
 	for i := range 9 {
 		if w := get("/join/good/connected", "192.0.2.3:1"); w.Code != 200 {
 			t.Fatalf("poll %d: %d", i, w.Code)
@@ -276,10 +282,13 @@ func TestConfirm(t *testing.T) {
 		}
 	}
 	if !limited {
-		t.Error("40 polls at once from one address, none refused")
+		t.Error("40 polls at once for one link, none refused")
 	}
 	if w := get("/join/good", "192.0.2.3:1"); w.Code != 200 {
 		t.Errorf("the page after a flood of polls: %d", w.Code)
+	}
+	if w := reveal(h, "/join/good", "192.0.2.3:1", "form=", "application/json"); w.Code != 200 {
+		t.Errorf("the reveal after a flood of polls: %d", w.Code)
 	}
 
 	// No AmneziaWG form to switch to: no switch on the page, in its data
@@ -299,7 +308,7 @@ func (o *ownAWG) Peek(token string) (*Invite, error) {
 	inv, err := o.fakeInvites.Peek(token)
 	if err == nil {
 		inv.Form = Form{AmneziaWG: true, Port: 51821}
-		inv.Alternatives = []AltForm{{Form{Port: 51820}, []byte("wg")}}
+		inv.Alternatives = []Form{{Port: 51820}}
 	}
 	return inv, err
 }

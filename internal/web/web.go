@@ -40,10 +40,12 @@ func Handler(info func() Info, invites Invites) http.Handler {
 		landing.Execute(w, info())
 	})
 	if invites != nil {
-		h := &inviteHandler{invites: invites, server: func() string { return info().Host }, limit: &limiter{}, checkLimit: &limiter{},
-			pollLimit: &limiter{every: pollLimitEvery}}
+		h := newInviteHandler(invites, func() string { return info().Host })
+		// GET (and HEAD) never disclose the settings nor use the link up:
+		// link previews and mail scanners fetch links. Only the member's
+		// POST does (invite.go, reveal).
 		mux.HandleFunc("GET /join/{token}", h.page)
-		mux.HandleFunc("GET /join/{token}/download", h.download)
+		mux.HandleFunc("POST /join/{token}", h.reveal)
 		mux.HandleFunc("POST /join/{token}/check", h.check)
 		mux.HandleFunc("GET /join/{token}/connected", h.connected)
 		mux.HandleFunc("GET /assets/reach.js", serveReachJS)
@@ -58,11 +60,14 @@ func Handler(info func() Info, invites Invites) http.Handler {
 }
 
 // SecurityHeaders sets headers for a page with no third-party assets and no
-// reason to be framed or to leak where its visitors came from.
+// reason to be framed or to leak where its visitors came from. Forms post
+// only to the page itself (the invite's reveal, for a browser without
+// script); Cache-Control: no-store keeps revealed settings out of caches
+// and history.
 func SecurityHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
-		hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
+		hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 		hd.Set("Referrer-Policy", "no-referrer")
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("X-Frame-Options", "DENY")
