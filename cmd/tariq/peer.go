@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -26,6 +27,26 @@ func (f *exportFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.png, "png", "", "write the QR code as a PNG to `FILE`")
 	cmd.Flags().BoolVar(&f.invite, "invite", false, "print a one-time link that shows and downloads the config")
 	cmd.Flags().DurationVar(&f.ttl, "ttl", 72*time.Hour, "how long an --invite link stays valid")
+}
+
+// check refuses flags that cannot be honoured, before anything changes.
+func (f *exportFlags) check(cmd *cobra.Command) error {
+	if err := checkTTL(cmd, f.ttl); err != nil {
+		return err
+	}
+	if cmd.Flags().Changed("ttl") && !f.invite {
+		return usageErr(errors.New("--ttl applies only with --invite"))
+	}
+	return nil
+}
+
+// checkTTL refuses a --ttl given as zero, negative or under a second,
+// rather than replacing it with the default.
+func checkTTL(cmd *cobra.Command, ttl time.Duration) error {
+	if cmd.Flags().Changed("ttl") && ttl < time.Second {
+		return usageErr(fmt.Errorf("--ttl %s: must be at least 1s", ttl))
+	}
+	return nil
 }
 
 // peers returns the peer manager and, for a change, says on stderr when no
@@ -117,6 +138,9 @@ AmneziaWG form instead, for vpn.obfuscation.listen_port, to import in the
 AmneziaWG or AmneziaVPN app: for networks that block WireGuard itself.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := addFlags.check(cmd); err != nil {
+				return err
+			}
 			p, err := a.peers(cmd, true)
 			if err != nil {
 				return err
@@ -139,6 +163,9 @@ AmneziaWG or AmneziaVPN app: for networks that block WireGuard itself.`,
 		Short: "Print a device's config, QR code, PNG or a new one-time link",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := showFlags.check(cmd); err != nil {
+				return err
+			}
 			p, err := a.peers(cmd, showFlags.invite)
 			if err != nil {
 				return err
