@@ -207,6 +207,9 @@ var buildTariq = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := os.Chmod(dir, 0o755); err != nil { // tests run it as other users too
+		return "", err
+	}
 	bin := filepath.Join(dir, "tariq")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	if err != nil {

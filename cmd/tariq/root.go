@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
+	"os"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -73,7 +76,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
@@ -81,6 +84,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	var ee *exitError
 	if errors.As(err, &ee) {
 		code = ee.code
+	}
+	if cmd != nil && os.Geteuid() != 0 {
+		err = permissionAdvice(cmd, err)
 	}
 	if strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") ||
 		strings.Contains(err.Error(), "accepts ") || strings.Contains(err.Error(), "required flag") {
@@ -90,6 +96,47 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "tariq: %s\n", line)
 	}
 	return code
+}
+
+// permissionAdvice adds what to do to a permission error that a user other
+// than root met: the daemon's config, data directory and admin socket
+// belong to root and the service user, and ports below 1024 need a
+// capability. A refused admin socket is named without the HTTP request and
+// dial around it. Other errors (a TUN device's, which says what to do
+// itself) are returned as they are.
+func permissionAdvice(cmd *cobra.Command, err error) error {
+	if !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	path := cmd.CommandPath()
+	serve := cmd.Name() == "serve"
+	asUser := "sudo -u tariq " + path
+	if serve {
+		asUser = "systemctl start tariq" // the unit grants the capabilities sudo -u would not
+	}
+	other := "give --data-dir and --admin-socket paths you own"
+	var fe *config.FileError
+	var oe *net.OpError
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &fe):
+		other = "give --config a file you can read"
+	case errors.As(err, &oe) && oe.Net == "unix" && !serve && oe.Addr != nil:
+		cause := oe.Err
+		for errors.Unwrap(cause) != nil {
+			cause = errors.Unwrap(cause)
+		}
+		err = fmt.Errorf("admin socket %s: %w", oe.Addr, cause)
+		other = "give --admin-socket the socket of a daemon you run"
+	case errors.As(err, &oe) && oe.Net == "unix":
+	case errors.As(err, &oe) && oe.Op == "listen":
+		return fmt.Errorf("%w; ports below 1024 need root or CAP_NET_BIND_SERVICE: run %s as root or as the service user (%s), "+
+			"or choose ports above 1023 (web.listen, relay.listen_udp, relay.listen_tcp, relay.listen_tls)", err, path, asUser)
+	case errors.As(err, &pe):
+	default:
+		return err
+	}
+	return fmt.Errorf("%w; run %s as root or as the service user (%s), or %s", err, path, asUser, other)
 }
 
 // errorLines splits joined errors (every config problem) into one line each.
