@@ -11,20 +11,23 @@ import (
 
 	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/daemon"
-	"github.com/tariq-vpn/tariq/internal/store"
 )
 
 // exportFlags choose how a peer's config is handed over.
 type exportFlags struct {
 	qr     bool
 	png    string
+	output string
+	force  bool
 	invite bool
 	ttl    time.Duration
 }
 
 func (f *exportFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.qr, "qr", false, "print a QR code for the WireGuard app to scan (of the link, with --invite)")
-	cmd.Flags().StringVar(&f.png, "png", "", "write the QR code as a PNG to `FILE`")
+	cmd.Flags().StringVar(&f.png, "png", "", "write the QR code as a PNG to `FILE` (mode 0600)")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "", "write the config (the link, with --invite) to `FILE`, mode 0600, instead of stdout")
+	cmd.Flags().BoolVar(&f.force, "force", false, "replace an existing --output or --png file")
 	cmd.Flags().BoolVar(&f.invite, "invite", false, "print a one-time link that shows and downloads the config")
 	cmd.Flags().DurationVar(&f.ttl, "ttl", 72*time.Hour, "how long an --invite link stays valid")
 }
@@ -36,6 +39,16 @@ func (f *exportFlags) check(cmd *cobra.Command) error {
 	}
 	if cmd.Flags().Changed("ttl") && !f.invite {
 		return usageErr(errors.New("--ttl applies only with --invite"))
+	}
+	if f.output != "" && f.output == f.png {
+		return usageErr(errors.New("--output and --png name the same file"))
+	}
+	for _, path := range []string{f.output, f.png} {
+		if path != "" {
+			if err := checkOutput(path, f.force); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -93,10 +106,17 @@ func (a *app) export(cmd *cobra.Command, p admin.Peers, pc *admin.PeerConfig, f 
 		if err != nil {
 			return err
 		}
-		if err := store.WriteFile(f.png, png, 0o600); err != nil {
+		if err := writePrivate(f.png, png, f.force); err != nil {
 			return err
 		}
-		fmt.Fprintf(a.stderr, "tariq: wrote %s\n", f.png)
+		fmt.Fprintf(a.stderr, "tariq: wrote %s (mode 0600)\n", f.png)
+	}
+	text := strings.TrimRight(payload, "\n") + "\n"
+	if f.output != "" {
+		if err := writePrivate(f.output, []byte(text), f.force); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stderr, "tariq: wrote %s (mode 0600)\n", f.output)
 	}
 	switch {
 	case f.qr:
@@ -105,8 +125,8 @@ func (a *app) export(cmd *cobra.Command, p admin.Peers, pc *admin.PeerConfig, f 
 			return err
 		}
 		fmt.Fprint(a.stdout, qr)
-	case f.png == "" || f.invite:
-		fmt.Fprintln(a.stdout, strings.TrimRight(payload, "\n"))
+	case f.output == "" && (f.png == "" || f.invite):
+		fmt.Fprint(a.stdout, text)
 	}
 	return nil
 }
@@ -130,7 +150,9 @@ edit the state directly and apply when tariq starts.`,
 		Long: `Add a device: it gets a key pair (or, with --public-key, keeps the one it made
 itself, so the server never holds its private key), a preshared key and the
 next free addresses. The wg-quick config goes to stdout unless --qr, --png or
---invite asks for another form, so "tariq peer add mom > mom.conf" works.
+--invite asks for another form; "tariq peer add mom --output mom.conf" writes
+it to a file only you can read (a shell's "> mom.conf" leaves the private
+key readable by everyone on the machine).
 
 The device dials vpn.listen_port unless --port names one of vpn.extra_ports
 (443, say, where the usual port is blocked). With --obfuscated it gets the
