@@ -179,11 +179,12 @@ func (d *device) up() {
 	t := d.l.t
 	wgGo := testutil.BuildWireGuardGo(t)
 	ifname := "wg" + d.name
-	os.Remove("/var/run/wireguard/" + ifname + ".sock")
+	sock := d.ns.WireGuardSocket(ifname)
+	os.Remove(sock)
 	d.ns.Start(wgGo, "-f", ifname)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat("/var/run/wireguard/" + ifname + ".sock"); err == nil {
+		if _, err := os.Stat(sock); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
