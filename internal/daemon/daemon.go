@@ -38,6 +38,9 @@ type Options struct {
 	Level *slog.LevelVar
 	// Out receives the start-up summary for a person (URLs, next steps).
 	Out io.Writer
+	// Command is how that person runs tariq's CLI against this daemon, for
+	// the next steps the summary prints: "tariq" when empty.
+	Command string
 	// Reload delivers SIGHUP.
 	Reload <-chan os.Signal
 	// Ready, if set, is called once every listener is up.
@@ -405,9 +408,13 @@ func addrStrings(addrs []net.Addr) []string {
 
 func (d *Daemon) printSummary(w io.Writer) {
 	cfg := d.config()
+	tariq := d.opts.Command
+	if tariq == "" {
+		tariq = "tariq"
+	}
 	fmt.Fprintf(w, "\ntariq is serving %s\n", d.host)
 	if d.relay != nil {
-		fmt.Fprintln(w, "\n  TURN relay (paste into your apps; `tariq turn app synapse|nextcloud|jitsi|galene|livekit` prints full snippets):")
+		fmt.Fprintf(w, "\n  TURN relay (paste into your apps; `%s turn app synapse|nextcloud|jitsi|galene|livekit` prints full snippets):\n", tariq)
 		for _, e := range d.Endpoints() {
 			fmt.Fprintf(w, "    %s\n", e.URI())
 		}
@@ -416,7 +423,7 @@ func (d *Daemon) printSummary(w io.Writer) {
 		} else {
 			fmt.Fprintln(w, "  REST shared secret: relay.secrets in the config file")
 		}
-		fmt.Fprintln(w, "  Try it: tariq turn credentials   (a username/password pair valid for relay.credential_ttl)")
+		fmt.Fprintf(w, "  Try it: %s turn credentials   (a username/password pair valid for relay.credential_ttl)\n", tariq)
 	}
 	if d.vpn != nil {
 		ports := fmt.Sprint(d.vpn.ListenPort())
@@ -427,7 +434,7 @@ func (d *Daemon) printSummary(w io.Writer) {
 			ports += fmt.Sprintf(", %d (AmneziaWG form)", cfg.VPN.Obfuscation.ListenPort)
 		}
 		fmt.Fprintf(w, "\n  WireGuard: UDP %s on %s, server key %s\n", ports, cfg.VPN.Interface, d.vpn.ServerPublicKey())
-		fmt.Fprintln(w, "  Add a family member's device: tariq peer add mom --qr   (or --invite for a one-time link)")
+		fmt.Fprintf(w, "  Add a family member's device: %s peer add mom --qr   (or --output mom.conf for a file, --invite for a one-time link)\n", tariq)
 	}
 	if d.web != nil {
 		for _, a := range d.web.Addrs() {
@@ -443,7 +450,7 @@ func (d *Daemon) printSummary(w io.Writer) {
 			fmt.Fprintf(w, "  Certificate: %s for %v until %s\n", info.Source, info.Names, info.NotAfter.Format(time.DateOnly))
 		}
 	}
-	fmt.Fprintf(w, "  Status: tariq status   (admin socket %s)\n\n", cfg.Server.AdminSocket)
+	fmt.Fprintf(w, "  Status: %s status   (admin socket %s)\n\n", tariq, cfg.Server.AdminSocket)
 }
 
 func hostPort(host string, a net.Addr) string {
