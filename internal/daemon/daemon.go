@@ -285,6 +285,10 @@ func (d *Daemon) reload() {
 	}
 	if d.vpn != nil {
 		refused = append(refused, d.vpn.Reload(cfg))
+		// What the device applied: a refused key (its ports, say) keeps
+		// its running value for everything that reads the daemon's config
+		// (status, the invite page's checks and forms).
+		cfg.VPN = d.vpn.Config().VPN
 	}
 	if d.relay != nil {
 		refused = append(refused, d.relay.Reload(cfg))
@@ -300,23 +304,27 @@ func (d *Daemon) reload() {
 
 // restartOnly names the keys outside any subsystem's Reload that changed
 // and can only take effect on a restart: where the daemon keeps its state
-// and sockets, and subsystems switched on that were not running.
+// and sockets, and subsystems switched on that were not running. It sets
+// them back to their running values in cfg, so the config in force says
+// what runs.
 func (d *Daemon) restartOnly(cfg *config.Config) []error {
 	old := d.config()
 	var out []error
-	need := func(key string, changed bool) {
+	need := func(key string, changed bool, keep func()) {
 		if changed {
 			out = append(out, &config.FieldError{Key: key, Msg: "changing it needs a restart"})
+			keep()
 		}
 	}
-	need("server.data_dir", old.Server.DataDir != cfg.Server.DataDir)
-	need("server.admin_socket", old.Server.AdminSocket != cfg.Server.AdminSocket)
-	need("server.metrics_listen", old.Server.MetricsListen != cfg.Server.MetricsListen)
-	need("web.enabled", old.Web.Enabled != cfg.Web.Enabled)
-	need("web.listen", cfg.Web.Enabled && !slices.Equal(old.Web.Listen, cfg.Web.Listen))
-	need("vpn.enabled", d.vpn == nil && cfg.VPN.Enabled)
-	need("relay.enabled", d.relay == nil && cfg.Relay.Enabled)
-	need("tls.mode", d.certs == nil && certs.ResolveMode(cfg) != config.TLSOff)
+	need("server.data_dir", old.Server.DataDir != cfg.Server.DataDir, func() { cfg.Server.DataDir = old.Server.DataDir })
+	need("server.admin_socket", old.Server.AdminSocket != cfg.Server.AdminSocket, func() { cfg.Server.AdminSocket = old.Server.AdminSocket })
+	need("server.metrics_listen", old.Server.MetricsListen != cfg.Server.MetricsListen,
+		func() { cfg.Server.MetricsListen = old.Server.MetricsListen })
+	need("web.enabled", old.Web.Enabled != cfg.Web.Enabled, func() { cfg.Web.Enabled = old.Web.Enabled })
+	need("web.listen", cfg.Web.Enabled && !slices.Equal(old.Web.Listen, cfg.Web.Listen), func() { cfg.Web.Listen = old.Web.Listen })
+	need("vpn.enabled", d.vpn == nil && cfg.VPN.Enabled, func() { cfg.VPN.Enabled = false })
+	need("relay.enabled", d.relay == nil && cfg.Relay.Enabled, func() { cfg.Relay.Enabled = false })
+	need("tls.mode", d.certs == nil && certs.ResolveMode(cfg) != config.TLSOff, func() { cfg.TLS.Mode = old.TLS.Mode })
 	return out
 }
 
