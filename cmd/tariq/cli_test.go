@@ -201,12 +201,14 @@ func TestTurnApp(t *testing.T) {
 	}
 }
 
-// buildTariq compiles the binary once for the subprocess tests.
+// buildTariq compiles the binary once for the subprocess tests, in a
+// directory of this test process's own (TestMain removes it).
 var buildTariq = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "tariq-bin-")
 	if err != nil {
 		return "", err
 	}
+	builtDir.Store(&dir)
 	if err := os.Chmod(dir, 0o755); err != nil { // tests run it as other users too
 		return "", err
 	}

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -103,8 +104,12 @@ func TestREADMETryIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		daemon.Process.Kill()
-		daemon.Wait()
+		daemon.Process.Signal(syscall.SIGTERM)
+		stopped := time.AfterFunc(15*time.Second, func() { daemon.Process.Kill() })
+		if err := daemon.Wait(); err != nil {
+			t.Errorf("tariq serve on SIGTERM: %v", err)
+		}
+		stopped.Stop()
 		if t.Failed() {
 			t.Logf("tariq serve:\n%s", out.String())
 		}
