@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/testutil"
 )
@@ -65,6 +66,26 @@ vpn:
 		t.Fatal("no echo reply through the tunnel before the reload")
 	}
 
+	pendingWarnings := func() []string {
+		t.Helper()
+		loaded, err := config.Load(config.Options{File: file})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var warned []string
+		for _, f := range Check(ctx, loaded) {
+			if f.Severity == Warn && strings.Contains(f.Detail, "takes effect on restart") {
+				warned = append(warned, f.What)
+			}
+		}
+		return warned
+	}
+	if w := pendingWarnings(); len(w) != 0 {
+		t.Errorf("check warns of %v with the file the daemon runs", w)
+	}
+
 	r.reloadFile(t, yaml(ports[3], ports[4], ports[5]))
 	logs := r.logs.String()
 	for _, key := range []string{"vpn.listen_port", "vpn.extra_ports", "vpn.obfuscation.listen_port"} {
@@ -89,6 +110,11 @@ vpn:
 	pc, err := admin.NewClient(r.d.config().Server.AdminSocket).PeerConfig(ctx, "phone")
 	if err != nil || !strings.Contains(pc.Config, fmt.Sprintf("Endpoint = 127.0.0.1:%d\n", ports[0])) {
 		t.Errorf("phone's exported config after the reload (%v):\n%s", err, pc.Config)
+	}
+
+	// `tariq check` on the new file says which ports wait for a restart.
+	if warned, want := pendingWarnings(), []string{"vpn.listen_port", "vpn.extra_ports", "vpn.obfuscation.listen_port"}; !slices.Equal(warned, want) {
+		t.Errorf("check warns of %v, want %v", warned, want)
 	}
 
 	if !phone.ping(tunnelAddr, 10*time.Second) {
