@@ -109,15 +109,8 @@ func (d *device) upAWG() {
 	sock := d.ns.AmneziaWGSocket(ifname)
 	os.Remove(sock)
 	d.ns.Start(bin, "-f", ifname)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("amneziawg-go did not open its UAPI socket %s", sock)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testutil.WaitListening(sock, 10*time.Second); err != nil {
+		t.Fatalf("amneziawg-go did not open its UAPI socket: %v", err)
 	}
 	c := confValues(d.conf)
 	var set strings.Builder

@@ -312,14 +312,9 @@ func (c *censorLab) clientUp(d *device, amnezia bool) (stop func()) {
 		}
 		t.Errorf("%s outlived its process", ifname)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			stop()
-			t.Fatalf("%s did not open its UAPI socket %s", bin, sock)
-		}
+	if err := testutil.WaitListening(sock, 10*time.Second); err != nil {
+		stop()
+		t.Fatalf("%s did not open its UAPI socket: %v", bin, err)
 	}
 	v := confValues(d.conf)
 	var set strings.Builder

@@ -182,15 +182,8 @@ func (d *device) up() {
 	sock := d.ns.WireGuardSocket(ifname)
 	os.Remove(sock)
 	d.ns.Start(wgGo, "-f", ifname)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("wireguard-go did not open its UAPI socket")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testutil.WaitListening(sock, 10*time.Second); err != nil {
+		t.Fatalf("wireguard-go did not open its UAPI socket: %v", err)
 	}
 	stripped := filepath.Join(d.l.dir, d.name+".stripped.conf")
 	var ifaceLines, addrs []string

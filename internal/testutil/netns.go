@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -293,4 +294,23 @@ func (l *procOutput) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// WaitListening waits until a process accepts connections on the unix
+// socket at path, such as a UAPI socket wireguard-go or amneziawg-go is
+// opening. The file appearing is not enough: it exists from bind(2), and
+// a connection before listen(2) is refused.
+func WaitListening(path string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listening on %s after %v: %w", path, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

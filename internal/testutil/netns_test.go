@@ -94,14 +94,8 @@ func TestNetNSPrivateRunDirs(t *testing.T) {
 	keys := map[*NetNS]string{}
 	for _, n := range []*NetNS{a, b} {
 		n.Start(wgGo, "-f", ifname)
-		sock := n.WireGuardSocket(ifname)
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if _, err := os.Stat(sock); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("wireguard-go in %s did not open %s", n.Name, sock)
-			}
+		if err := WaitListening(n.WireGuardSocket(ifname), 10*time.Second); err != nil {
+			t.Fatalf("wireguard-go in %s: %v", n.Name, err)
 		}
 		key := filepath.Join(t.TempDir(), "key")
 		os.WriteFile(key, []byte(strings.TrimSpace(n.Run("wg", "genkey"))+"\n"), 0o600)
