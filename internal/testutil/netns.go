@@ -71,6 +71,13 @@ func NewNetNS(t testing.TB) *NetNS {
 	}
 	t.Cleanup(n.delete)
 	n.Run("ip", "link", "set", "lo", "up")
+	// No duplicate address detection on the interfaces to come: an IPv6
+	// address (the link-local one every veth gets, too) would otherwise
+	// turn from tentative to usable a second or two after the link comes
+	// up, which Chromium reports as a network change, failing a page
+	// load under way with ERR_NETWORK_CHANGED. Nothing else shares these
+	// links. Without IPv6 the keys do not exist, and that is fine.
+	n.TryRun("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
 	return n
 }
 
