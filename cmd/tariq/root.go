@@ -88,8 +88,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if cmd != nil && os.Geteuid() != 0 {
 		err = permissionAdvice(cmd, err)
 	}
-	if strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") ||
-		strings.Contains(err.Error(), "accepts ") || strings.Contains(err.Error(), "required flag") {
+	if strings.Contains(err.Error(), "required flag") { // cobra's MarkFlagRequired check has no hook
 		code = exitUsage
 	}
 	for _, line := range errorLines(err) {
@@ -184,6 +183,7 @@ func strictArgs(c *cobra.Command) {
 	if c.HasSubCommands() && c.Run == nil && c.RunE == nil {
 		c.Args = unknownSubcommand
 		c.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
+		c.SuggestionsMinimumDistance = 2
 	} else if check := c.Args; check != nil {
 		c.Args = func(c *cobra.Command, args []string) error {
 			if err := check(c, args); err != nil {
@@ -204,9 +204,6 @@ func unknownSubcommand(c *cobra.Command, args []string) error {
 		return nil
 	}
 	msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
-	if c.SuggestionsMinimumDistance <= 0 {
-		c.SuggestionsMinimumDistance = 2
-	}
 	if s := nearest(args[0], c.SuggestionsFor(args[0])); len(s) > 0 {
 		for i := range s {
 			s[i] = strconv.Quote(s[i])
