@@ -77,7 +77,9 @@ func (a *app) serveCmd() *cobra.Command {
 		Short: "Run the daemon in the foreground (systemd runs this)",
 		Long: `Run the daemon in the foreground until SIGINT or SIGTERM. SIGHUP rereads the
 config file: users, secrets, quotas and peer rules change without dropping
-anyone; a bad file is logged and the running configuration kept.`,
+anyone; a bad file is logged and the running configuration kept. Keys that
+need a restart (listen addresses, the WireGuard ports every device dials)
+are named in the log and keep their running values.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			loaded, err := a.load()
