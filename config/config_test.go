@@ -126,8 +126,49 @@ func TestLoadFileErrors(t *testing.T) {
 	if _, err := Load(Options{File: filepath.Join(t.TempDir(), "missing.yaml")}); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Errorf("missing explicit file: %v", err)
 	}
-	if _, err := Load(Options{File: writeFile(t, "relay: [unclosed\n")}); err == nil || !strings.Contains(err.Error(), "parsing config") {
+	if _, err := Load(Options{File: writeFile(t, "relay: [unclosed\n")}); err == nil || !strings.Contains(err.Error(), "line 1: did not find expected ',' or ']'") {
 		t.Errorf("broken YAML: %v", err)
+	}
+}
+
+// TestLoadYAMLErrorLine: a malformed file is named with the line where the
+// problem is, one line of text per problem, whatever yaml.v3 would report
+// (it names the line where the enclosing block began).
+func TestLoadYAMLErrorLine(t *testing.T) {
+	for _, tt := range []struct {
+		name, body string
+		want       []string // after "config FILE: "
+	}{
+		{"bad indentation", "server:\n  public_host: a\n  data_dir: /x\nvpn:\n  enabled: true\n  mtu: 1400\n relay: 1\n",
+			[]string{"line 7: did not find expected key"}},
+		{"unclosed quote", "server:\n  public_host: \"a\n", []string{"line 2: found unexpected end of stream"}},
+		{"tab", "server:\n\tpublic_host: a\n", []string{"line 2: found character that cannot start any token"}},
+		{"unclosed list", "# tariq\nrelay:\n  users: {}\n  listen_udp: [a\n\nweb:\n  enabled: true\n",
+			[]string{"line 4: did not find expected ',' or ']'"}},
+		{"multi-line string before the error", "server:\n  public_host: \"a\n    b\"\n  log_level: info\n   data_dir: /x\n",
+			[]string{"line 5: mapping values are not allowed in this context"}},
+		{"duplicate keys", "server:\n  public_host: a\nserver:\n  data_dir: b\nvpn: {}\nvpn: {}\n",
+			[]string{`line 3: mapping key "server" already defined at line 1`, `line 6: mapping key "vpn" already defined at line 5`}},
+		{"a list", "- server\n- vpn\n", []string{"line 1: want a mapping of sections (server:, tls:, vpn:, relay:, web:), not a list"}},
+		{"a scalar", "hello\n", []string{"line 1: want a mapping of sections (server:, tls:, vpn:, relay:, web:), not a scalar"}},
+		{"a section as a scalar", "server: 5\nvpn:\ntls:\n  mode: auto\nrelay: [a]\n",
+			[]string{"line 1: server: want the section's keys indented under it, not a scalar", "line 5: relay: want the section's keys indented under it, not a list"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			file := writeFile(t, tt.body)
+			_, err := Load(Options{File: file})
+			var want []string
+			for _, w := range tt.want {
+				want = append(want, "config "+file+": "+w)
+			}
+			if err == nil || err.Error() != strings.Join(want, "\n") {
+				t.Errorf("got %v\nwant %s", err, strings.Join(want, "\n"))
+			}
+			var fe *FileError
+			if !errors.As(err, &fe) || fe.File != file {
+				t.Errorf("not a *FileError for %s: %#v", file, err)
+			}
+		})
 	}
 }
 

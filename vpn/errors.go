@@ -37,3 +37,15 @@ var (
 	// nftables, the UAPI socket).
 	ErrNotSupported = errors.New("not supported on " + runtime.GOOS)
 )
+
+// badKeyError is ErrBadKey with a reason of its own for a well-formed key
+// that is still unusable, so the message says one thing, not two.
+type badKeyError string
+
+func (e badKeyError) Error() string        { return string(e) }
+func (e badKeyError) Is(target error) bool { return target == ErrBadKey }
+
+var (
+	errZeroKey   error = badKeyError("is all zeros, never a real key")
+	errServerKey error = badKeyError("is the server's own key")
+)

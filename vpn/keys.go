@@ -33,7 +33,7 @@ func ParseKey(s string) (Key, error) {
 	}
 	copy(k[:], b)
 	if k.IsZero() {
-		return k, ErrBadKey
+		return k, errZeroKey
 	}
 	return k, nil
 }

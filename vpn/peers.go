@@ -156,7 +156,7 @@ func addPeerLocked(st *store.State, cfg *config.Config, req AddPeerRequest, now 
 			return store.Peer{}, nil, fmt.Errorf("peer %q: public key: %w", req.Name, err)
 		}
 		if pub == serverPub {
-			return store.Peer{}, nil, fmt.Errorf("peer %q: public key: is the server's own key: %w", req.Name, ErrBadKey)
+			return store.Peer{}, nil, fmt.Errorf("peer %q: public key: %w", req.Name, errServerKey)
 		}
 	} else {
 		priv := NewPrivateKey()

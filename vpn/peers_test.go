@@ -124,17 +124,18 @@ func TestAddPeerToStoreRefusals(t *testing.T) {
 		msg  string
 	}{
 		{"duplicate name", AddPeerRequest{Name: "mom"}, ErrPeerExists, `peer "mom": already exists`},
-		{"bad name", AddPeerRequest{Name: "../etc"}, ErrBadName, `peer name "../etc": must be`},
+		{"bad name", AddPeerRequest{Name: "../etc"}, ErrBadName, `peer name "../etc": must be 1-32 letters, digits, '-', '_' or '.', starting with a letter or digit`},
 		{"malformed key", AddPeerRequest{Name: "dad", PublicKey: "abc"}, ErrBadKey, `peer "dad": public key: must be 32 bytes base64`},
 		{"key in use", AddPeerRequest{Name: "dad", PublicKey: mom.PublicKey}, ErrKeyInUse, `peer "dad": public key: already in use by peer "mom"`},
 		{"server's key", AddPeerRequest{Name: "dad", PublicKey: serverPub}, ErrBadKey, `peer "dad": public key: is the server's own key`},
+		{"all-zero key", AddPeerRequest{Name: "dad", PublicKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}, ErrBadKey, `peer "dad": public key: is all zeros, never a real key`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := stateBytes(t, st)
 			_, err := AddPeerToStore(st, cfg, tt.req)
-			if !errors.Is(err, tt.want) || !strings.HasPrefix(err.Error(), tt.msg) {
-				t.Errorf("got %v, want %v starting %q", err, tt.want, tt.msg)
+			if !errors.Is(err, tt.want) || err.Error() != tt.msg {
+				t.Errorf("got %v, want %v saying %q", err, tt.want, tt.msg)
 			}
 			if !bytes.Equal(before, stateBytes(t, st)) {
 				t.Error("a refused add changed the state file")

@@ -440,13 +440,14 @@ func (s *Service) closeLocked() {
 
 // Reload applies what can change live and refuses, by key, what cannot.
 // Live: vpn.dns, vpn.client_allowed_ips, vpn.persistent_keepalive and
-// server.public_host (they shape exported client configs only),
-// vpn.listen_port (the device rebinds; configs already handed out name the
-// old port), vpn.mtu, vpn.nat and vpn.uplink (kernel TUN only). Needing a
-// restart: vpn.enabled, vpn.mode, vpn.interface, vpn.address,
-// vpn.extra_ports, vpn.obfuscation.enabled and vpn.obfuscation.listen_port
-// (the sockets are built once, in Open). Refused keys keep their old
-// values; everything else is applied.
+// server.public_host (they shape exported client configs only), vpn.mtu,
+// vpn.nat and vpn.uplink (kernel TUN only). Needing a restart:
+// vpn.enabled, vpn.mode, vpn.interface, vpn.address, and every port:
+// vpn.listen_port, vpn.extra_ports, vpn.obfuscation.enabled and
+// vpn.obfuscation.listen_port (the sockets are built once, in Open, and
+// every device handed a config keeps dialling the port it names, so a
+// reload never moves one). Refused keys keep their old values, in Config
+// too; everything else is applied.
 func (s *Service) Reload(cfg *config.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -494,21 +495,11 @@ func (s *Service) Reload(cfg *config.Config) error {
 		refuse("vpn.obfuscation.listen_port")
 		eff.VPN.Obfuscation.ListenPort = o.Obfuscation.ListenPort
 	}
-	if n.ListenPort != o.ListenPort && ((eff.VPN.Obfuscation.Enabled && n.ListenPort == eff.VPN.Obfuscation.ListenPort) || slices.Contains(eff.VPN.ExtraPorts, n.ListenPort)) {
-		// Clashes with a socket that stays: config.Validate refuses this for
-		// a loaded file; a hand-built config gets the same answer.
-		errs = append(errs, &config.FieldError{Key: "vpn.listen_port", Msg: fmt.Sprintf("%d is already another WireGuard port", n.ListenPort)})
+	if o.ListenPort != n.ListenPort {
+		// Every device was given the old port and keeps dialling it:
+		// rebinding would cut them all until each got a new config.
+		refuse("vpn.listen_port")
 		eff.VPN.ListenPort = o.ListenPort
-	}
-	if eff.VPN.ListenPort != o.ListenPort {
-		if err := s.dev.IpcSet(fmt.Sprintf("listen_port=%d\n", n.ListenPort)); err != nil {
-			// The device dropped its old sockets trying; take the old port back.
-			if err2 := s.dev.IpcSet(fmt.Sprintf("listen_port=%d\n", o.ListenPort)); err2 != nil {
-				s.log.Error("vpn cannot listen on its old port either: tunnels are down until restart", "listen", o.ListenPort, "err", err2)
-			}
-			errs = append(errs, &config.FieldError{Key: "vpn.listen_port", Msg: listenError(n.ListenPort, err).Error()})
-			eff.VPN.ListenPort = o.ListenPort
-		}
 	}
 	if n.MTU != o.MTU {
 		switch {
@@ -539,6 +530,14 @@ func (s *Service) Reload(cfg *config.Config) error {
 	s.log.Info("vpn config reloaded", "listen", eff.VPN.ListenPort, "mtu", eff.VPN.MTU, "nat", eff.VPN.NAT,
 		"dns", joinStrings(eff.VPN.DNS), "client_allowed_ips", joinStrings(eff.VPN.ClientAllowedIPs))
 	return errors.Join(errs...)
+}
+
+// Config returns the configuration in effect: after a Reload, the new one
+// with every refused key at its running value.
+func (s *Service) Config() *config.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
 }
 
 // ServerPublicKey returns the server's public key (base64); "" before Open.

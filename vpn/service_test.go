@@ -541,38 +541,25 @@ func TestServiceReload(t *testing.T) {
 			refused = append(refused, fe.Key)
 		}
 	}
-	if strings.Join(refused, " ") != "vpn.interface vpn.address vpn.mtu" {
+	if strings.Join(refused, " ") != "vpn.interface vpn.address vpn.listen_port vpn.mtu" {
 		t.Errorf("refused %v (err %v)", refused, err)
 	}
-	if ts.ListenPort() != 51999 {
-		t.Errorf("listen port %d after reload, want 51999", ts.ListenPort())
+	// Every device dials the port its config names: the port stays.
+	if ts.ListenPort() != 51820 {
+		t.Errorf("listen port %d after reload, want 51820 kept", ts.ListenPort())
+	}
+	if c := ts.Config().VPN; c.ListenPort != 51820 || c.Interface != cfg.VPN.Interface || c.DNS[0] != addr("9.9.9.9") {
+		t.Errorf("config in effect: listen_port %d, interface %s, dns %v", c.ListenPort, c.Interface, c.DNS)
 	}
 	conf, err := ts.ClientConfig("mom")
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := parseWGQuick(t, conf)
-	if c["Interface.DNS"] != "9.9.9.9" || c["Peer.Endpoint"] != "vpn.example.com:51999" {
+	if c["Interface.DNS"] != "9.9.9.9" || c["Peer.Endpoint"] != "vpn.example.com:51820" {
 		t.Errorf("exported config after reload: %v", c)
 	}
 	if c["Interface.MTU"] != "1420" || !strings.HasPrefix(c["Interface.Address"], "10.77.0.") {
 		t.Errorf("refused keys leaked into the config in effect: %v", c)
-	}
-	// A port that is taken: refused with the reason, the old port kept.
-	busy := h.bind()
-	if _, _, err := busy.Open(52000); err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close()
-	next2 := next
-	next2.VPN.Interface, next2.VPN.Address, next2.VPN.MTU = cfg.VPN.Interface, cfg.VPN.Address, cfg.VPN.MTU
-	next2.VPN.ListenPort = 52000
-	err = ts.Reload(&next2)
-	var fe *config.FieldError
-	if !errors.As(err, &fe) || fe.Key != "vpn.listen_port" {
-		t.Errorf("reload to a busy port: got %v", err)
-	}
-	if ts.ListenPort() != 51999 {
-		t.Errorf("listen port %d after a failed reload, want 51999 kept", ts.ListenPort())
 	}
 }

@@ -201,10 +201,15 @@ func TestTurnApp(t *testing.T) {
 	}
 }
 
-// buildTariq compiles the binary once for the subprocess tests.
+// buildTariq compiles the binary once for the subprocess tests, in a
+// directory of this test process's own (TestMain removes it).
 var buildTariq = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "tariq-bin-")
 	if err != nil {
+		return "", err
+	}
+	builtDir.Store(&dir)
+	if err := os.Chmod(dir, 0o755); err != nil { // tests run it as other users too
 		return "", err
 	}
 	bin := filepath.Join(dir, "tariq")
@@ -252,8 +257,11 @@ func TestServeBinary(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("exit after SIGTERM: %v\n%s", err, stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "turn:127.0.0.1:") || !strings.Contains(stdout.String(), "tariq turn credentials") {
-		t.Errorf("start-up summary lacks the TURN URIs and next step:\n%s", stdout.String())
+	// The next step names this binary (not on $PATH) and serve's paths, so
+	// it reaches this daemon as printed.
+	next := bin + " --data-dir " + dir + "/data --admin-socket " + dir + "/admin.sock turn credentials"
+	if !strings.Contains(stdout.String(), "turn:127.0.0.1:") || !strings.Contains(stdout.String(), "Try it: "+next+" ") {
+		t.Errorf("start-up summary lacks the TURN URIs and next step %q:\n%s", next, stdout.String())
 	}
 	if code, _, errOut := tariq(t, append([]string{"status"}, loopbackArgs(dir)...)...); code != exitFailure || !strings.Contains(errOut, "not running") {
 		t.Errorf("status with the daemon gone: %d %q", code, errOut)

@@ -106,18 +106,11 @@ func (d *device) upAWG() {
 	t := d.l.t
 	bin := testutil.BuildAmneziaWGGo(t)
 	ifname := "wg" + d.name
-	sock := testutil.AmneziaWGSocket(ifname)
+	sock := d.ns.AmneziaWGSocket(ifname)
 	os.Remove(sock)
 	d.ns.Start(bin, "-f", ifname)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("amneziawg-go did not open its UAPI socket %s", sock)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testutil.WaitListening(sock, 10*time.Second); err != nil {
+		t.Fatalf("amneziawg-go did not open its UAPI socket: %v", err)
 	}
 	c := confValues(d.conf)
 	var set strings.Builder
@@ -133,7 +126,7 @@ func (d *device) upAWG() {
 	for _, a := range strings.Split(c["Peer.AllowedIPs"], ",") {
 		fmt.Fprintf(&set, "allowed_ip=%s\n", strings.TrimSpace(a))
 	}
-	testutil.AmneziaWGSet(t, ifname, set.String())
+	testutil.AmneziaWGSet(t, sock, set.String())
 	d.routeAll(ifname, strings.Split(c["Interface.Address"], ","))
 }
 
@@ -205,7 +198,7 @@ func TestObfuscatedWireGuardEndToEnd(t *testing.T) {
 		if n := testutil.CensorDrops(t, i.ns, "wg_fingerprint"); n != 0 {
 			t.Errorf("the censor matched %d AmneziaWG packets", n)
 		}
-		dump := testutil.AmneziaWGGet(t, "wgawg")
+		dump := testutil.AmneziaWGGet(t, awg.ns.AmneziaWGSocket("wgawg"))
 		if !strings.Contains(dump, "last_handshake_time_sec=") || strings.Contains(dump, "last_handshake_time_sec=0\n") {
 			t.Errorf("amneziawg-go reports no handshake:\n%s", dump)
 		}

@@ -295,9 +295,9 @@ func (c *censorLab) clientUp(d *device, amnezia bool) (stop func()) {
 	ifname := "wg" + d.name
 	var bin, sock string
 	if amnezia {
-		bin, sock = testutil.BuildAmneziaWGGo(t), testutil.AmneziaWGSocket(ifname)
+		bin, sock = testutil.BuildAmneziaWGGo(t), d.ns.AmneziaWGSocket(ifname)
 	} else {
-		bin, sock = testutil.BuildWireGuardGo(t), "/var/run/wireguard/"+ifname+".sock"
+		bin, sock = testutil.BuildWireGuardGo(t), d.ns.WireGuardSocket(ifname)
 	}
 	os.Remove(sock)
 	cmd := d.ns.Start(bin, "-f", ifname)
@@ -312,14 +312,9 @@ func (c *censorLab) clientUp(d *device, amnezia bool) (stop func()) {
 		}
 		t.Errorf("%s outlived its process", ifname)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			stop()
-			t.Fatalf("%s did not open its UAPI socket %s", bin, sock)
-		}
+	if err := testutil.WaitListening(sock, 10*time.Second); err != nil {
+		stop()
+		t.Fatalf("%s did not open its UAPI socket: %v", bin, err)
 	}
 	v := confValues(d.conf)
 	var set strings.Builder
@@ -335,7 +330,7 @@ func (c *censorLab) clientUp(d *device, amnezia bool) (stop func()) {
 		fmt.Fprintf(&set, "allowed_ip=%s\n", strings.TrimSpace(a))
 	}
 	if amnezia {
-		testutil.AmneziaWGSet(t, ifname, set.String())
+		testutil.AmneziaWGSet(t, sock, set.String())
 	} else {
 		uapiSet(t, sock, set.String())
 	}

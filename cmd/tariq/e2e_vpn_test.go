@@ -179,17 +179,11 @@ func (d *device) up() {
 	t := d.l.t
 	wgGo := testutil.BuildWireGuardGo(t)
 	ifname := "wg" + d.name
-	os.Remove("/var/run/wireguard/" + ifname + ".sock")
+	sock := d.ns.WireGuardSocket(ifname)
+	os.Remove(sock)
 	d.ns.Start(wgGo, "-f", ifname)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat("/var/run/wireguard/" + ifname + ".sock"); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("wireguard-go did not open its UAPI socket")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testutil.WaitListening(sock, 10*time.Second); err != nil {
+		t.Fatalf("wireguard-go did not open its UAPI socket: %v", err)
 	}
 	stripped := filepath.Join(d.l.dir, d.name+".stripped.conf")
 	var ifaceLines, addrs []string

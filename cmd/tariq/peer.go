@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -10,22 +11,55 @@ import (
 
 	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/daemon"
-	"github.com/tariq-vpn/tariq/internal/store"
 )
 
 // exportFlags choose how a peer's config is handed over.
 type exportFlags struct {
 	qr     bool
 	png    string
+	output string
+	force  bool
 	invite bool
 	ttl    time.Duration
 }
 
 func (f *exportFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.qr, "qr", false, "print a QR code for the WireGuard app to scan (of the link, with --invite)")
-	cmd.Flags().StringVar(&f.png, "png", "", "write the QR code as a PNG to `FILE`")
+	cmd.Flags().StringVar(&f.png, "png", "", "write the QR code as a PNG to `FILE` (mode 0600)")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "", "write the config (the link, with --invite) to `FILE`, mode 0600, instead of stdout")
+	cmd.Flags().BoolVar(&f.force, "force", false, "replace an existing --output or --png file")
 	cmd.Flags().BoolVar(&f.invite, "invite", false, "print a one-time link that shows and downloads the config")
 	cmd.Flags().DurationVar(&f.ttl, "ttl", 72*time.Hour, "how long an --invite link stays valid")
+}
+
+// check refuses flags that cannot be honoured, before anything changes.
+func (f *exportFlags) check(cmd *cobra.Command) error {
+	if err := checkTTL(cmd, f.ttl); err != nil {
+		return err
+	}
+	if cmd.Flags().Changed("ttl") && !f.invite {
+		return usageErr(errors.New("--ttl applies only with --invite"))
+	}
+	if f.output != "" && f.output == f.png {
+		return usageErr(errors.New("--output and --png name the same file"))
+	}
+	for _, path := range []string{f.output, f.png} {
+		if path != "" {
+			if err := checkOutput(path, f.force); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkTTL refuses a --ttl given as zero, negative or under a second,
+// rather than replacing it with the default.
+func checkTTL(cmd *cobra.Command, ttl time.Duration) error {
+	if cmd.Flags().Changed("ttl") && ttl < time.Second {
+		return usageErr(fmt.Errorf("--ttl %s: must be at least 1s", ttl))
+	}
+	return nil
 }
 
 // peers returns the peer manager and, for a change, says on stderr when no
@@ -72,10 +106,17 @@ func (a *app) export(cmd *cobra.Command, p admin.Peers, pc *admin.PeerConfig, f 
 		if err != nil {
 			return err
 		}
-		if err := store.WriteFile(f.png, png, 0o600); err != nil {
+		if err := writePrivate(f.png, png, f.force); err != nil {
 			return err
 		}
-		fmt.Fprintf(a.stderr, "tariq: wrote %s\n", f.png)
+		fmt.Fprintf(a.stderr, "tariq: wrote %s (mode 0600)\n", f.png)
+	}
+	text := strings.TrimRight(payload, "\n") + "\n"
+	if f.output != "" {
+		if err := writePrivate(f.output, []byte(text), f.force); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stderr, "tariq: wrote %s (mode 0600)\n", f.output)
 	}
 	switch {
 	case f.qr:
@@ -84,8 +125,8 @@ func (a *app) export(cmd *cobra.Command, p admin.Peers, pc *admin.PeerConfig, f 
 			return err
 		}
 		fmt.Fprint(a.stdout, qr)
-	case f.png == "" || f.invite:
-		fmt.Fprintln(a.stdout, strings.TrimRight(payload, "\n"))
+	case f.output == "" && (f.png == "" || f.invite):
+		fmt.Fprint(a.stdout, text)
 	}
 	return nil
 }
@@ -109,7 +150,9 @@ edit the state directly and apply when tariq starts.`,
 		Long: `Add a device: it gets a key pair (or, with --public-key, keeps the one it made
 itself, so the server never holds its private key), a preshared key and the
 next free addresses. The wg-quick config goes to stdout unless --qr, --png or
---invite asks for another form, so "tariq peer add mom > mom.conf" works.
+--invite asks for another form; "tariq peer add mom --output mom.conf" writes
+it to a file only you can read (a shell's "> mom.conf" leaves the private
+key readable by everyone on the machine).
 
 The device dials vpn.listen_port unless --port names one of vpn.extra_ports
 (443, say, where the usual port is blocked). With --obfuscated it gets the
@@ -117,6 +160,9 @@ AmneziaWG form instead, for vpn.obfuscation.listen_port, to import in the
 AmneziaWG or AmneziaVPN app: for networks that block WireGuard itself.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := addFlags.check(cmd); err != nil {
+				return err
+			}
 			p, err := a.peers(cmd, true)
 			if err != nil {
 				return err
@@ -139,6 +185,9 @@ AmneziaWG or AmneziaVPN app: for networks that block WireGuard itself.`,
 		Short: "Print a device's config, QR code, PNG or a new one-time link",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := showFlags.check(cmd); err != nil {
+				return err
+			}
 			p, err := a.peers(cmd, showFlags.invite)
 			if err != nil {
 				return err

@@ -3,7 +3,10 @@ package main
 import (
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -12,13 +15,71 @@ import (
 	"github.com/tariq-vpn/tariq/internal/daemon"
 )
 
+// invocation is how a person runs this tariq's CLI against the daemon being
+// started: the command (see command), with the --config, --data-dir and
+// --admin-socket given to serve (never --set, which may carry a secret).
+func (a *app) invocation() string {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "tariq"
+	}
+	var flags []string
+	for _, f := range []struct{ name, value string }{{"--config", a.configFile}, {"--data-dir", a.dataDir}, {"--admin-socket", a.adminSocket}} {
+		if f.value != "" {
+			abs, err := filepath.Abs(f.value)
+			if err != nil {
+				abs = f.value
+			}
+			flags = append(flags, f.name, abs)
+		}
+	}
+	return command(exe, exec.LookPath, flags)
+}
+
+// command returns how to run the executable exe again from a shell: "tariq"
+// when that finds exe on $PATH; "go run ./cmd/tariq" for a binary `go run`
+// built (it is deleted on exit); else exe's path. flags follow, quoted
+// for the shell where needed.
+func command(exe string, lookPath func(string) (string, error), flags []string) string {
+	cmd := shellQuote(exe)
+	if p, err := lookPath("tariq"); err == nil && sameFile(p, exe) {
+		cmd = "tariq"
+	} else if filepath.Base(filepath.Dir(exe)) == "exe" && strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		cmd = "go run ./cmd/tariq"
+	}
+	for _, f := range flags {
+		cmd += " " + shellQuote(f)
+	}
+	return cmd
+}
+
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
+// shellQuote single-quotes s unless it is made only of characters a shell
+// leaves alone.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 func (a *app) serveCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon in the foreground (systemd runs this)",
 		Long: `Run the daemon in the foreground until SIGINT or SIGTERM. SIGHUP rereads the
 config file: users, secrets, quotas and peer rules change without dropping
-anyone; a bad file is logged and the running configuration kept.`,
+anyone; a bad file is logged and the running configuration kept. Keys that
+need a restart (listen addresses, the WireGuard ports every device dials)
+are named in the log and keep their running values.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			loaded, err := a.load()
@@ -45,6 +106,7 @@ anyone; a bad file is logged and the running configuration kept.`,
 				Logger:  log,
 				Level:   level,
 				Out:     a.stdout,
+				Command: a.invocation(),
 				Reload:  hup,
 				Version: versionString(),
 			})

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tariq-vpn/tariq/internal/admin"
+	"github.com/tariq-vpn/tariq/internal/certs"
 )
 
 func (a *app) statusCmd() *cobra.Command {
@@ -39,11 +40,7 @@ func printStatus(a *app, st *admin.Status, now time.Time) {
 	defer w.Flush()
 	fmt.Fprintf(w, "tariq %s on %s, up %s\n", st.Version, st.PublicHost, now.Sub(st.StartedAt).Round(time.Second))
 	if c := st.TLS; c != nil {
-		kind := "issued by " + c.Issuer
-		if c.SelfSigned {
-			kind = "self-signed"
-		}
-		fmt.Fprintf(w, "\nCertificate\t%s (%s) for %s, %s, expires %s (in %s)\n", c.Source, c.Mode, strings.Join(c.Names, ","), kind,
+		fmt.Fprintf(w, "\nCertificate\t%s, expires %s (in %s)\n", certDescription(c),
 			c.NotAfter.Format(time.DateOnly), c.NotAfter.Sub(now).Round(time.Hour))
 		if c.Source == "fallback" {
 			fmt.Fprintf(w, "\tstill obtaining a certificate from %s\n", c.CA)
@@ -97,6 +94,27 @@ func printStatus(a *app, st *admin.Status, now time.Time) {
 			printReach(w, v.Peers, now)
 		}
 	}
+}
+
+// certDescription says where the live certificate comes from, for which
+// names and who issued it, naming "self-signed" once.
+func certDescription(c *admin.CertStatus) string {
+	names := strings.Join(c.Names, ",")
+	issuer := ", issued by " + c.Issuer
+	if c.SelfSigned {
+		issuer = ", self-signed"
+	}
+	switch c.Source {
+	case certs.SourceSelfSigned:
+		return "self-signed for " + names
+	case certs.SourceFallback:
+		return "self-signed for " + names + " until ACME issues one"
+	case certs.SourceACME:
+		return "from ACME for " + names + issuer
+	case certs.SourceFiles:
+		return "from tls.cert_file for " + names + issuer
+	}
+	return c.Source + " for " + names + issuer
 }
 
 // printReach lists the last reachability check each member's invite page

@@ -26,6 +26,9 @@ password base64(HMAC-SHA1(secret, username)), exactly as coturn's
 use-auth-secret. Valid for --ttl (default relay.credential_ttl).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkTTL(cmd, ttl); err != nil {
+				return err
+			}
 			l, err := a.load()
 			if err != nil {
 				return err

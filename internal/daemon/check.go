@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -67,9 +68,13 @@ func Check(ctx context.Context, l *config.Loaded) []Finding {
 		add(OK, "server.data_dir", "%s is writable", cfg.Server.DataDir)
 	}
 
-	running := admin.NewClient(cfg.Server.AdminSocket).Running(ctx)
+	st, err := admin.NewClient(cfg.Server.AdminSocket).Status(ctx)
+	running := !errors.Is(err, admin.ErrNotRunning)
 	if running {
 		add(OK, "daemon", "running (admin socket %s); its ports are not probed", cfg.Server.AdminSocket)
+	}
+	if err == nil && st.VPN != nil {
+		out = append(out, pendingPorts(cfg, st.VPN)...)
 	}
 
 	if cfg.VPN.Enabled {
@@ -118,6 +123,30 @@ func Check(ctx context.Context, l *config.Loaded) []Finding {
 		} else {
 			add(OK, "tls.cert_file", "certificate and key load")
 		}
+	}
+	return out
+}
+
+// pendingPorts warns of WireGuard ports the file changes but the running
+// daemon keeps until a restart (a reload never moves them).
+func pendingPorts(cfg *config.Config, running *admin.VPNStatus) []Finding {
+	var out []Finding
+	pending := func(key string, file, serving any) {
+		out = append(out, Finding{Warn, key, fmt.Sprintf("the daemon serves %v; %v takes effect on restart, "+
+			"and devices given the old port then need their config again", serving, file)})
+	}
+	if p := cfg.VPN.ListenPort; p != 0 && p != running.ListenPort {
+		pending("vpn.listen_port", p, running.ListenPort)
+	}
+	if !slices.Equal(cfg.VPN.ExtraPorts, running.ExtraPorts) && (len(cfg.VPN.ExtraPorts) > 0 || len(running.ExtraPorts) > 0) {
+		pending("vpn.extra_ports", cfg.VPN.ExtraPorts, running.ExtraPorts)
+	}
+	filePort := 0
+	if cfg.VPN.Obfuscation.Enabled {
+		filePort = cfg.VPN.Obfuscation.ListenPort
+	}
+	if filePort != running.ObfuscationPort {
+		pending("vpn.obfuscation.listen_port", filePort, running.ObfuscationPort)
 	}
 	return out
 }

@@ -39,6 +39,9 @@ type Options struct {
 	Level *slog.LevelVar
 	// Out receives the start-up summary for a person (URLs, next steps).
 	Out io.Writer
+	// Command is how that person runs tariq's CLI against this daemon, for
+	// the next steps the summary prints: "tariq" when empty.
+	Command string
 	// Reload delivers SIGHUP.
 	Reload <-chan os.Signal
 	// Ready, if set, is called once every listener is up.
@@ -304,6 +307,10 @@ func (d *Daemon) reload() {
 	}
 	if d.vpn != nil {
 		refused = append(refused, d.vpn.Reload(cfg))
+		// What the device applied: a refused key (its ports, say) keeps
+		// its running value for everything that reads the daemon's config
+		// (status, the invite page's checks and forms).
+		cfg.VPN = d.vpn.Config().VPN
 	}
 	if d.relay != nil {
 		refused = append(refused, d.relay.Reload(cfg))
@@ -319,23 +326,27 @@ func (d *Daemon) reload() {
 
 // restartOnly names the keys outside any subsystem's Reload that changed
 // and can only take effect on a restart: where the daemon keeps its state
-// and sockets, and subsystems switched on that were not running.
+// and sockets, and subsystems switched on that were not running. It sets
+// them back to their running values in cfg, so the config in force says
+// what runs.
 func (d *Daemon) restartOnly(cfg *config.Config) []error {
 	old := d.config()
 	var out []error
-	need := func(key string, changed bool) {
+	need := func(key string, changed bool, keep func()) {
 		if changed {
 			out = append(out, &config.FieldError{Key: key, Msg: "changing it needs a restart"})
+			keep()
 		}
 	}
-	need("server.data_dir", old.Server.DataDir != cfg.Server.DataDir)
-	need("server.admin_socket", old.Server.AdminSocket != cfg.Server.AdminSocket)
-	need("server.metrics_listen", old.Server.MetricsListen != cfg.Server.MetricsListen)
-	need("web.enabled", old.Web.Enabled != cfg.Web.Enabled)
-	need("web.listen", cfg.Web.Enabled && !slices.Equal(old.Web.Listen, cfg.Web.Listen))
-	need("vpn.enabled", d.vpn == nil && cfg.VPN.Enabled)
-	need("relay.enabled", d.relay == nil && cfg.Relay.Enabled)
-	need("tls.mode", d.certs == nil && certs.ResolveMode(cfg) != config.TLSOff)
+	need("server.data_dir", old.Server.DataDir != cfg.Server.DataDir, func() { cfg.Server.DataDir = old.Server.DataDir })
+	need("server.admin_socket", old.Server.AdminSocket != cfg.Server.AdminSocket, func() { cfg.Server.AdminSocket = old.Server.AdminSocket })
+	need("server.metrics_listen", old.Server.MetricsListen != cfg.Server.MetricsListen,
+		func() { cfg.Server.MetricsListen = old.Server.MetricsListen })
+	need("web.enabled", old.Web.Enabled != cfg.Web.Enabled, func() { cfg.Web.Enabled = old.Web.Enabled })
+	need("web.listen", cfg.Web.Enabled && !slices.Equal(old.Web.Listen, cfg.Web.Listen), func() { cfg.Web.Listen = old.Web.Listen })
+	need("vpn.enabled", d.vpn == nil && cfg.VPN.Enabled, func() { cfg.VPN.Enabled = false })
+	need("relay.enabled", d.relay == nil && cfg.Relay.Enabled, func() { cfg.Relay.Enabled = false })
+	need("tls.mode", d.certs == nil && certs.ResolveMode(cfg) != config.TLSOff, func() { cfg.TLS.Mode = old.TLS.Mode })
 	return out
 }
 
@@ -427,9 +438,13 @@ func addrStrings(addrs []net.Addr) []string {
 
 func (d *Daemon) printSummary(w io.Writer) {
 	cfg := d.config()
+	tariq := d.opts.Command
+	if tariq == "" {
+		tariq = "tariq"
+	}
 	fmt.Fprintf(w, "\ntariq is serving %s\n", d.host)
 	if d.relay != nil {
-		fmt.Fprintln(w, "\n  TURN relay (paste into your apps; `tariq turn app synapse|nextcloud|jitsi|galene|livekit` prints full snippets):")
+		fmt.Fprintf(w, "\n  TURN relay (paste into your apps; `%s turn app synapse|nextcloud|jitsi|galene|livekit` prints full snippets):\n", tariq)
 		for _, e := range d.Endpoints() {
 			fmt.Fprintf(w, "    %s\n", e.URI())
 		}
@@ -438,7 +453,7 @@ func (d *Daemon) printSummary(w io.Writer) {
 		} else {
 			fmt.Fprintln(w, "  REST shared secret: relay.secrets in the config file")
 		}
-		fmt.Fprintln(w, "  Try it: tariq turn credentials   (a username/password pair valid for relay.credential_ttl)")
+		fmt.Fprintf(w, "  Try it: %s turn credentials   (a username/password pair valid for relay.credential_ttl)\n", tariq)
 	}
 	if d.vpn != nil {
 		ports := fmt.Sprint(d.vpn.ListenPort())
@@ -449,7 +464,7 @@ func (d *Daemon) printSummary(w io.Writer) {
 			ports += fmt.Sprintf(", %d (AmneziaWG form)", cfg.VPN.Obfuscation.ListenPort)
 		}
 		fmt.Fprintf(w, "\n  WireGuard: UDP %s on %s, server key %s\n", ports, cfg.VPN.Interface, d.vpn.ServerPublicKey())
-		fmt.Fprintln(w, "  Add a family member's device: tariq peer add mom --qr   (or --invite for a one-time link)")
+		fmt.Fprintf(w, "  Add a family member's device: %s peer add mom --qr   (or --output mom.conf for a file, --invite for a one-time link)\n", tariq)
 	}
 	if d.web != nil {
 		for _, a := range d.web.Addrs() {
@@ -465,7 +480,7 @@ func (d *Daemon) printSummary(w io.Writer) {
 			fmt.Fprintf(w, "  Certificate: %s for %v until %s\n", info.Source, info.Names, info.NotAfter.Format(time.DateOnly))
 		}
 	}
-	fmt.Fprintf(w, "  Status: tariq status   (admin socket %s)\n\n", cfg.Server.AdminSocket)
+	fmt.Fprintf(w, "  Status: %s status   (admin socket %s)\n\n", tariq, cfg.Server.AdminSocket)
 }
 
 func hostPort(host string, a net.Addr) string {
