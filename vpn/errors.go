@@ -2,6 +2,7 @@ package vpn
 
 import (
 	"errors"
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 	"runtime"
 )
 
@@ -16,7 +17,7 @@ var (
 	ErrPoolExhausted = errors.New("address pool exhausted")
 	// ErrBadKey means a WireGuard key is not 32 bytes of standard base64
 	// (or is unusable, like all zeros or the server's own key).
-	ErrBadKey = errors.New("must be 32 bytes base64")
+	ErrBadKey = wgconf.ErrBadKey
 	// ErrKeyInUse means another peer already has that public key.
 	ErrKeyInUse = errors.New("already in use")
 	// ErrBadName means a peer name is not 1-32 letters, digits, '-', '_' or
@@ -36,16 +37,4 @@ var (
 	// ErrNotSupported means the operation needs Linux (kernel TUN, netlink,
 	// nftables, the UAPI socket).
 	ErrNotSupported = errors.New("not supported on " + runtime.GOOS)
-)
-
-// badKeyError is ErrBadKey with a reason of its own for a well-formed key
-// that is still unusable, so the message says one thing, not two.
-type badKeyError string
-
-func (e badKeyError) Error() string        { return string(e) }
-func (e badKeyError) Is(target error) bool { return target == ErrBadKey }
-
-var (
-	errZeroKey   error = badKeyError("is all zeros, never a real key")
-	errServerKey error = badKeyError("is the server's own key")
 )

@@ -25,9 +25,9 @@ type Limits struct {
 // LimitsChange is a change to a member's limits: nil fields stay as they
 // are; a set field replaces the limit, its zero value lifting it.
 type LimitsChange struct {
-	Expires   *time.Time
-	DataLimit *uint64
-	Rate      *uint64
+	Expires   *time.Time `json:"expires,omitempty"`
+	DataLimit *uint64    `json:"data_limit,omitempty"`
+	Rate      *uint64    `json:"rate,omitempty"`
 }
 
 // Empty reports whether c changes nothing.
