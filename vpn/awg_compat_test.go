@@ -2,11 +2,12 @@ package vpn
 
 import (
 	"fmt"
-	"github.com/tariq-vpn/tariq/internal/wgconf"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 
 	awgconn "github.com/amnezia-vpn/amneziawg-go/conn"
 	awgdevice "github.com/amnezia-vpn/amneziawg-go/device"

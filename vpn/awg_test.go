@@ -5,8 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"github.com/tariq-vpn/tariq/internal/wgconf"
 	"testing"
+
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"

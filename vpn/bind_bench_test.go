@@ -1,10 +1,11 @@
 package vpn
 
 import (
-	"github.com/tariq-vpn/tariq/internal/wgconf"
 	"log/slog"
 	"net"
 	"testing"
+
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 
 	"golang.org/x/net/ipv4"
 	"golang.zx2c4.com/wireguard/conn"

@@ -6,12 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/tariq-vpn/tariq/internal/wgconf"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 
 	"github.com/pion/stun/v4"
 	"golang.zx2c4.com/wireguard/conn"

@@ -2,8 +2,9 @@ package vpn
 
 import (
 	"errors"
-	"github.com/tariq-vpn/tariq/internal/wgconf"
 	"runtime"
+
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
 // Sentinels callers branch on. Each is wrapped with what and where, as in

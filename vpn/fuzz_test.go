@@ -2,8 +2,9 @@ package vpn
 
 import (
 	"errors"
-	"github.com/tariq-vpn/tariq/internal/wgconf"
 	"testing"
+
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
 // FuzzParseKey: keys arrive from the CLI (--public-key) and the admin API.

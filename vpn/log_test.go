@@ -2,11 +2,12 @@ package vpn
 
 import (
 	"context"
-	"github.com/tariq-vpn/tariq/internal/wgconf"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
 type recorded struct {

@@ -33,6 +33,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/tariq-vpn/tariq/config"
+	"github.com/tariq-vpn/tariq/internal/accept"
 	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
@@ -315,14 +316,7 @@ func (s *Service) Serve(ctx context.Context) error {
 
 func (s *Service) acceptUAPI(l net.Listener, dev *device.Device) {
 	defer s.uapiWG.Done()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if !s.closed.Load() {
-				s.log.Warn("vpn UAPI socket stopped: wg(8) cannot reach the interface until restart", "err", err)
-			}
-			return
-		}
+	accept.Loop(l, nil, s.log, "vpn UAPI socket", func(c net.Conn) {
 		s.mu.Lock()
 		if s.closed.Load() {
 			s.mu.Unlock()
@@ -339,7 +333,7 @@ func (s *Service) acceptUAPI(l net.Listener, dev *device.Device) {
 			delete(s.conns, c)
 			s.mu.Unlock()
 		}()
-	}
+	})
 }
 
 // Close removes the NAT table, closes the UAPI socket and the device (and

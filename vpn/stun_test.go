@@ -2,12 +2,13 @@ package vpn
 
 import (
 	"bytes"
-	"github.com/tariq-vpn/tariq/internal/wgconf"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
 	"testing"
+
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 
 	"github.com/pion/stun/v4"
 	"golang.zx2c4.com/wireguard/conn"
