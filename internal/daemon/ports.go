@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/tariq-vpn/tariq/config"
+	"github.com/tariq-vpn/tariq/internal/certs"
 )
 
 // Port is one port (or range) to open in the server's firewall.
@@ -62,7 +63,7 @@ func FirewallPorts(cfg *config.Config) []Port {
 			what += " and TURN over TLS"
 		}
 		add("tcp", what, cfg.Web.Listen)
-		if mode := cfg.TLS.Mode; mode == config.TLSACME || (mode == config.TLSAuto && config.IsDNSName(cfg.Server.PublicHost) && cfg.TLS.Email != "") {
+		if certs.ResolveMode(cfg) == config.TLSACME {
 			out = append(out, Port{"tcp", "80", "ACME HTTP-01 challenges"})
 		}
 	}
