@@ -63,7 +63,10 @@ func FirewallPorts(cfg *config.Config) []Port {
 			what += " and TURN over TLS"
 		}
 		add("tcp", what, cfg.Web.Listen)
-		if certs.ResolveMode(cfg) == config.TLSACME {
+		// As the daemon decides: with public_host empty, for the detected address.
+		resolved := *cfg
+		resolved.Server.PublicHost = ResolveHost(cfg)
+		if certs.ResolveMode(&resolved) == config.TLSACME {
 			out = append(out, Port{"tcp", "80", "ACME HTTP-01 challenges"})
 		}
 	}
