@@ -42,8 +42,12 @@ type TLSConfig struct {
 	Email       string  `mapstructure:"email"`
 	ACMECA      string  `mapstructure:"acme_ca"`
 	ACMECARoots string  `mapstructure:"acme_ca_roots"`
-	CertFile    string  `mapstructure:"cert_file"`
-	KeyFile     string  `mapstructure:"key_file"`
+	// ACMEProfile is the ACME profile to order (draft-aaron-acme-profiles);
+	// empty means shortlived for an IP address (the only profile Let's
+	// Encrypt issues IP certificates in) and the CA's default for a name.
+	ACMEProfile string `mapstructure:"acme_profile"`
+	CertFile    string `mapstructure:"cert_file"`
+	KeyFile     string `mapstructure:"key_file"`
 }
 
 // VPNConfig is the WireGuard endpoint.

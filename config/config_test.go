@@ -72,10 +72,34 @@ func TestLoadProblems(t *testing.T) {
 		{"relative data dir", "server:\n  data_dir: state\n", []string{`server.data_dir: "state" is not an absolute path`}},
 		{"public host with scheme", "server:\n  public_host: https://x.example\n", []string{`server.public_host: "https://x.example" is neither an IP address nor a DNS name (no scheme, no port)`}},
 		{"tls mode", "tls:\n  mode: maybe\n", []string{`tls.mode: "maybe" is not one of auto, acme, self-signed, files, off`}},
-		{"acme needs email and name", "server:\n  public_host: 203.0.113.9\ntls:\n  mode: acme\n", []string{
-			"server.public_host: must be a DNS name when tls.mode is acme (ACME certifies names, not IP addresses)",
-			"tls.email: is required when tls.mode is acme (the CA's account contact)",
+		{"acme needs a host", "tls:\n  mode: acme\n", []string{
+			"server.public_host: must be a DNS name or a public IP address when tls.mode is acme",
+			"tls.email: is required when tls.mode is acme for a DNS name (the CA's account contact)",
 		}},
+		{"acme on a name needs email", "server:\n  public_host: vpn.example.org\ntls:\n  mode: acme\n", []string{
+			"tls.email: is required when tls.mode is acme for a DNS name (the CA's account contact)",
+		}},
+		{"acme on a documentation address", "server:\n  public_host: 203.0.113.9\ntls:\n  mode: acme\n", []string{
+			"server.public_host: 203.0.113.9 is not a public IP address, and no public CA certifies another (tls.mode acme)",
+		}},
+		{"acme on a private address", "server:\n  public_host: 10.1.2.3\ntls:\n  mode: acme\n  email: ops@example.org\n", []string{
+			"server.public_host: 10.1.2.3 is not a public IP address, and no public CA certifies another (tls.mode acme)",
+		}},
+		{"acme on loopback ipv6", "server:\n  public_host: '::1'\ntls:\n  mode: acme\n", []string{
+			"server.public_host: ::1 is not a public IP address, and no public CA certifies another (tls.mode acme)",
+		}},
+		{"acme on a public address needs no email", "server:\n  public_host: 193.0.14.129\ntls:\n  mode: acme\n", nil},
+		{"acme on a public ipv6 address", "server:\n  public_host: '2a00:1450:4001:80e::200e'\ntls:\n  mode: acme\n  acme_profile: shortlived\n", nil},
+		{"acme profile characters", "tls:\n  acme_profile: short lived\n", []string{
+			`tls.acme_profile: "short lived" is not a profile name (letters, digits, '.', '_' and '-', at most 64)`,
+		}},
+		{"acme profile injection", "tls:\n  acme_profile: 'shortlived\",\"x'\n", []string{
+			`tls.acme_profile: "shortlived\",\"x" is not a profile name (letters, digits, '.', '_' and '-', at most 64)`,
+		}},
+		{"acme profile too long", "tls:\n  acme_profile: " + strings.Repeat("a", 65) + "\n", []string{
+			`tls.acme_profile: "` + strings.Repeat("a", 65) + `" is not a profile name (letters, digits, '.', '_' and '-', at most 64)`,
+		}},
+		{"acme profile", "tls:\n  acme_profile: tlsserver\n", nil},
 		{"files needs files", "tls:\n  mode: files\n", []string{"tls.cert_file: is required when tls.mode is files", "tls.key_file: is required when tls.mode is files"}},
 		{"acme ca url", "tls:\n  acme_ca: http://ca.example/dir\n", []string{`tls.acme_ca: "http://ca.example/dir" is not an https:// ACME directory URL`}},
 		{"email", "tls:\n  email: not-an-email\n", []string{`tls.email: "not-an-email" is not an email address`}},
@@ -218,6 +242,7 @@ var envValues = map[string][2]string{
 	"tls.email":                      {"ops@example.org", "ops@example.org"},
 	"tls.acme_ca":                    {"https://ca.example/dir", "https://ca.example/dir"},
 	"tls.acme_ca_roots":              {"/etc/roots.pem", "/etc/roots.pem"},
+	"tls.acme_profile":               {"shortlived", "shortlived"},
 	"tls.cert_file":                  {"/etc/c.pem", "/etc/c.pem"},
 	"tls.key_file":                   {"/etc/k.pem", "/etc/k.pem"},
 	"vpn.enabled":                    {"false", "false"},
@@ -386,4 +411,60 @@ func FuzzPortRange(f *testing.F) {
 			t.Fatalf("%v does not round-trip", r)
 		}
 	})
+}
+
+// TestIsPublicIP checks which addresses count as public, the ones a public
+// CA certifies: globally reachable unicast, per the IANA special-purpose
+// registries.
+func TestIsPublicIP(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		want bool
+	}{
+		{"193.0.14.129", true},
+		{"8.8.8.8", true},
+		{"::ffff:193.0.14.129", true}, // judged as the IPv4 address it maps
+		{"2a00:1450:4001:80e::200e", true},
+		{"2606:4700:4700::1111", true},
+		{"127.0.0.1", false},
+		{"127.8.9.10", false},
+		{"::1", false},
+		{"0.0.0.0", false},
+		{"::", false},
+		{"10.1.2.3", false},
+		{"172.16.0.1", false},
+		{"192.168.1.1", false},
+		{"100.64.0.1", false},
+		{"169.254.169.254", false},
+		{"192.0.0.9", false},
+		{"192.0.2.2", false},
+		{"198.18.0.1", false},
+		{"198.51.100.7", false},
+		{"203.0.113.9", false},
+		{"224.0.0.1", false},
+		{"240.0.0.1", false},
+		{"255.255.255.255", false},
+		{"::ffff:10.0.0.1", false},
+		{"::ffff:127.0.0.1", false},
+		{"fe80::1", false},
+		{"fe80::1%eth0", false},
+		{"fd00:ec2::254", false},
+		{"fc00::1", false},
+		{"ff02::1", false},
+		{"2001:db8::10", false},
+		{"3fff::1", false},
+		{"2001::1", false},           // Teredo
+		{"2002:c000:0204::1", false}, // 6to4
+		{"64:ff9b::808:808", false},  // NAT64: not the server's own address
+		{"100::1", false},
+		{"5f00::1", false},
+		{"4000::1", false}, // outside 2000::/3: unallocated
+	} {
+		if got := IsPublicIP(netip.MustParseAddr(tc.addr)); got != tc.want {
+			t.Errorf("IsPublicIP(%s) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
+	if IsPublicIP(netip.Addr{}) {
+		t.Error("the zero Addr is public")
+	}
 }

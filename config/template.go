@@ -27,10 +27,13 @@ server:
 
 tls:
   mode: auto          # auto | acme | self-signed | files | off
-                      # auto: ACME when public_host is a DNS name and email is set, else self-signed
-  email: {{printf "%q" .Email}}
+                      # auto: ACME when public_host is a public IP address, or a DNS name
+                      # and email is set; else self-signed
+  email: {{printf "%q" .Email}}   # the CA account's contact; an IP address needs none
   acme_ca: ""         # ACME directory URL; empty = Let's Encrypt
   acme_ca_roots: ""   # PEM file of roots to trust for that CA (private CAs)
+  acme_profile: ""    # empty = shortlived (about 6 days, renewed automatically) for an IP
+                      # address, the CA's default for a DNS name
   cert_file: ""       # files mode
   key_file: ""
 

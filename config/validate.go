@@ -62,11 +62,20 @@ func (c *Config) validateTLS(v *validator) {
 	switch t.Mode {
 	case TLSAuto, TLSSelfSigned, TLSOff:
 	case TLSACME:
-		if t.Email == "" {
-			v.add("tls.email", "is required when tls.mode is acme (the CA's account contact)")
+		// A public IP address gets a certificate of its own (RFC 8738),
+		// with no account contact needed; a DNS name keeps needing one.
+		host := c.Server.PublicHost
+		if a, err := netip.ParseAddr(host); err == nil {
+			if !IsPublicIP(a) {
+				v.add("server.public_host", "%s is not a public IP address, and no public CA certifies another (tls.mode acme)", host)
+			}
+			break
 		}
-		if c.Server.PublicHost == "" || !isDNSName(c.Server.PublicHost) {
-			v.add("server.public_host", "must be a DNS name when tls.mode is acme (ACME certifies names, not IP addresses)")
+		if host == "" || !isDNSName(host) {
+			v.add("server.public_host", "must be a DNS name or a public IP address when tls.mode is acme")
+		}
+		if t.Email == "" {
+			v.add("tls.email", "is required when tls.mode is acme for a DNS name (the CA's account contact)")
 		}
 	case TLSFiles:
 		if t.CertFile == "" {
@@ -87,6 +96,9 @@ func (c *Config) validateTLS(v *validator) {
 		if u, err := url.Parse(t.ACMECA); err != nil || u.Scheme != "https" || u.Host == "" {
 			v.add("tls.acme_ca", "%q is not an https:// ACME directory URL", t.ACMECA)
 		}
+	}
+	if t.ACMEProfile != "" && !validProfile(t.ACMEProfile) {
+		v.add("tls.acme_profile", "%q is not a profile name (letters, digits, '.', '_' and '-', at most 64)", t.ACMEProfile)
 	}
 	for key, path := range map[string]string{"tls.acme_ca_roots": t.ACMECARoots, "tls.cert_file": t.CertFile, "tls.key_file": t.KeyFile} {
 		if path != "" && !filepath.IsAbs(path) {
@@ -340,3 +352,62 @@ func isDNSName(h string) bool {
 
 // IsDNSName reports whether h is a DNS name rather than an IP address.
 func IsDNSName(h string) bool { return isDNSName(h) }
+
+// validProfile reports whether p can name an ACME profile: the CA's
+// directory lists the names it offers (draft-aaron-acme-profiles), which
+// cannot be checked offline, so only the characters are.
+func validProfile(p string) bool {
+	if p == "" || len(p) > 64 {
+		return false
+	}
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// notPublic are the address blocks the IANA special-purpose registries
+// (iana-ipv4-special-registry, iana-ipv6-special-registry) mark as not
+// globally reachable, within the unicast space IsPublicIP starts from. No
+// public CA certifies an address in them (CA/Browser Forum Baseline
+// Requirements 4.2.2: no reserved IP addresses).
+var notPublic = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range []string{
+		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+		"192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+		"198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
+		"2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20",
+	} {
+		out = append(out, netip.MustParsePrefix(p))
+	}
+	return out
+}()
+
+// globalUnicast6 is the IPv6 global unicast space (RFC 4291 2.4; IANA
+// ipv6-unicast-address-assignments): an address outside it is not one a
+// server on the internet is reached at.
+var globalUnicast6 = netip.MustParsePrefix("2000::/3")
+
+// IsPublicIP reports whether a is a globally reachable unicast address, the
+// kind a public CA issues certificates for (Let's Encrypt, in its
+// shortlived profile): not loopback, private, link-local, CGNAT, ULA,
+// documentation, benchmarking, multicast or otherwise special-purpose.
+// IPv4-mapped addresses are judged as the IPv4 address they map.
+func IsPublicIP(a netip.Addr) bool {
+	a = a.Unmap()
+	if !a.IsValid() || a.Zone() != "" || !a.IsGlobalUnicast() {
+		return false
+	}
+	if a.Is6() && !globalUnicast6.Contains(a) {
+		return false
+	}
+	for _, p := range notPublic {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	return true
+}

@@ -41,8 +41,8 @@ func (a *app) initCmd() *cobra.Command {
 		Short: "Write a commented config with a fresh REST secret",
 		Long: `Write a commented configuration file (--config, default ` + config.DefaultFile + `)
 naming every key, with server.public_host set to --host and a freshly
-generated relay shared secret. With --email and a DNS name, TLS certificates
-come from Let's Encrypt automatically. The file is written 0600 (0640 with
+generated relay shared secret. With a public IP address, or a DNS name and
+--email, TLS certificates come from Let's Encrypt automatically. The file is written 0600 (0640 with
 group tariq when that system user exists); an existing file is kept unless
 --force.`,
 		Args: cobra.NoArgs,
@@ -77,7 +77,7 @@ group tariq when that system user exists); an existing file is kept unless
 		},
 	}
 	cmd.Flags().StringVar(&host, "host", "", "public DNS name or IP address clients dial (required)")
-	cmd.Flags().StringVar(&email, "email", "", "contact for Let's Encrypt (turns on ACME with a DNS name)")
+	cmd.Flags().StringVar(&email, "email", "", "contact for Let's Encrypt (turns on ACME with a DNS name; a public IP address needs none)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing file")
 	cmd.MarkFlagRequired("host")
 	return cmd

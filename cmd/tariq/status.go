@@ -42,10 +42,13 @@ func printStatus(a *app, st *admin.Status, now time.Time) {
 	defer w.Flush()
 	fmt.Fprintf(w, "tariq %s on %s, up %s\n", st.Version, st.PublicHost, now.Sub(st.StartedAt).Round(time.Second))
 	if c := st.TLS; c != nil {
-		fmt.Fprintf(w, "\nCertificate\t%s, expires %s (in %s)\n", certDescription(c),
-			c.NotAfter.Format(time.DateOnly), shortDuration(c.NotAfter.Sub(now)))
-		if c.Source == "fallback" {
+		fmt.Fprintf(w, "\nCertificate\t%s, expires %s (%s)\n", certDescription(c),
+			c.NotAfter.UTC().Format("2006-01-02 15:04 MST"), untilStr(c.NotAfter.Sub(now)))
+		switch c.Source {
+		case certs.SourceFallback:
 			fmt.Fprintf(w, "\tstill obtaining a certificate from %s\n", c.CA)
+		case certs.SourceACME:
+			fmt.Fprintf(w, "\trenewed automatically from %s\n", c.CA)
 		}
 		if c.ACMEError != "" {
 			fmt.Fprintf(w, "\tlast ACME error: %s\n", c.ACMEError)
@@ -175,6 +178,28 @@ func orDash(s []string) string {
 		return "-"
 	}
 	return strings.Join(s, " ")
+}
+
+// untilStr says how long is left before an expiry d away, in days and
+// hours (a shortlived certificate lives 160 hours), or how long ago it was.
+func untilStr(d time.Duration) string {
+	minutes := func(d time.Duration) string {
+		if d < time.Minute {
+			return "under a minute"
+		}
+		return strings.TrimSuffix(d.Round(time.Minute).String(), "0s") // 1h30m, not 1h30m0s
+	}
+	if d < 0 {
+		return "expired " + minutes(-d) + " ago"
+	}
+	days, hours := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour)
+	switch {
+	case days == 0:
+		return "in " + minutes(d)
+	case hours == 0:
+		return fmt.Sprintf("in %dd", days)
+	}
+	return fmt.Sprintf("in %dd%dh", days, hours)
 }
 
 func bytesStr(n uint64) string {

@@ -35,8 +35,9 @@ const acmeTLS1 = "acme-tls/1"
 type acmeManager struct {
 	storage *rootStorage // closed last
 	log     *slog.Logger
-	host    string
+	host    string // an IP address in canonical form (acmeIdentifier)
 	ca      string
+	profile string // the ACME profile ordered; "" for the CA's default
 	now     func() time.Time
 	retry   time.Duration // Deps.ACMERetry
 
@@ -83,31 +84,43 @@ func (s *Source) openACME(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("opening ACME storage: %w", err)
 	}
+	host, isIP := acmeIdentifier(s.cfg.Server.PublicHost)
 	m := &acmeManager{
 		storage: storage,
 		log:     s.log,
-		host:    s.cfg.Server.PublicHost,
+		host:    host,
 		ca:      s.caURL(),
+		profile: acmeProfile(s.cfg, isIP),
 		now:     s.now,
 		retry:   s.deps.ACMERetry,
 		failed:  make(chan struct{}, 1),
 	}
 	zl := newZapLogger(s.log.Handler())
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return m.magic.Load(), nil },
-		Logger:           zl,
+		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return m.magic.Load(), nil },
+		RenewCheckInterval: s.deps.ACMERenewCheck, // 0: certmagic's 10 minutes
+		Logger:             zl,
 	})
+	var ratio float64 // 0: certmagic's default, a third of the lifetime left
+	if isIP {
+		ratio = ipRenewalWindowRatio
+	}
 	magic := certmagic.New(m.cache, certmagic.Config{
-		Storage:        storage,
-		Logger:         zl,
-		OnEvent:        m.onEvent,
-		ShouldEmitFunc: func(event string) bool { return event != "tls_get_certificate" },
+		Storage:            storage,
+		Logger:             zl,
+		OnEvent:            m.onEvent,
+		RenewalWindowRatio: ratio,
+		ShouldEmitFunc:     func(event string) bool { return event != "tls_get_certificate" },
 	})
+	// No email is needed: ManageAsync never prompts, and an account
+	// without a contact is valid (RFC 8555 7.3; certmagic stores it as
+	// "default"). An IP address needs none in auto mode.
 	magic.Issuers = []certmagic.Issuer{certmagic.NewACMEIssuer(magic, certmagic.ACMEIssuer{
 		CA:                      m.ca,
 		TrustedRoots:            roots,
 		Email:                   s.cfg.TLS.Email,
 		Agreed:                  true,
+		Profile:                 m.profile,
 		DisableHTTPChallenge:    s.deps.ACMEDisableHTTP01,
 		DisableTLSALPNChallenge: s.deps.ACMEDisableTLSALPN01,
 		ListenHost:              s.deps.ACMEListenHost,
@@ -244,9 +257,9 @@ func (m *acmeManager) onEvent(ctx context.Context, event string, data map[string
 	switch event {
 	case "cert_obtaining":
 		if renewal {
-			m.log.Info("renewing certificate", "identifier", id, "ca", m.ca)
+			m.log.Info("renewing certificate", "identifier", id, "ca", m.ca, "profile", m.profile)
 		} else {
-			m.log.Info("obtaining certificate", "identifier", id, "ca", m.ca)
+			m.log.Info("obtaining certificate", "identifier", id, "ca", m.ca, "profile", m.profile)
 		}
 	case "cert_obtained":
 		m.setError("")

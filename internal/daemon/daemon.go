@@ -475,6 +475,9 @@ func (d *Daemon) printSummary(w io.Writer) {
 		switch info.Source {
 		case certs.SourceFallback:
 			fmt.Fprintf(w, "  Certificate: self-signed for now, until %s issues one for %s (status shows progress)\n", info.CA, d.host)
+		case certs.SourceACME:
+			fmt.Fprintf(w, "  Certificate: %s for %v from %s until %s, renewed automatically\n", info.Source, info.Names, info.CA,
+				info.NotAfter.UTC().Format("2006-01-02 15:04 MST"))
 		default:
 			fmt.Fprintf(w, "  Certificate: %s for %v until %s\n", info.Source, info.Names, info.NotAfter.Format(time.DateOnly))
 		}

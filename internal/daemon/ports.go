@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/tariq-vpn/tariq/config"
+	"github.com/tariq-vpn/tariq/internal/certs"
 )
 
 // Port is one port (or range) to open in the server's firewall.
@@ -62,7 +63,10 @@ func FirewallPorts(cfg *config.Config) []Port {
 			what += " and TURN over TLS"
 		}
 		add("tcp", what, cfg.Web.Listen)
-		if mode := cfg.TLS.Mode; mode == config.TLSACME || (mode == config.TLSAuto && config.IsDNSName(cfg.Server.PublicHost) && cfg.TLS.Email != "") {
+		// As the daemon decides: with public_host empty, for the detected address.
+		resolved := *cfg
+		resolved.Server.PublicHost = ResolveHost(cfg)
+		if certs.ResolveMode(&resolved) == config.TLSACME {
 			out = append(out, Port{"tcp", "80", "ACME HTTP-01 challenges"})
 		}
 	}
