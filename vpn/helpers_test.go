@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"flag"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -217,17 +216,6 @@ func mustLoad(t *testing.T, st *store.Store) *store.State {
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 func addr(s string) netip.Addr  { return netip.MustParseAddr(s) }
-
-// fixedKey is a deterministic key for golden files.
-func fixedKey(b byte) Key {
-	var k Key
-	for i := range k {
-		k[i] = b + byte(i)
-	}
-	return k
-}
-
-func stringOf(v any) string { return fmt.Sprintf("%v %+v %#v", v, v, v) }
 
 func execOutput(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()

@@ -526,14 +526,6 @@ func (s *Service) Addresses() []netip.Prefix {
 	return s.plan.Prefixes()
 }
 
-// setPeerOnDeviceLocked applies a one-peer UAPI set.
-func (s *Service) setPeerOnDeviceLocked(set string) error {
-	if s.ipcHook != nil {
-		return s.ipcHook(set)
-	}
-	return s.dev.IpcSet(set)
-}
-
 func (s *Service) runningLocked() error {
 	if s.dev == nil || s.closed.Load() {
 		return fmt.Errorf("vpn: %w", ErrNotRunning)

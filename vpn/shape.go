@@ -237,11 +237,6 @@ func (b *bucket) releaseLocked(now time.Time, out [][]byte, size func([]byte) in
 	return out, max(time.Duration(need/b.rate*float64(time.Second)), time.Millisecond)
 }
 
-// dropLocked forgets every queued packet.
-func (b *bucket) dropLocked() {
-	b.small, b.bulk, b.bulkBytes = nil, nil, 0
-}
-
 // direction is the release side of one direction: the groups whose
 // bucket has queued packets, and a kick when one gets its first.
 //
