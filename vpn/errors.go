@@ -3,6 +3,8 @@ package vpn
 import (
 	"errors"
 	"runtime"
+
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
 // Sentinels callers branch on. Each is wrapped with what and where, as in
@@ -16,7 +18,7 @@ var (
 	ErrPoolExhausted = errors.New("address pool exhausted")
 	// ErrBadKey means a WireGuard key is not 32 bytes of standard base64
 	// (or is unusable, like all zeros or the server's own key).
-	ErrBadKey = errors.New("must be 32 bytes base64")
+	ErrBadKey = wgconf.ErrBadKey
 	// ErrKeyInUse means another peer already has that public key.
 	ErrKeyInUse = errors.New("already in use")
 	// ErrBadName means a peer name is not 1-32 letters, digits, '-', '_' or
@@ -36,16 +38,4 @@ var (
 	// ErrNotSupported means the operation needs Linux (kernel TUN, netlink,
 	// nftables, the UAPI socket).
 	ErrNotSupported = errors.New("not supported on " + runtime.GOOS)
-)
-
-// badKeyError is ErrBadKey with a reason of its own for a well-formed key
-// that is still unusable, so the message says one thing, not two.
-type badKeyError string
-
-func (e badKeyError) Error() string        { return string(e) }
-func (e badKeyError) Is(target error) bool { return target == ErrBadKey }
-
-var (
-	errZeroKey   error = badKeyError("is all zeros, never a real key")
-	errServerKey error = badKeyError("is the server's own key")
 )

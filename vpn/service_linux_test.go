@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tariq-vpn/tariq/internal/wgconf"
+
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
@@ -51,14 +53,17 @@ func newKernelTopology(t *testing.T) kernelTopology {
 
 // openIn builds and opens a Service inside ns, the way the daemon would
 // run there.
-func openIn(t *testing.T, ns *testutil.NetNS, cfg *config.Config, st *store.Store) (*Service, error) {
+func openIn(t *testing.T, ns *testutil.NetNS, cfg *config.Config, st *store.Store) (*wired, error) {
 	t.Helper()
-	s, err := New(cfg, Deps{Logger: testLogger(t), Store: st})
+	s, err := New(cfg, Deps{Logger: testLogger(t), Identity: identity(t, cfg, st)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = ns.Do(func() error { return s.Open(context.Background()) })
-	return s, err
+	w := wire(t, cfg, st, s)
+	if err = ns.Do(func() error { return s.Open(context.Background()) }); err == nil {
+		w.start(t)
+	}
+	return w, err
 }
 
 // quietTUN is a channel TUN that never reports itself up, so a client
@@ -82,9 +87,9 @@ func (q *quietTUN) Close() error {
 func kernelClient(t *testing.T, ns *testutil.NetNS, conf string) *testClient {
 	t.Helper()
 	c := parseWGQuick(t, conf)
-	priv, _ := ParseKey(c["Interface.PrivateKey"])
-	serverPub, _ := ParseKey(c["Peer.PublicKey"])
-	psk, _ := ParseKey(c["Peer.PresharedKey"])
+	priv, _ := wgconf.ParseKey(c["Interface.PrivateKey"])
+	serverPub, _ := wgconf.ParseKey(c["Peer.PublicKey"])
+	psk, _ := wgconf.ParseKey(c["Peer.PresharedKey"])
 	set := fmt.Sprintf("private_key=%s\nreplace_peers=true\npublic_key=%s\npreshared_key=%s\nendpoint=%s\nallowed_ip=0.0.0.0/0\nallowed_ip=::/0\n",
 		priv.Hex(), serverPub.Hex(), psk.Hex(), c["Peer.Endpoint"])
 	tc := &testClient{tun: tuntest.NewChannelTUN(), set: set}
@@ -310,7 +315,7 @@ func TestServiceKernel(t *testing.T) {
 		if strings.Contains(got, "counter packets 0 ") {
 			t.Errorf("a masquerade rule matched nothing:\n%s", got)
 		}
-		st := s.PeerStatus()
+		st := s.Devices()
 		if len(st) != 1 || st[0].LastHandshake.IsZero() || st[0].Endpoint.Addr() != inetUp4.Addr() {
 			t.Errorf("status %+v, want a handshake from %s", st, inetUp4.Addr())
 		}

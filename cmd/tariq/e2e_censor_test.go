@@ -952,6 +952,9 @@ func (c *censorLab) checkStatus(peer, advice, confirmed string) {
 		if strings.HasPrefix(l, "PEER") && strings.Contains(l, "LAST CHECK") {
 			inReach = true
 		}
+		if inReach && strings.TrimSpace(l) == "" {
+			break // the members table follows
+		}
 		if inReach && strings.HasPrefix(l, peer+" ") {
 			line = strings.Join(strings.Fields(l), " ")
 		}

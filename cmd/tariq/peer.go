@@ -3,14 +3,16 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/daemon"
+	"github.com/tariq-vpn/tariq/internal/members"
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
 // exportFlags choose how a peer's config is handed over.
@@ -62,14 +64,14 @@ func checkTTL(cmd *cobra.Command, ttl time.Duration) error {
 	return nil
 }
 
-// peers returns the peer manager and, for a change, says on stderr when no
-// daemon runs.
-func (a *app) peers(cmd *cobra.Command, change bool) (admin.Peers, error) {
+// peers returns the members manager and, for a change, says on stderr when
+// no daemon runs.
+func (a *app) peers(cmd *cobra.Command, change bool) (members.Manager, error) {
 	l, err := a.load()
 	if err != nil {
 		return nil, err
 	}
-	p, running, err := daemon.PeerAdmin(ctxOf(cmd), l.Config)
+	p, running, err := daemon.Members(ctxOf(cmd), l.Config)
 	if err != nil {
 		return nil, err
 	}
@@ -80,29 +82,30 @@ func (a *app) peers(cmd *cobra.Command, change bool) (admin.Peers, error) {
 }
 
 // export hands over pc as the flags ask: text, terminal QR, PNG, or a link.
-func (a *app) export(cmd *cobra.Command, p admin.Peers, pc *admin.PeerConfig, f exportFlags) error {
+func (a *app) export(cmd *cobra.Command, p members.Manager, pc *members.DeviceConfig, f exportFlags) error {
 	payload := pc.Config
+	a.sayBlocked(pc.Device)
 	if f.invite {
-		inv, err := p.CreateInvite(ctxOf(cmd), admin.InviteRequest{Peer: pc.Peer.Name, TTL: f.ttl})
+		inv, err := p.CreateInvite(ctxOf(cmd), pc.Device.Name, f.ttl)
 		if err != nil {
 			return err
 		}
 		payload = inv.URL
 		fmt.Fprintf(a.stderr, "tariq: one-time link for %s, valid until %s; it stops working once the config is downloaded\n",
 			inv.Peer, inv.Expires.Local().Format("2006-01-02 15:04"))
-	} else if (f.qr || f.png != "") && strings.Contains(pc.Config, daemon.PrivateKeyPlaceholder) {
+	} else if (f.qr || f.png != "") && strings.Contains(pc.Config, wgconf.PrivateKeyPlaceholder) {
 		return fmt.Errorf("peer %q brought its own key, so its config has no private key to put in a QR code; "+
-			"print it as text and fill in PrivateKey on the device", pc.Peer.Name)
+			"print it as text and fill in PrivateKey on the device", pc.Device.Name)
 	}
-	if pc.Peer.Obfuscated {
+	if pc.Device.Obfuscated {
 		fmt.Fprintf(a.stderr, "tariq: %s uses the obfuscated (AmneziaWG) form on UDP port %d: "+
-			"import it in the AmneziaWG or AmneziaVPN app, not the WireGuard app\n", pc.Peer.Name, pc.Peer.Port)
-	} else if l, err := a.load(); err == nil && pc.Peer.Port != 0 && pc.Peer.Port != l.VPN.ListenPort {
+			"import it in the AmneziaWG or AmneziaVPN app, not the WireGuard app\n", pc.Device.Name, pc.Device.Port)
+	} else if l, err := a.load(); err == nil && pc.Device.Port != 0 && pc.Device.Port != l.VPN.ListenPort {
 		fmt.Fprintf(a.stderr, "tariq: %s uses stock WireGuard on UDP port %d (not vpn.listen_port %d)\n",
-			pc.Peer.Name, pc.Peer.Port, l.VPN.ListenPort)
+			pc.Device.Name, pc.Device.Port, l.VPN.ListenPort)
 	}
 	if f.png != "" {
-		png, err := daemon.QRPNG(payload)
+		png, err := wgconf.QRPNG(payload, 768)
 		if err != nil {
 			return err
 		}
@@ -120,7 +123,7 @@ func (a *app) export(cmd *cobra.Command, p admin.Peers, pc *admin.PeerConfig, f 
 	}
 	switch {
 	case f.qr:
-		qr, err := daemon.QRText(payload)
+		qr, err := wgconf.QRText(payload)
 		if err != nil {
 			return err
 		}
@@ -131,17 +134,95 @@ func (a *app) export(cmd *cobra.Command, p admin.Peers, pc *admin.PeerConfig, f 
 	return nil
 }
 
+// limitFlags are --expires, --data-limit and --rate.
+type limitFlags struct {
+	expires, dataLimit, rate string
+}
+
+func (f *limitFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.expires, "expires", "", "when the member's access ends: a date (2027-01-31, through that day UTC), an RFC 3339 time, a duration from now (30d, 12h), or none")
+	cmd.Flags().StringVar(&f.dataLimit, "data-limit", "", "the member's data per calendar month (UTC), both directions, every path: like 5GiB or 500MB, or none")
+	cmd.Flags().StringVar(&f.rate, "rate", "", "the member's speed cap in each direction, across their devices: like 4mbit or 512kbit, or none")
+}
+
+// change parses the flags given into a change; a bad value is usage.
+func (f *limitFlags) change(cmd *cobra.Command, now time.Time) (members.LimitsChange, error) {
+	var c members.LimitsChange
+	if cmd.Flags().Changed("expires") {
+		t, err := members.ParseExpires(f.expires, now)
+		if err != nil {
+			return c, usageErr(err)
+		}
+		c.Expires = &t
+	}
+	if cmd.Flags().Changed("data-limit") {
+		n, err := members.ParseDataLimit(f.dataLimit)
+		if err != nil {
+			return c, usageErr(err)
+		}
+		c.DataLimit = &n
+	}
+	if cmd.Flags().Changed("rate") {
+		n, err := members.ParseRate(f.rate)
+		if err != nil {
+			return c, usageErr(err)
+		}
+		c.Rate = &n
+	}
+	return c, nil
+}
+
+// sayBlocked tells the operator, on stderr, that d's member is cut off and
+// how to let them back in.
+func (a *app) sayBlocked(d members.DeviceStatus) {
+	switch d.Blocked {
+	case members.BlockExpired:
+		fmt.Fprintf(a.stderr, "tariq: %s is cut off: member %s expired; `tariq peer set %s --expires ...` lets them back in with this config\n",
+			d.Name, d.Member, d.Member)
+	case members.BlockOverLimit:
+		fmt.Fprintf(a.stderr, "tariq: %s is cut off: member %s used this month's data limit; it comes back next month, or now with `tariq peer set %s --data-limit ...`\n",
+			d.Name, d.Member, d.Member)
+	}
+}
+
+// memberLine describes a member's limits and usage in one line.
+func memberLine(m members.MemberStatus, now time.Time) string {
+	var parts []string
+	used := "used " + members.FormatBytes(m.Usage.Total()) + " this month"
+	if m.DataLimit > 0 {
+		used += " of " + members.FormatBytes(m.DataLimit)
+	}
+	parts = append(parts, used)
+	if m.Rate > 0 {
+		parts = append(parts, "rate "+members.FormatRate(m.Rate))
+	}
+	if !m.Expires.IsZero() {
+		parts = append(parts, "expires "+m.Expires.UTC().Format("2006-01-02 15:04 UTC"))
+	}
+	state := "active"
+	if m.Blocked != "" {
+		state = "cut off: " + m.Blocked
+	}
+	return fmt.Sprintf("member %s (%s): %s", m.Name, state, strings.Join(parts, ", "))
+}
+
 func (a *app) peerCmd() *cobra.Command {
 	peer := &cobra.Command{
 		Use:   "peer",
-		Short: "Add, list, show, remove, disable and enable WireGuard devices",
-		Long: `Manage the WireGuard devices of the family. While the daemon runs, changes go
-through its admin socket and apply at once to that one peer; otherwise they
-edit the state directly and apply when tariq starts.`,
+		Short: "Add, list, show, limit, remove, disable and enable family members' devices",
+		Long: `Manage the family's members and their WireGuard devices. A member is a person;
+each device (a peer) belongs to one member, by default one of its own name
+(--member puts more devices under one person). Limits (--expires,
+--data-limit, --rate) belong to the member, across all their devices.
+
+While the daemon runs, changes go through its admin socket and apply at once
+to that one member; otherwise they edit the state directly and apply when
+tariq starts.`,
 	}
 
 	var addFlags exportFlags
-	var publicKey string
+	var addLimits limitFlags
+	var publicKey, member string
 	var port int
 	var obfuscated bool
 	add := &cobra.Command{
@@ -154,6 +235,10 @@ next free addresses. The wg-quick config goes to stdout unless --qr, --png or
 it to a file only you can read (a shell's "> mom.conf" leaves the private
 key readable by everyone on the machine).
 
+The device belongs to the member --member names (a new member of the
+device's own name if not given). --expires, --data-limit and --rate set that
+member's limits, as "tariq peer set" does.
+
 The device dials vpn.listen_port unless --port names one of vpn.extra_ports
 (443, say, where the usual port is blocked). With --obfuscated it gets the
 AmneziaWG form instead, for vpn.obfuscation.listen_port, to import in the
@@ -163,11 +248,16 @@ AmneziaWG or AmneziaVPN app: for networks that block WireGuard itself.`,
 			if err := addFlags.check(cmd); err != nil {
 				return err
 			}
+			lc, err := addLimits.change(cmd, time.Now())
+			if err != nil {
+				return err
+			}
 			p, err := a.peers(cmd, true)
 			if err != nil {
 				return err
 			}
-			pc, err := p.AddPeer(ctxOf(cmd), admin.AddPeerRequest{Name: args[0], PublicKey: publicKey, Port: port, Obfuscated: obfuscated})
+			pc, err := p.Add(ctxOf(cmd), members.AddRequest{Name: args[0], Member: member, PublicKey: publicKey, Port: port,
+				Obfuscated: obfuscated, Limits: lc})
 			if err != nil {
 				return err
 			}
@@ -175,9 +265,51 @@ AmneziaWG or AmneziaVPN app: for networks that block WireGuard itself.`,
 		},
 	}
 	addFlags.register(add)
+	addLimits.register(add)
+	add.Flags().StringVar(&member, "member", "", "the member (person) the device belongs to (default: a new member named like the device)")
 	add.Flags().StringVar(&publicKey, "public-key", "", "the device's own WireGuard public key (base64)")
 	add.Flags().IntVar(&port, "port", 0, "the UDP `PORT` the device dials: one of vpn.extra_ports (default vpn.listen_port)")
 	add.Flags().BoolVar(&obfuscated, "obfuscated", false, "give the device the AmneziaWG form, for vpn.obfuscation.listen_port")
+
+	var setLimits limitFlags
+	set := &cobra.Command{
+		Use:   "set NAME",
+		Short: "Set a member's limits: --expires, --data-limit, --rate (none lifts one)",
+		Long: `Set the limits of a member (NAME is the member, or one of their devices):
+
+  --expires     when their access ends: a date (through that day, UTC), an
+                RFC 3339 time, or a duration from now (30d, 12h)
+  --data-limit  data per calendar month (UTC), both directions together, on
+                every path they use: 5GiB, 500MB
+  --rate        a speed cap in each direction, shared by their devices:
+                4mbit, 512kbit (calls stay usable: small packets go first)
+
+"none" lifts a limit. A member who expires or reaches the limit is cut off
+within seconds (no handshakes, open tunnels end) and shown so in status,
+peer list and their invite page; lifting or raising the limit, or the next
+month, lets them back in with the configs they have.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lc, err := setLimits.change(cmd, time.Now())
+			if err != nil {
+				return err
+			}
+			if lc.Empty() {
+				return usageErr(errors.New("nothing to set: give --expires, --data-limit or --rate"))
+			}
+			p, err := a.peers(cmd, true)
+			if err != nil {
+				return err
+			}
+			m, err := p.SetLimits(ctxOf(cmd), args[0], lc)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stderr, "tariq: %s\n", memberLine(*m, time.Now()))
+			return nil
+		},
+	}
+	setLimits.register(set)
 
 	var showFlags exportFlags
 	show := &cobra.Command{
@@ -192,7 +324,7 @@ AmneziaWG or AmneziaVPN app: for networks that block WireGuard itself.`,
 			if err != nil {
 				return err
 			}
-			pc, err := p.PeerConfig(ctxOf(cmd), args[0])
+			pc, err := p.Show(ctxOf(cmd), args[0])
 			if err != nil {
 				return err
 			}
@@ -203,36 +335,44 @@ AmneziaWG or AmneziaVPN app: for networks that block WireGuard itself.`,
 
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List the devices",
+		Short: "List the devices and members, with limits and this month's usage",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p, err := a.peers(cmd, false)
 			if err != nil {
 				return err
 			}
-			peers, err := p.Peers(ctxOf(cmd))
+			devices, err := p.Devices(ctxOf(cmd))
 			if err != nil {
 				return err
 			}
-			w := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tIPV4\tIPV6\tSTATE\tLAST HANDSHAKE\tRECEIVED\tSENT")
-			now := time.Now()
-			for _, pe := range peers {
-				state := "enabled"
-				if !pe.Enabled {
-					state = "disabled"
-				}
-				hs := "never"
-				if !pe.LastHandshake.IsZero() {
-					hs = now.Sub(pe.LastHandshake).Round(time.Second).String() + " ago"
-				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", pe.Name, pe.IPv4, pe.IPv6, state, hs, bytesStr(pe.RxBytes), bytesStr(pe.TxBytes))
+			ms, err := p.Members(ctxOf(cmd))
+			if err != nil {
+				return err
 			}
-			return w.Flush()
+			now := time.Now()
+			w := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tMEMBER\tIPV4\tIPV6\tSTATE\tLAST HANDSHAKE\tRECEIVED\tSENT")
+			for _, d := range devices {
+				hs := "never"
+				if !d.LastHandshake.IsZero() {
+					hs = now.Sub(d.LastHandshake).Round(time.Second).String() + " ago"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Member, d.IPv4, d.IPv6, deviceState(d), hs,
+					bytesStr(d.RxBytes), bytesStr(d.TxBytes))
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if len(ms) > 0 {
+				fmt.Fprintln(a.stdout)
+				printMembers(a.stdout, ms, now)
+			}
+			return nil
 		},
 	}
 
-	simple := func(use, short string, do func(cmd *cobra.Command, p admin.Peers, name string) error, done string) *cobra.Command {
+	simple := func(use, short string, do func(cmd *cobra.Command, p members.Manager, name string) error, done string) *cobra.Command {
 		return &cobra.Command{
 			Use:   use + " NAME",
 			Short: short,
@@ -251,16 +391,66 @@ AmneziaWG or AmneziaVPN app: for networks that block WireGuard itself.`,
 		}
 	}
 	remove := simple("remove", "Remove a device for good (its address is not handed out again while others are free)",
-		func(cmd *cobra.Command, p admin.Peers, name string) error { return p.RemovePeer(ctxOf(cmd), name) }, "removed")
+		func(cmd *cobra.Command, p members.Manager, name string) error { return p.Remove(ctxOf(cmd), name) }, "removed")
 	disable := simple("disable", "Cut a device off, keeping its config for later",
-		func(cmd *cobra.Command, p admin.Peers, name string) error {
-			return p.SetPeerEnabled(ctxOf(cmd), name, false)
+		func(cmd *cobra.Command, p members.Manager, name string) error {
+			return p.SetEnabled(ctxOf(cmd), name, false)
 		}, "disabled")
 	enable := simple("enable", "Let a disabled device back in",
-		func(cmd *cobra.Command, p admin.Peers, name string) error {
-			return p.SetPeerEnabled(ctxOf(cmd), name, true)
+		func(cmd *cobra.Command, p members.Manager, name string) error {
+			return p.SetEnabled(ctxOf(cmd), name, true)
 		}, "enabled")
 
-	peer.AddCommand(add, list, show, remove, disable, enable)
+	peer.AddCommand(add, set, list, show, remove, disable, enable)
 	return peer
+}
+
+// deviceState is a device's state for tables: enabled, disabled, or why
+// its member is cut off.
+func deviceState(d members.DeviceStatus) string {
+	switch {
+	case !d.Enabled:
+		return "disabled"
+	case d.Blocked != "":
+		return d.Blocked
+	}
+	return "enabled"
+}
+
+// printMembers writes the members table: limits and this month's usage.
+func printMembers(out io.Writer, ms []members.MemberStatus, now time.Time) {
+	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	defer w.Flush()
+	fmt.Fprintln(w, "MEMBER\tDEVICES\tSTATE\tTHIS MONTH\tDATA LIMIT\tRATE\tEXPIRES")
+	for _, m := range ms {
+		state := "active"
+		if m.Blocked != "" {
+			state = m.Blocked
+		}
+		limit, rate, expires := "-", "-", "-"
+		if m.DataLimit > 0 {
+			limit = members.FormatBytes(m.DataLimit)
+		}
+		if m.Rate > 0 {
+			rate = members.FormatRate(m.Rate)
+		}
+		if !m.Expires.IsZero() {
+			expires = m.Expires.UTC().Format("2006-01-02 15:04 UTC")
+			if m.Expires.After(now) {
+				expires += " (in " + shortDuration(m.Expires.Sub(now)) + ")"
+			}
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.Name, len(m.Devices), state, members.FormatBytes(m.Usage.Total()), limit, rate, expires)
+	}
+}
+
+// shortDuration writes d in days and hours, or less for short ones.
+func shortDuration(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh", int(d/time.Hour))
+	}
+	return d.Round(time.Second).String()
 }

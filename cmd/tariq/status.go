@@ -13,6 +13,8 @@ import (
 
 	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/certs"
+	"github.com/tariq-vpn/tariq/internal/members"
+	"github.com/tariq-vpn/tariq/internal/store"
 )
 
 func (a *app) statusCmd() *cobra.Command {
@@ -77,24 +79,30 @@ func printStatus(a *app, st *admin.Status, now time.Time) {
 		for _, p := range v.ExtraPorts {
 			ports += fmt.Sprintf(",%d", p)
 		}
+		w.Flush()
 		if v.ObfuscationPort != 0 {
 			ports += fmt.Sprintf(" and %d (AmneziaWG)", v.ObfuscationPort)
 		}
 		fmt.Fprintf(w, "\nWireGuard\t%s, UDP %s, public key %s\n", v.Interface, ports, v.PublicKey)
 		if len(v.Peers) > 0 {
-			fmt.Fprintf(w, "\nPEER\tADDRESS\tSTATE\tLAST HANDSHAKE\tRECEIVED\tSENT\tENDPOINT\n")
+			fmt.Fprintf(w, "\nPEER\tMEMBER\tADDRESS\tSTATE\tLAST HANDSHAKE\tRECEIVED\tSENT\tENDPOINT\n")
 			for _, p := range v.Peers {
-				state := "enabled"
-				if !p.Enabled {
-					state = "disabled"
-				}
 				hs := "never"
 				if !p.LastHandshake.IsZero() {
 					hs = now.Sub(p.LastHandshake).Round(time.Second).String() + " ago"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.IPv4, state, hs, bytesStr(p.RxBytes), bytesStr(p.TxBytes), p.Endpoint)
+				ep := "-"
+				if p.Endpoint.IsValid() {
+					ep = p.Endpoint.String()
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Member, p.IPv4, deviceState(p), hs, bytesStr(p.RxBytes), bytesStr(p.TxBytes), ep)
 			}
 			printReach(w, v.Peers, now)
+		}
+		if len(v.Members) > 0 {
+			w.Flush()
+			fmt.Fprintln(a.stdout)
+			printMembers(a.stdout, v.Members, now)
 		}
 	}
 }
@@ -124,7 +132,7 @@ func certDescription(c *admin.CertStatus) string {
 // ran from their network: when, the advice it gave, whether the member's
 // device then connected (or, its stock handshake never arriving, the page
 // switched it to AmneziaWG), what got through.
-func printReach(w io.Writer, peers []admin.PeerStatus, now time.Time) {
+func printReach(w io.Writer, peers []members.DeviceStatus, now time.Time) {
 	header := false
 	for _, p := range peers {
 		r := p.Reach
@@ -152,7 +160,7 @@ func printReach(w io.Writer, peers []admin.PeerStatus, now time.Time) {
 
 // confirmation says what the page saw once the member switched the
 // connection on.
-func confirmation(r *admin.Reachability) string {
+func confirmation(r *store.Reachability) string {
 	const switched = "stock handshake never arrived, switched to AmneziaWG"
 	switch {
 	case r.Confirmed == "connected" && r.SwitchedFrom != "":

@@ -221,12 +221,8 @@ func checkPorts(cfg *config.Config) []Finding {
 		}
 	}
 	if cfg.VPN.Enabled {
-		probe("vpn.listen_port", "udp", ":"+strconv.Itoa(cfg.VPN.ListenPort))
-		for _, p := range cfg.VPN.ExtraPorts {
-			probe("vpn.extra_ports", "udp", ":"+strconv.Itoa(p))
-		}
-		if o := cfg.VPN.Obfuscation; o.Enabled {
-			probe("vpn.obfuscation.listen_port", "udp", ":"+strconv.Itoa(o.ListenPort))
+		for _, p := range cfg.VPN.WireGuardPorts() {
+			probe(p.Key, "udp", ":"+strconv.Itoa(p.Port))
 		}
 	}
 	if cfg.Web.Enabled {

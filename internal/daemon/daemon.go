@@ -22,6 +22,7 @@ import (
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/certs"
+	"github.com/tariq-vpn/tariq/internal/members"
 	"github.com/tariq-vpn/tariq/internal/mux"
 	"github.com/tariq-vpn/tariq/internal/sdnotify"
 	"github.com/tariq-vpn/tariq/internal/store"
@@ -54,6 +55,9 @@ type Options struct {
 	// in the TLS handshake or before their first bytes; zero fields take
 	// mux.DefaultLimits (tests lower them).
 	WebLimits mux.Limits
+	// Limits are how often members' usage is counted and stored; zero
+	// means members.DefaultTimings (tests shorten them).
+	Limits members.Timings
 }
 
 // subsystem is the shape every part of the daemon shares.
@@ -73,6 +77,7 @@ type Daemon struct {
 	host string
 
 	store   *store.Store
+	members *members.Service
 	certs   *certs.Source
 	vpn     *vpn.Service
 	relay   *relay.Service
@@ -203,13 +208,7 @@ func (d *Daemon) open(ctx context.Context) error {
 	}
 
 	if cfg.VPN.Enabled {
-		v, err := vpn.New(cfg, vpn.Deps{Logger: d.log.With("component", "vpn"), Store: st})
-		if err != nil {
-			return err
-		}
-		d.vpn = v
-		d.add("vpn", v)
-		if err := v.Open(ctx); err != nil {
+		if err := d.openVPN(ctx, st); err != nil {
 			return err
 		}
 	}
@@ -457,11 +456,11 @@ func (d *Daemon) printSummary(w io.Writer) {
 	}
 	if d.vpn != nil {
 		ports := fmt.Sprint(d.vpn.ListenPort())
-		for _, p := range cfg.VPN.ExtraPorts {
-			ports += fmt.Sprintf(", %d", p)
-		}
-		if cfg.VPN.Obfuscation.Enabled {
-			ports += fmt.Sprintf(", %d (AmneziaWG form)", cfg.VPN.Obfuscation.ListenPort)
+		for _, p := range cfg.VPN.WireGuardPorts()[1:] {
+			ports += fmt.Sprintf(", %d", p.Port)
+			if p.Obfuscated {
+				ports += " (AmneziaWG form)"
+			}
 		}
 		fmt.Fprintf(w, "\n  WireGuard: UDP %s on %s, server key %s\n", ports, cfg.VPN.Interface, d.vpn.ServerPublicKey())
 		fmt.Fprintf(w, "  Add a family member's device: %s peer add mom --qr   (or --output mom.conf for a file, --invite for a one-time link)\n", tariq)

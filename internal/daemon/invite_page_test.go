@@ -24,8 +24,9 @@ import (
 	"time"
 
 	"github.com/tariq-vpn/tariq/internal/admin"
+	"github.com/tariq-vpn/tariq/internal/members"
 	"github.com/tariq-vpn/tariq/internal/testutil"
-	"github.com/tariq-vpn/tariq/vpn"
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
 // The invite page against a real daemon: real keys, real QR codes, the
@@ -82,13 +83,13 @@ func (p *invitePage) member(name string) (path, conf string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c := admin.NewClient(p.r.d.config().Server.AdminSocket)
-	pc, err := c.PeerConfig(ctx, name)
+	pc, err := c.Show(ctx, name)
 	if err != nil {
-		if pc, err = c.AddPeer(ctx, admin.AddPeerRequest{Name: name}); err != nil {
+		if pc, err = c.Add(ctx, members.AddRequest{Name: name}); err != nil {
 			t.Fatalf("adding peer %s: %v", name, err)
 		}
 	}
-	inv, err := c.CreateInvite(ctx, admin.InviteRequest{Peer: name})
+	inv, err := c.CreateInvite(ctx, name, 0)
 	if err != nil {
 		t.Fatalf("invite for %s: %v", name, err)
 	}
@@ -157,7 +158,7 @@ func secrets(t *testing.T, conf string) []string {
 		if m == nil {
 			t.Fatalf("no %s in\n%s", k, conf)
 		}
-		key, err := vpn.ParseKey(m[1])
+		key, err := wgconf.ParseKey(m[1])
 		if err != nil {
 			t.Fatal(err)
 		}

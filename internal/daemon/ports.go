@@ -38,12 +38,12 @@ func FirewallPorts(cfg *config.Config) []Port {
 		}
 	}
 	if cfg.VPN.Enabled {
-		add("udp", "WireGuard", []string{":" + strconv.Itoa(cfg.VPN.ListenPort)})
-		for _, p := range cfg.VPN.ExtraPorts {
-			add("udp", "WireGuard", []string{":" + strconv.Itoa(p)})
-		}
-		if o := cfg.VPN.Obfuscation; o.Enabled {
-			add("udp", "WireGuard, obfuscated (AmneziaWG)", []string{":" + strconv.Itoa(o.ListenPort)})
+		for _, p := range cfg.VPN.WireGuardPorts() {
+			what := "WireGuard"
+			if p.Obfuscated {
+				what += ", obfuscated (AmneziaWG)"
+			}
+			add("udp", what, []string{":" + strconv.Itoa(p.Port)})
 		}
 	}
 	if cfg.Relay.Enabled {

@@ -107,7 +107,7 @@ vpn:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	pc, err := admin.NewClient(r.d.config().Server.AdminSocket).PeerConfig(ctx, "phone")
+	pc, err := admin.NewClient(r.d.config().Server.AdminSocket).Show(ctx, "phone")
 	if err != nil || !strings.Contains(pc.Config, fmt.Sprintf("Endpoint = 127.0.0.1:%d\n", ports[0])) {
 		t.Errorf("phone's exported config after the reload (%v):\n%s", err, pc.Config)
 	}

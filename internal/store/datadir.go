@@ -78,9 +78,6 @@ func openDir(path string) (*Dir, error) {
 	return &Dir{f: os.NewFile(uintptr(fd), path), path: path, what: "directory", uid: st.Uid, gid: st.Gid}, nil
 }
 
-// Path returns the directory's path.
-func (d *Dir) Path() string { return d.path }
-
 // Close closes the directory.
 func (d *Dir) Close() error { return d.f.Close() }
 

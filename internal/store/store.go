@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tariq-vpn/tariq/config"
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
 // Version is the state format this binary writes. A newer binary reads
@@ -43,7 +44,9 @@ import (
 //	1  keys, REST secret, peers, invites
 //	2  peers may use an extra port or the AmneziaWG form (Peer.Port,
 //	   Peer.Obfuscated); the obfuscation parameters (VPNState.AmneziaWG)
-const Version = 2
+//	3  members: every peer (a device) belongs to one (Peer.Member), and a
+//	   member has limits and counted usage (State.Members)
+const Version = 3
 
 // The files of the data directory the store owns. internal/certs keeps
 // tls/ (the self-signed pair) and certmagic/ (ACME) beside them.
@@ -61,6 +64,9 @@ type State struct {
 	Version int        `json:"version"`
 	Relay   RelayState `json:"relay"`
 	VPN     VPNState   `json:"vpn"`
+	// Members are the people the devices belong to, in the order they
+	// were added.
+	Members []Member `json:"members,omitempty"`
 	// Peers are the WireGuard devices, in the order they were added.
 	Peers []Peer `json:"peers"`
 	// Invites are one-time links that hand a peer its config.
@@ -104,26 +110,54 @@ type VPNState struct {
 	AmneziaWG *AmneziaWG `json:"amneziawg,omitempty"`
 }
 
-// AmneziaWG holds AmneziaWG 1.x obfuscation parameters, named as the
-// AmneziaWG apps' config files and amneziawg-go's UAPI name them (Jc, Jmin,
-// Jmax: junk packets sent before each handshake initiation, and their size
-// range; S1, S2: random bytes before the handshake initiation and response;
-// H1-H4: the message-type headers replacing WireGuard's 1-4).
-type AmneziaWG struct {
-	Jc   int    `json:"jc"`
-	Jmin int    `json:"jmin"`
-	Jmax int    `json:"jmax"`
-	S1   int    `json:"s1"`
-	S2   int    `json:"s2"`
-	H1   uint32 `json:"h1"`
-	H2   uint32 `json:"h2"`
-	H3   uint32 `json:"h3"`
-	H4   uint32 `json:"h4"`
+// AmneziaWG holds the AmneziaWG obfuscation parameters (see wgconf).
+type AmneziaWG = wgconf.AmneziaWG
+
+// Member is one person of the family: their devices are the peers whose
+// Member names them. Limits apply to the member, across all their devices
+// and every path they use.
+type Member struct {
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+	// Expires is when the member's devices stop working; zero: never.
+	Expires time.Time `json:"expires,omitzero"`
+	// DataLimit is the bytes, both directions together, the member may
+	// pass per calendar month (UTC); 0: no limit.
+	DataLimit uint64 `json:"data_limit,omitempty"`
+	// Rate caps each direction, in bits per second, for the member's
+	// devices together; 0: no cap.
+	Rate uint64 `json:"rate,omitempty"`
+	// Usage is what the member passed in Usage.Month.
+	Usage Usage `json:"usage,omitzero"`
+}
+
+// Usage is one calendar month's bytes (UTC) of a member.
+type Usage struct {
+	// Month is 2026-12.
+	Month string `json:"month"`
+	// In is what the member's devices sent; Out what they received.
+	In  uint64 `json:"in"`
+	Out uint64 `json:"out"`
+}
+
+// Total is both directions.
+func (u Usage) Total() uint64 { return u.In + u.Out }
+
+// Member returns the member named name, or nil.
+func (st *State) Member(name string) *Member {
+	for i := range st.Members {
+		if st.Members[i].Name == name {
+			return &st.Members[i]
+		}
+	}
+	return nil
 }
 
 // Peer is one WireGuard device of a family member.
 type Peer struct {
-	Name      string `json:"name"`
+	Name string `json:"name"`
+	// Member names the member the device belongs to.
+	Member    string `json:"member"`
 	PublicKey string `json:"public_key"`
 	// PrivateKey is kept only when tariq generated the pair; a peer added
 	// with --public-key made its own and the server never holds it.
@@ -383,6 +417,8 @@ func (st *State) problem() string {
 		switch {
 		case len(st.Peers) > 0:
 			return "has peers" + missing
+		case len(st.Members) > 0:
+			return "has members" + missing
 		case len(st.Invites) > 0:
 			return "has invites" + missing
 		case len(st.VPN.Retired) > 0:
@@ -409,6 +445,19 @@ func migrate(st *State, from int) (*State, error) {
 		// 1 → 2 only added fields whose zero values mean what format 1 did:
 		// every peer on vpn.listen_port in the stock form, no obfuscation
 		// parameters yet (generated when vpn.obfuscation is first enabled).
+		fallthrough
+	case 2:
+		// 2 → 3: every device was its own person. Each becomes a member of
+		// its own name, created with it, with no limits.
+		for i := range st.Peers {
+			p := &st.Peers[i]
+			if p.Member == "" {
+				p.Member = p.Name
+			}
+			if st.Member(p.Member) == nil {
+				st.Members = append(st.Members, Member{Name: p.Member, CreatedAt: p.CreatedAt})
+			}
+		}
 	}
 	st.Version = Version
 	return st, nil

@@ -1,11 +1,8 @@
 package web
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
 	"embed"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,88 +14,48 @@ import (
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/text/language"
 	"golang.org/x/time/rate"
+
+	"github.com/tariq-vpn/tariq/internal/members"
+	"github.com/tariq-vpn/tariq/internal/source"
+	"github.com/tariq-vpn/tariq/internal/store"
 )
 
-// The outcomes of looking up an invite token.
-var (
-	ErrInviteUnknown = errors.New("no such invite")
-	ErrInviteUsed    = errors.New("invite already used")
-	ErrInviteExpired = errors.New("invite expired")
-	// ErrFormNotOffered is a download asking for a config form the server
-	// does not offer (Redeem burns nothing then).
-	ErrFormNotOffered = errors.New("this server does not offer that form of the settings")
-)
-
-// Invite is what a one-time link's page shows before the member reveals
-// the settings: whose they are, until when, and which forms the page may
-// advise. It carries no key material by design: any GET of the page (a
-// link preview, a mail scanner) sees only this (issue 9).
-type Invite struct {
-	Peer    string
-	Expires time.Time
-	// Form is the peer's own form: what a reveal hands out unless the
-	// reachability check advises another.
-	Form Form
-	// Alternatives are the other forms the server offers this peer, for the
-	// check to advise and the confirmation to switch to.
-	Alternatives []Form
-	// Check is the reachability check the page runs; nil: none.
-	Check *Check
-}
-
-// Settings is what a reveal hands out: one peer's client config in one
-// form, as text and as a QR code.
-type Settings struct {
-	Peer   string
-	Form   Form
-	Config string // wg-quick text
-	QRPNG  []byte
-}
-
-// Invites looks invites up by token. Implementations compare token hashes
+// Invites is what the invite pages need of the members model
+// (members.Service implements it). Implementations compare token hashes
 // in constant time and never keep the token itself.
 type Invites interface {
 	// Peek returns the invite without using it up, and nothing secret.
-	Peek(token string) (*Invite, error)
+	Peek(token string) (*members.Invite, error)
 	// Redeem burns the invite and returns its settings in form f (nil: the
-	// peer's own); a second call gets ErrInviteUsed, but for one
+	// device's own); a second call gets ErrInviteUsed, but for one
 	// exception: the AmneziaWG form, once, soon after a stock reveal whose
 	// device never reached the server (the page's confirmation, see
-	// reach.go). A form the server does not offer is an error and burns
-	// nothing.
-	Redeem(token string, f *Form) (*Settings, error)
+	// reach.go). A form the server does not offer, or a member who is cut
+	// off, is an error and burns nothing.
+	Redeem(token string, f *members.Form) (*members.Settings, error)
+	// Page returns the invite's device and its own form while the page
+	// may still talk to the server (valid, or used within the hour).
+	Page(token string) (peer string, own members.Form, err error)
 	// SaveCheck records the result of the reachability check run from the
-	// invite's page: judge gets the invite's check and the peer's own form
-	// and returns the result to keep, or an error to keep nothing. It
-	// returns what it kept.
-	SaveCheck(token string, judge func(c *Check, own Form) (Reachability, error)) (Reachability, error)
-	// Connected reports whether the device of the invite's peer has
-	// completed a handshake with the server since the invite was used
-	// (not used yet: since it was created). Like SaveCheck, it answers
-	// while the invite is valid or was used within the last hour.
+	// invite's page, under the same condition as Page.
+	SaveCheck(token string, r store.Reachability) error
+	// Connected reports whether the device of the invite has completed a
+	// handshake with the server since the invite was used (not used yet:
+	// since it was created), under the same condition as Page.
 	Connected(token string) (bool, error)
 }
 
-// NewToken returns a fresh invite token (144 random bits, URL-safe) and
-// the hash to store in its place.
-func NewToken() (token, hash string) {
-	b := make([]byte, 18)
-	rand.Read(b)
-	token = base64.RawURLEncoding.EncodeToString(b)
-	return token, HashToken(token)
-}
-
-// HashToken returns the stored form of token: hex SHA-256.
-func HashToken(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
-}
+// Checks describes the reachability check of a device's invite page; with
+// creds, it carries short-lived TURN credentials for the probes. Nil: no
+// check.
+type Checks func(peer string, creds bool) *Check
 
 //go:embed i18n/*.json
 var i18nFiles embed.FS
@@ -150,7 +107,7 @@ var platforms = []string{"android", "ios", "windows", "macos"}
 
 // pickPlatform chooses the instructions: ?os= if known, else the User-Agent.
 func pickPlatform(r *http.Request) string {
-	if p := r.URL.Query().Get("os"); p == "other" || contains(platforms, p) {
+	if p := r.URL.Query().Get("os"); p == "other" || slices.Contains(platforms, p) {
 		return p
 	}
 	ua := r.UserAgent()
@@ -165,15 +122,6 @@ func pickPlatform(r *http.Request) string {
 		return "macos"
 	}
 	return "other"
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // tr returns a translator for lang that fills {placeholders} from vars.
@@ -297,8 +245,8 @@ type invitePageData struct {
 	T                 func(string) string
 	Langs             []langLink
 	Platforms         []string
-	Invite            *Invite
-	Settings          *Settings
+	Invite            *members.Invite
+	Settings          *members.Settings
 	Check             *pageCheck
 	Data              *checkData // reach.js's data: the check and the confirmation
 	Switch            bool       // the confirmation may switch to the AmneziaWG form
@@ -343,10 +291,10 @@ func confFileName(peer string) string {
 // or expired) are never limited: a reveal works once anyway. A request for
 // a token whose own budget is spent is refused before the lookup; a hit is
 // never charged to its address, so a valid link always opens.
-func newInviteHandler(invites Invites, server func() string) *inviteHandler {
-	return &inviteHandler{invites: invites, server: server,
+func newInviteHandler(invites Invites, checks Checks, server func() string) *inviteHandler {
+	return &inviteHandler{invites: invites, checks: checks, server: server,
 		guesses: &limiter[netip.Prefix]{every: 6 * time.Second, burst: 10, max: 1 << 14},
-		checks:  &limiter[string]{every: 6 * time.Second, burst: 10, max: 1 << 12, full: true},
+		posts:   &limiter[string]{every: 6 * time.Second, burst: 10, max: 1 << 12, full: true},
 		polls:   &limiter[string]{every: pollLimitEvery, burst: 10, max: 1 << 12, full: true}}
 }
 
@@ -354,9 +302,10 @@ func newInviteHandler(invites Invites, server func() string) *inviteHandler {
 // page's check and confirmation (reach.go).
 type inviteHandler struct {
 	invites Invites
+	checks  Checks
 	server  func() string
 	guesses *limiter[netip.Prefix] // misses, per address
-	checks  *limiter[string]       // the check's posts, per token hash
+	posts   *limiter[string]       // the check's posts (credentials and result), per token hash
 	polls   *limiter[string]       // the confirmation's polls, per token hash
 }
 
@@ -371,14 +320,14 @@ var errTooMany = errors.New("too many tries")
 func (h *inviteHandler) admit(r *http.Request, lim *limiter[string], token string, use func() error) error {
 	var key string
 	if lim != nil {
-		key = HashToken(token)
+		key = members.HashToken(token)
 		if lim.spent(key) {
 			return errTooMany
 		}
 	}
 	err := use()
-	if errors.Is(err, ErrInviteUnknown) {
-		if a, ok := clientPrefix(r); ok && !h.guesses.allow(a) {
+	if errors.Is(err, members.ErrInviteUnknown) {
+		if !h.guesses.allow(source.KeyOf(remoteAddr(r))) {
 			return errTooMany
 		}
 		return err
@@ -409,7 +358,7 @@ func expiresVar(t time.Time) string {
 
 func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
 	token := r.PathValue("token")
-	var inv *Invite
+	var inv *members.Invite
 	err := h.admit(r, nil, token, func() (err error) {
 		inv, err = h.invites.Peek(token)
 		return err
@@ -420,6 +369,10 @@ func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	vars["name"], vars["expires"] = inv.Peer, expiresVar(inv.Expires)
+	if inv.Blocked != "" {
+		h.message(w, r, &members.BlockedError{Member: inv.Member, Reason: inv.Blocked}, vars)
+		return
+	}
 	d := newPageData(r, vars)
 	d.Invite = inv
 	// Relative to /join/{token}; the query (?lang=, ?os=) goes along, so
@@ -427,10 +380,14 @@ func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
 	d.RevealURL = token + query(r)
 	d.FileName = confFileName(inv.Peer)
 	d.Switch = switchForm(inv) != nil
-	data := newCheckData(token, inv)
+	var c *Check
+	if h.checks != nil {
+		c = h.checks(inv.Peer, false)
+	}
+	data := newCheckData(token, inv, c)
 	d.Data = &data
-	if inv.Check != nil {
-		d.Check = &pageCheck{Labels: checkLabels(inv.Check, d.T)}
+	if c != nil {
+		d.Check = &pageCheck{Labels: checkLabels(c, d.T)}
 	}
 	render(w, http.StatusOK, d)
 }
@@ -519,13 +476,13 @@ func (h *inviteHandler) reveal(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "unknown settings form: "+err.Error())
 		return
 	}
-	var s *Settings
+	var s *members.Settings
 	err = h.admit(r, nil, token, func() (err error) {
 		s, err = h.invites.Redeem(token, form)
 		return err
 	})
 	switch {
-	case errors.Is(err, ErrFormNotOffered):
+	case errors.Is(err, members.ErrFormNotOffered):
 		fail(http.StatusBadRequest, err.Error())
 		return
 	case err != nil && asJSON:
@@ -580,11 +537,17 @@ func messageFor(err error) (status int, title, body string) {
 	switch {
 	case errors.Is(err, errTooMany):
 		return http.StatusTooManyRequests, "slow_title", "slow_body"
-	case errors.Is(err, ErrInviteUsed):
+	case errors.Is(err, members.ErrInviteUsed):
 		return http.StatusGone, "used_title", "used_body"
-	case errors.Is(err, ErrInviteExpired):
+	case errors.Is(err, members.ErrInviteExpired):
 		return http.StatusGone, "expired_title", "expired_body"
-	case errors.Is(err, ErrInviteUnknown):
+	case errors.Is(err, members.ErrBlocked):
+		var b *members.BlockedError
+		if errors.As(err, &b) && b.Reason == members.BlockExpired {
+			return http.StatusForbidden, "blocked_title", "blocked_expired_body"
+		}
+		return http.StatusForbidden, "blocked_title", "blocked_over_limit_body"
+	case errors.Is(err, members.ErrInviteUnknown):
 		return http.StatusNotFound, "unknown_title", "unknown_body"
 	}
 	return http.StatusInternalServerError, "unknown_title", "unknown_body"
@@ -597,38 +560,17 @@ func sortedLangs() []string {
 			out = append(out, code)
 		}
 	}
-	if len(out) > 2 {
-		sortStrings(out[1:])
-	}
+	slices.Sort(out[1:])
 	return out
 }
 
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
-
-// clientPrefix returns the address r comes from as the prefix the limits
-// count it by: the address for IPv4, its /64 for IPv6.
-func clientPrefix(r *http.Request) (netip.Prefix, bool) {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+// remoteAddr returns r's client address.
+func remoteAddr(r *http.Request) net.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		host = r.RemoteAddr
+		return nil
 	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Prefix{}, false
-	}
-	a = a.Unmap()
-	bits := 32
-	if a.Is6() {
-		bits = 64
-	}
-	p, _ := a.Prefix(bits)
-	return p, true
+	return net.UDPAddrFromAddrPort(ap)
 }
 
 // limiter is a token bucket per key: burst requests at once, then one

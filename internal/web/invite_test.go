@@ -14,6 +14,9 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/tariq-vpn/tariq/internal/members"
+	"github.com/tariq-vpn/tariq/internal/store"
 )
 
 // fakeInvites holds one invite, token "good", which Redeem burns. Its
@@ -21,9 +24,9 @@ import (
 // and the AmneziaWG form on 51821, and a check of every kind of path.
 type fakeInvites struct {
 	used      bool
-	form      *Form // what the last Redeem asked for
-	redeems   int   // Redeem calls that handed out settings
-	saved     []Reachability
+	form      *members.Form // what the last Redeem asked for
+	redeems   int           // Redeem calls that handed out settings
+	saved     []store.Reachability
 	connected bool // what Connected answers for "good"
 }
 
@@ -38,20 +41,41 @@ var fakeCheck = &Check{Host: "vpn.example.org", StockPorts: []int{51820, 443}, A
 	TURNUDP: "turn:vpn.example.org:3478?transport=udp", TURNTCP: "turn:vpn.example.org:3478?transport=tcp",
 	TURNTLS: "turns:vpn.example.org:443?transport=tcp", Username: "1:check:mom", Credential: "pw"}
 
-func (f *fakeInvites) Peek(token string) (*Invite, error) {
+func (f *fakeInvites) Peek(token string) (*members.Invite, error) {
 	switch {
 	case token != "good":
-		return nil, ErrInviteUnknown
+		return nil, members.ErrInviteUnknown
 	case f.used:
-		return nil, ErrInviteUsed
+		return nil, members.ErrInviteUsed
 	}
-	return &Invite{Peer: "mom", Expires: time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC), Form: Form{Port: 51820},
-		Alternatives: []Form{{Port: 443}, {AmneziaWG: true, Port: 51821}}, Check: fakeCheck}, nil
+	return &members.Invite{Peer: "mom", Expires: time.Date(2030, 1, 2, 3, 4, 0, 0, time.UTC), Form: members.Form{Port: 51820},
+		Alternatives: []members.Form{{Port: 443}, {AmneziaWG: true, Port: 51821}}}, nil
 }
 
-func (f *fakeInvites) Redeem(token string, form *Form) (*Settings, error) {
+// fakeChecks describes the check every page runs: fakeCheck, whose
+// credentials only come with creds.
+func fakeChecks(peer string, creds bool) *Check {
+	c := *fakeCheck
+	if !creds {
+		c.Username, c.Credential = "", ""
+	}
+	return &c
+}
+
+// Page answers for "good" (valid or used) and "old" (used too long ago).
+func (f *fakeInvites) Page(token string) (string, members.Form, error) {
+	switch token {
+	case "good":
+		return "mom", members.Form{Port: 51820}, nil
+	case "old":
+		return "", members.Form{}, members.ErrInviteUsed
+	}
+	return "", members.Form{}, members.ErrInviteUnknown
+}
+
+func (f *fakeInvites) Redeem(token string, form *members.Form) (*members.Settings, error) {
 	if form != nil && form.AmneziaWG && form.Port != 0 {
-		return nil, ErrFormNotOffered
+		return nil, members.ErrFormNotOffered
 	}
 	inv, err := f.Peek(token)
 	if err != nil {
@@ -59,10 +83,10 @@ func (f *fakeInvites) Redeem(token string, form *Form) (*Settings, error) {
 	}
 	f.used, f.form = true, form
 	f.redeems++
-	s := &Settings{Peer: inv.Peer, Form: inv.Form, Config: fakeConf}
+	s := &members.Settings{Peer: inv.Peer, Form: inv.Form, Config: fakeConf}
 	if form != nil && form.AmneziaWG {
 		s.Config += "Jc = 4\n"
-		s.Form = Form{AmneziaWG: true, Port: 51821}
+		s.Form = members.Form{AmneziaWG: true, Port: 51821}
 	}
 	s.QRPNG = []byte("PNG " + s.Config) // what a QR code of it would read
 	return s, nil
@@ -74,20 +98,17 @@ func (f *fakeInvites) Connected(token string) (bool, error) {
 	case "good":
 		return f.connected, nil
 	case "old":
-		return false, ErrInviteUsed
+		return false, members.ErrInviteUsed
 	}
-	return false, ErrInviteUnknown
+	return false, members.ErrInviteUnknown
 }
 
-func (f *fakeInvites) SaveCheck(token string, judge func(*Check, Form) (Reachability, error)) (Reachability, error) {
+func (f *fakeInvites) SaveCheck(token string, r store.Reachability) error {
 	if token != "good" {
-		return Reachability{}, ErrInviteUnknown
+		return members.ErrInviteUnknown
 	}
-	r, err := judge(fakeCheck, Form{Port: 51820})
-	if err == nil {
-		f.saved = append(f.saved, r)
-	}
-	return r, err
+	f.saved = append(f.saved, r)
+	return nil
 }
 
 // request is one request to h from remote (host:port), with headers.
@@ -141,7 +162,7 @@ func leaks(body string) []string {
 // reveals them; one from another site is refused and burns nothing.
 func TestInvitePageDisclosesNothing(t *testing.T) {
 	inv := &fakeInvites{}
-	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv)
+	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv, fakeChecks)
 	for _, path := range []string{"/join/good", "/join/good?lang=ar&os=ios", "/join/good?form=amneziawg", "/join/good?form=wireguard&port=443",
 		"/join/good/", "/join/good/download", "/join/good/download?form=amneziawg", "/join/good/reveal", "/join/good/check",
 		"/join/good/connected", "/assets/reach.js", "/"} {
@@ -151,6 +172,9 @@ func TestInvitePageDisclosesNothing(t *testing.T) {
 				w := request(h, method, path, "192.0.2.1:1", "", map[string]string{"User-Agent": ua})
 				if l := leaks(w.Body.String()); len(l) > 0 {
 					t.Errorf("%s %s (%q): %d, carries %q", method, path, ua, w.Code, l)
+				}
+				if strings.Contains(w.Body.String(), fakeCheck.Username) {
+					t.Errorf("%s %s (%q): carries the check's TURN credentials", method, path, ua)
 				}
 				if loc := w.Header().Get("Location"); loc != "" {
 					t.Errorf("%s %s: redirects to %s", method, path, loc)
@@ -195,7 +219,7 @@ func TestInvitePageDisclosesNothing(t *testing.T) {
 // the link up, and a second reveal says used.
 func TestInviteReveal(t *testing.T) {
 	inv := &fakeInvites{}
-	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv)
+	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv, fakeChecks)
 
 	w := request(h, "GET", "/join/good?lang=ar", "192.0.2.1:1000", "", nil)
 	body := w.Body.String()
@@ -280,7 +304,7 @@ func TestInviteReveal(t *testing.T) {
 // then says used, and none of that counts as a guess.
 func TestInviteGuessLimit(t *testing.T) {
 	inv := &fakeInvites{}
-	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv)
+	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv, fakeChecks)
 	for _, src := range []struct{ guesser, neighbour, other string }{
 		{"192.0.2.9:1000", "192.0.2.9:2000", "192.0.2.10:1000"},
 		{"[2001:db8:1:2::1]:1000", "[2001:db8:1:2:ffff::9]:1000", "[2001:db8:1:3::1]:1000"},
@@ -361,7 +385,7 @@ func TestLimiterBounded(t *testing.T) {
 // platform) but never carries a form chosen by a GET's query: only the
 // page's check may choose one.
 func TestInviteFormQuery(t *testing.T) {
-	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, &fakeInvites{})
+	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, &fakeInvites{}, fakeChecks)
 	body := request(h, "GET", "/join/good?os=ios&lang=en&form=amneziawg", "192.0.2.1:1", "", nil).Body.String()
 	m := regexp.MustCompile(`<form id="reveal" method="post" action="([^"]*)">`).FindStringSubmatch(body)
 	if m == nil {
@@ -373,5 +397,35 @@ func TestInviteFormQuery(t *testing.T) {
 	}
 	if !strings.Contains(body, `<input type="hidden" name="form" value="">`) {
 		t.Errorf("the reveal form's form is not empty:\n%s", body)
+	}
+}
+
+// TestTURNCredsByPost: the check's TURN credentials come only by a
+// same-origin POST from the page, for a link the page may still use, and
+// cross-site or unknown asks get none.
+func TestTURNCredsByPost(t *testing.T) {
+	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, &fakeInvites{}, fakeChecks)
+	same := map[string]string{"Origin": "https://vpn.example.org", "Sec-Fetch-Site": "same-origin", "Accept": "application/json"}
+	w := request(h, "POST", "/join/good/turn", "192.0.2.1:1", "", same)
+	var got credsResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || w.Code != 200 || got.Username != fakeCheck.Username || got.Credential != "pw" {
+		t.Errorf("same-origin POST: %d %+v %v", w.Code, got, err)
+	}
+	for _, tc := range []struct {
+		name, path string
+		hdr        map[string]string
+		code       int
+	}{
+		{"cross-site", "/join/good/turn", map[string]string{"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}, 403},
+		{"used long ago", "/join/old/turn", same, 410},
+		{"unknown", "/join/nope/turn", same, 404},
+	} {
+		w := request(h, "POST", tc.path, "192.0.2.2:1", "", tc.hdr)
+		if w.Code != tc.code || strings.Contains(w.Body.String(), fakeCheck.Username) {
+			t.Errorf("%s: %d %s, want %d and no credentials", tc.name, w.Code, w.Body, tc.code)
+		}
+	}
+	if w := request(h, "GET", "/join/good/turn", "192.0.2.1:1", "", nil); w.Code != http.StatusMethodNotAllowed {
+		t.Errorf("GET of the credentials: %d", w.Code)
 	}
 }

@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tariq-vpn/tariq/internal/members"
+	"github.com/tariq-vpn/tariq/internal/store"
 )
 
 // The reachability check: the invite page tests, from the visitor's own
@@ -49,30 +52,6 @@ import (
 // that fails counts as "not connected": on a phone whose tunnel is on but
 // blocked, the page's own requests go into the tunnel too.
 
-// Verdicts: what the page advises.
-const (
-	VerdictWireGuard = "wireguard" // the stock WireGuard app, stock config
-	VerdictAmneziaWG = "amneziawg" // the AmneziaWG app, the obfuscated config
-	VerdictCalls     = "calls"     // no VPN path; relayed calls in apps work
-	VerdictNone      = "none"      // nothing got through: try another network
-)
-
-// Form is one shape of a peer's client config: stock WireGuard dialling a
-// UDP port, or the AmneziaWG form (which dials the obfuscated port).
-type Form struct {
-	AmneziaWG bool
-	Port      int
-}
-
-// Key names f in the page and its download URL: wireguard-<port> or
-// amneziawg-<port>.
-func (f Form) Key() string {
-	if f.AmneziaWG {
-		return fmt.Sprintf("amneziawg-%d", f.Port)
-	}
-	return fmt.Sprintf("wireguard-%d", f.Port)
-}
-
 // Check is what the reachability check probes. The TURN URIs are empty
 // when the relay does not offer that transport.
 type Check struct {
@@ -87,15 +66,6 @@ type Check struct {
 	TURNUDP, TURNTCP, TURNTLS string
 	// Username and Credential are short-lived TURN REST credentials.
 	Username, Credential string
-}
-
-// Reachability is one check's outcome as kept per peer.
-type Reachability struct {
-	CheckedAt time.Time
-	Verdict   string
-	Port      int // for VerdictWireGuard and VerdictAmneziaWG
-	Reached   []string
-	Failed    []string
 }
 
 // errBadCheck marks a posted check that does not fit the page's paths.
@@ -149,7 +119,7 @@ func uriPort(uri string) int {
 // judge validates a posted result against c and decides the advice for a
 // peer whose own config is in form own. Every path named must be one of
 // c's, named once.
-func judge(c *Check, own Form, reached, failed []string, now time.Time) (Reachability, error) {
+func judge(c *Check, own members.Form, reached, failed []string, now time.Time) (store.Reachability, error) {
 	known := map[string]bool{}
 	for _, p := range c.paths() {
 		known[p.ID] = true
@@ -158,14 +128,14 @@ func judge(c *Check, own Form, reached, failed []string, now time.Time) (Reachab
 	for i, list := range [][]string{reached, failed} {
 		for _, id := range list {
 			if !known[id] || tested[id] {
-				return Reachability{}, fmt.Errorf("%w: path %q", errBadCheck, id)
+				return store.Reachability{}, fmt.Errorf("%w: path %q", errBadCheck, id)
 			}
 			tested[id] = true
 			ok[id] = i == 0
 		}
 	}
 	// Kept in the page's order, whatever order the probes finished in.
-	r := Reachability{CheckedAt: now}
+	r := store.Reachability{CheckedAt: now}
 	for _, p := range c.paths() {
 		switch {
 		case !tested[p.ID]:
@@ -190,7 +160,7 @@ func udpUsable(ok, tested map[string]bool) bool {
 // verdict is the advice: the stock app if UDP reaches a stock port (the
 // peer's own port first), else the AmneziaWG app if UDP reaches the
 // obfuscated port, else relayed calls if any TURN path works, else none.
-func verdict(c *Check, own Form, ok, tested map[string]bool) (string, int) {
+func verdict(c *Check, own members.Form, ok, tested map[string]bool) (string, int) {
 	udp := udpUsable(ok, tested)
 	if udp {
 		ports := c.StockPorts
@@ -199,31 +169,31 @@ func verdict(c *Check, own Form, ok, tested map[string]bool) (string, int) {
 		}
 		for _, p := range ports {
 			if ok[fmt.Sprintf("wg-%d", p)] {
-				return VerdictWireGuard, p
+				return members.VerdictWireGuard, p
 			}
 		}
 		if c.AmneziaWGPort != 0 && ok[fmt.Sprintf("awg-%d", c.AmneziaWGPort)] {
-			return VerdictAmneziaWG, c.AmneziaWGPort
+			return members.VerdictAmneziaWG, c.AmneziaWGPort
 		}
 	}
 	for _, p := range c.paths() {
 		switch p.Kind {
 		case "turn-tcp", "turns":
 			if ok[p.ID] {
-				return VerdictCalls, 0
+				return members.VerdictCalls, 0
 			}
 		case "turn-udp":
 			if ok[p.ID] && udp {
-				return VerdictCalls, 0
+				return members.VerdictCalls, 0
 			}
 		}
 	}
-	return VerdictNone, 0
+	return members.VerdictNone, 0
 }
 
 // usable lists the paths the page ticks: reached, and for UDP paths only
 // if UDP also carried a sustained stream.
-func usable(c *Check, r Reachability) []string {
+func usable(c *Check, r store.Reachability) []string {
 	ok, tested := map[string]bool{}, map[string]bool{}
 	for _, id := range r.Reached {
 		ok[id], tested[id] = true, true
@@ -252,15 +222,16 @@ func usable(c *Check, r Reachability) []string {
 // the confirmation's polls. It carries nothing secret: the settings come
 // only from the reveal (invite.go).
 type checkData struct {
-	Post       string  `json:"post"`
-	TimeoutMs  int     `json:"timeoutMs"`
-	StreamMs   int     `json:"streamMs"`
-	STUN       []probe `json:"stun"`
-	TURN       []probe `json:"turn"`
-	Stream     *probe  `json:"stream,omitempty"` // turn-udp, and udp-sustained
-	Username   string  `json:"username,omitempty"`
-	Credential string  `json:"credential,omitempty"`
-	Own        string  `json:"own"`
+	Post      string  `json:"post"`
+	TimeoutMs int     `json:"timeoutMs"`
+	StreamMs  int     `json:"streamMs"`
+	STUN      []probe `json:"stun"`
+	TURN      []probe `json:"turn"`
+	Stream    *probe  `json:"stream,omitempty"` // turn-udp, and udp-sustained
+	// Creds is where the page posts for the TURN probes' short-lived
+	// credentials, so that no GET of the page carries them.
+	Creds string `json:"creds,omitempty"`
+	Own   string `json:"own"`
 	// The confirmation: where to poll, how often, how long the countdown
 	// runs, and the AmneziaWG form's key if the page may switch to it.
 	Connected string `json:"connected"`
@@ -293,7 +264,7 @@ const (
 	pollLimitEvery = 2 * time.Second
 )
 
-func newCheckData(token string, inv *Invite) checkData {
+func newCheckData(token string, inv *members.Invite, c *Check) checkData {
 	d := checkData{Post: "/join/" + token + "/check", TimeoutMs: int(probeTimeout / time.Millisecond),
 		StreamMs: int(streamDuration / time.Millisecond), Own: inv.Form.Key(),
 		Connected: "/join/" + token + "/connected", PollMs: int(pollInterval / time.Millisecond),
@@ -301,11 +272,12 @@ func newCheckData(token string, inv *Invite) checkData {
 	if f := switchForm(inv); f != nil {
 		d.Switch = f.Key()
 	}
-	c := inv.Check
 	if c == nil {
 		return d
 	}
-	d.Username, d.Credential = c.Username, c.Credential
+	if len(c.TURNURIs()) > 0 {
+		d.Creds = "/join/" + token + "/turn"
+	}
 	for _, p := range c.paths() {
 		switch p.Kind {
 		case "wg", "awg":
@@ -321,7 +293,7 @@ func newCheckData(token string, inv *Invite) checkData {
 
 // switchForm returns the AmneziaWG form the confirmation may switch inv's
 // page to, or nil: the server does not offer it, or it is the peer's own.
-func switchForm(inv *Invite) *Form {
+func switchForm(inv *members.Invite) *members.Form {
 	if inv.Form.AmneziaWG {
 		return nil
 	}
@@ -387,13 +359,19 @@ func (h *inviteHandler) check(w http.ResponseWriter, r *http.Request) {
 	}
 	token := r.PathValue("token")
 	var c *Check
-	var res Reachability
-	err := h.admit(r, h.checks, token, func() (err error) {
-		res, err = h.invites.SaveCheck(token, func(chk *Check, own Form) (Reachability, error) {
-			c = chk
-			return judge(chk, own, in.Reached, in.Failed, time.Now())
-		})
-		return err
+	var res store.Reachability
+	err := h.admit(r, h.posts, token, func() error {
+		peer, own, err := h.invites.Page(token)
+		if err != nil {
+			return err
+		}
+		if c = h.checkFor(peer); c == nil {
+			return errBadCheck
+		}
+		if res, err = judge(c, own, in.Reached, in.Failed, time.Now()); err != nil {
+			return err
+		}
+		return h.invites.SaveCheck(token, res)
 	})
 	switch {
 	case errors.Is(err, errBadCheck):
@@ -406,10 +384,10 @@ func (h *inviteHandler) check(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := checkResponse{Verdict: res.Verdict, Usable: usable(c, res)}
 	switch res.Verdict {
-	case VerdictWireGuard:
-		resp.Form = Form{Port: res.Port}.Key()
-	case VerdictAmneziaWG:
-		resp.Form = Form{AmneziaWG: true, Port: res.Port}.Key()
+	case members.VerdictWireGuard:
+		resp.Form = members.Form{Port: res.Port}.Key()
+	case members.VerdictAmneziaWG:
+		resp.Form = members.Form{AmneziaWG: true, Port: res.Port}.Key()
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
@@ -441,14 +419,14 @@ func (h *inviteHandler) connected(w http.ResponseWriter, r *http.Request) {
 
 // parseForm reads form=wireguard|amneziawg (and port= for wireguard) of a
 // reveal; nil (form empty) means the peer's own form.
-func parseForm(q url.Values) (*Form, error) {
+func parseForm(q url.Values) (*members.Form, error) {
 	switch q.Get("form") {
 	case "":
 		return nil, nil
 	case "amneziawg":
-		return &Form{AmneziaWG: true}, nil
+		return &members.Form{AmneziaWG: true}, nil
 	case "wireguard":
-		f := &Form{}
+		f := &members.Form{}
 		if p := q.Get("port"); p != "" {
 			n, err := strconv.Atoi(p)
 			if err != nil || n < 1 || n > 65535 {
@@ -459,4 +437,63 @@ func parseForm(q url.Values) (*Form, error) {
 		return f, nil
 	}
 	return nil, fmt.Errorf("form %q", q.Get("form"))
+}
+
+// checkFor returns peer's check without credentials, or nil.
+func (h *inviteHandler) checkFor(peer string) *Check {
+	if h.checks == nil {
+		return nil
+	}
+	return h.checks(peer, false)
+}
+
+// TURNURIs lists the check's TURN URIs.
+func (c *Check) TURNURIs() []string {
+	var out []string
+	for _, u := range []string{c.TURNUDP, c.TURNTCP, c.TURNTLS} {
+		if u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// credsResponse is the TURN credentials the page's probes use.
+type credsResponse struct {
+	Username   string `json:"username,omitempty"`
+	Credential string `json:"credential,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// creds hands the page's script the short-lived TURN credentials its
+// probes need: by POST from the page itself (sameOrigin), within the
+// link's budget for posts, while the page may talk to the server. A link
+// preview fetches the page by GET and gets none.
+func (h *inviteHandler) creds(w http.ResponseWriter, r *http.Request) {
+	if !sameOrigin(r) {
+		writeJSON(w, http.StatusForbidden, credsResponse{Error: "cross-origin"})
+		return
+	}
+	token := r.PathValue("token")
+	var c *Check
+	err := h.admit(r, h.posts, token, func() error {
+		peer, _, err := h.invites.Page(token)
+		if err != nil {
+			return err
+		}
+		if h.checks != nil {
+			c = h.checks(peer, true)
+		}
+		return nil
+	})
+	if err != nil {
+		status, _, _ := messageFor(err)
+		writeJSON(w, status, credsResponse{Error: "no credentials"})
+		return
+	}
+	if c == nil || c.Username == "" {
+		writeJSON(w, http.StatusNotFound, credsResponse{Error: "no relay"})
+		return
+	}
+	writeJSON(w, http.StatusOK, credsResponse{Username: c.Username, Credential: c.Credential})
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/tariq-vpn/tariq/internal/members"
 )
 
 // TestVerdict: the advice for each kind of network, as the censor lab's
@@ -25,23 +27,23 @@ func TestVerdict(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name    string
-		own     Form
+		own     members.Form
 		reached []string
 		want    string
 		port    int
 		usable  []string
 	}{
-		{"open network", Form{Port: 51820}, all, VerdictWireGuard, 51820, all},
-		{"own port 443 first", Form{Port: 443}, all, VerdictWireGuard, 443, all},
-		{"own port blocked", Form{Port: 51820}, minus("wg-51820"), VerdictWireGuard, 443, minus("wg-51820")},
-		{"obfuscated peer, stock works", Form{AmneziaWG: true, Port: 51821}, all, VerdictWireGuard, 51820, all},
-		{"only the obfuscated port", Form{Port: 51820}, minus("wg-51820", "wg-443"), VerdictAmneziaWG, 51821, minus("wg-51820", "wg-443")},
-		{"UDP dropped", Form{Port: 51820}, []string{"turn-tcp", "turns-443"}, VerdictCalls, 0, []string{"turn-tcp", "turns-443"}},
-		{"only TCP 443", Form{Port: 51820}, []string{"turns-443"}, VerdictCalls, 0, []string{"turns-443"}},
+		{"open network", members.Form{Port: 51820}, all, members.VerdictWireGuard, 51820, all},
+		{"own port 443 first", members.Form{Port: 443}, all, members.VerdictWireGuard, 443, all},
+		{"own port blocked", members.Form{Port: 51820}, minus("wg-51820"), members.VerdictWireGuard, 443, minus("wg-51820")},
+		{"obfuscated peer, stock works", members.Form{AmneziaWG: true, Port: 51821}, all, members.VerdictWireGuard, 51820, all},
+		{"only the obfuscated port", members.Form{Port: 51820}, minus("wg-51820", "wg-443"), members.VerdictAmneziaWG, 51821, minus("wg-51820", "wg-443")},
+		{"UDP dropped", members.Form{Port: 51820}, []string{"turn-tcp", "turns-443"}, members.VerdictCalls, 0, []string{"turn-tcp", "turns-443"}},
+		{"only TCP 443", members.Form{Port: 51820}, []string{"turns-443"}, members.VerdictCalls, 0, []string{"turns-443"}},
 		// UDP answers a probe but a sustained stream is throttled: no UDP path is usable.
-		{"UDP throttled", Form{Port: 51820}, minus("udp-sustained"), VerdictCalls, 0, []string{"turn-tcp", "turns-443"}},
-		{"throttled, no TCP", Form{Port: 51820}, []string{"wg-51820", "turn-udp"}, VerdictNone, 0, []string{}},
-		{"nothing", Form{Port: 51820}, nil, VerdictNone, 0, []string{}},
+		{"UDP throttled", members.Form{Port: 51820}, minus("udp-sustained"), members.VerdictCalls, 0, []string{"turn-tcp", "turns-443"}},
+		{"throttled, no TCP", members.Form{Port: 51820}, []string{"wg-51820", "turn-udp"}, members.VerdictNone, 0, []string{}},
+		{"nothing", members.Form{Port: 51820}, nil, members.VerdictNone, 0, []string{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var failed []string
@@ -74,7 +76,7 @@ func TestVerdict(t *testing.T) {
 		{nil, {"awg-51820"}},                  // wrong kind for the port
 		{{"wg-51820", "udp-sustained "}, nil}, // near miss
 	} {
-		if _, err := judge(fakeCheck, Form{Port: 51820}, bad[0], bad[1], time.Now()); err == nil {
+		if _, err := judge(fakeCheck, members.Form{Port: 51820}, bad[0], bad[1], time.Now()); err == nil {
 			t.Errorf("judge accepted reached %q failed %q", bad[0], bad[1])
 		}
 	}
@@ -86,7 +88,7 @@ func TestVerdict(t *testing.T) {
 // everything else, within the link's own budget.
 func TestCheckPage(t *testing.T) {
 	inv := &fakeInvites{}
-	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv)
+	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv, fakeChecks)
 	do := func(method, path, remote, body string, hdr map[string]string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(method, "https://vpn.example.org"+path, strings.NewReader(body))
 		r.RemoteAddr = remote
@@ -117,10 +119,10 @@ func TestCheckPage(t *testing.T) {
 		t.Fatalf("data block %s: %v", m[1], err)
 	}
 	want := checkData{Post: "/join/good/check", TimeoutMs: 8000, StreamMs: 4000,
-		STUN:     []probe{{"wg-51820", "stun:vpn.example.org:51820"}, {"wg-443", "stun:vpn.example.org:443"}, {"awg-51821", "stun:vpn.example.org:51821"}},
-		TURN:     []probe{{"turn-tcp", fakeCheck.TURNTCP}, {"turns-443", fakeCheck.TURNTLS}},
-		Stream:   &probe{"turn-udp", fakeCheck.TURNUDP},
-		Username: "1:check:mom", Credential: "pw", Own: "wireguard-51820",
+		STUN:   []probe{{"wg-51820", "stun:vpn.example.org:51820"}, {"wg-443", "stun:vpn.example.org:443"}, {"awg-51821", "stun:vpn.example.org:51821"}},
+		TURN:   []probe{{"turn-tcp", fakeCheck.TURNTCP}, {"turns-443", fakeCheck.TURNTLS}},
+		Stream: &probe{"turn-udp", fakeCheck.TURNUDP},
+		Creds:  "/join/good/turn", Own: "wireguard-51820",
 		Connected: "/join/good/connected", PollMs: 3000, ConfirmMs: 25000, Switch: "amneziawg-51821"}
 	if diff := cmp.Diff(want, data); diff != "" {
 		t.Errorf("data block (-want +got):\n%s", diff)
@@ -147,7 +149,7 @@ func TestCheckPage(t *testing.T) {
 	w = post("192.0.2.2:1", "good", `{"reached":["awg-51821","turn-udp","udp-sustained","turn-tcp","turns-443"],"failed":["wg-51820","wg-443"]}`, nil)
 	var resp checkResponse
 	json.Unmarshal(w.Body.Bytes(), &resp)
-	if w.Code != 200 || resp.Verdict != VerdictAmneziaWG || resp.Form != "amneziawg-51821" || len(inv.saved) != 1 {
+	if w.Code != 200 || resp.Verdict != members.VerdictAmneziaWG || resp.Form != "amneziawg-51821" || len(inv.saved) != 1 {
 		t.Errorf("valid post: %d %s (saved %v)", w.Code, w.Body, inv.saved)
 	}
 	for _, tc := range []struct {
@@ -188,7 +190,7 @@ func TestCheckPage(t *testing.T) {
 		t.Errorf("CSP %q: the reveal form (without script) needs form-action 'self'", csp)
 	}
 
-	if f, err := parseForm(map[string][]string{"form": {"wireguard"}, "port": {"443"}}); err != nil || *f != (Form{Port: 443}) {
+	if f, err := parseForm(map[string][]string{"form": {"wireguard"}, "port": {"443"}}); err != nil || *f != (members.Form{Port: 443}) {
 		t.Errorf("?form=wireguard&port=443: %+v %v", f, err)
 	}
 	if _, err := parseForm(map[string][]string{"form": {"wireguard"}, "port": {"70000"}}); err == nil {
@@ -204,7 +206,7 @@ func TestCheckPage(t *testing.T) {
 // the page alone.
 func TestConfirm(t *testing.T) {
 	inv := &fakeInvites{}
-	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv)
+	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv, fakeChecks)
 	get := func(path, remote string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest("GET", "https://vpn.example.org"+path, nil)
 		r.RemoteAddr = remote
@@ -268,7 +270,7 @@ func TestConfirm(t *testing.T) {
 	// 25 s of polls every 3 s pass; a flood does not, and leaves the
 	// link's page and reveal alone.
 	inv.connected = false
-	h = Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv) // a fresh budget
+	h = Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv, fakeChecks) // a fresh budget
 	for i := range 9 {
 		if w := get("/join/good/connected", "192.0.2.3:1"); w.Code != 200 {
 			t.Fatalf("poll %d: %d", i, w.Code)
@@ -294,7 +296,7 @@ func TestConfirm(t *testing.T) {
 	// No AmneziaWG form to switch to: no switch on the page, in its data
 	// either.
 	own := &ownAWG{fakeInvites: &fakeInvites{}}
-	h = Handler(func() Info { return Info{Host: "vpn.example.org"} }, own)
+	h = Handler(func() Info { return Info{Host: "vpn.example.org"} }, own, fakeChecks)
 	body = get("/join/good", "192.0.2.4:1").Body.String()
 	if !strings.Contains(body, `id="confirm"`) || strings.Contains(body, "download-amneziawg") || strings.Contains(body, `"switch"`) {
 		t.Errorf("a peer already on AmneziaWG is offered the switch:\n%s", body)
@@ -304,11 +306,11 @@ func TestConfirm(t *testing.T) {
 // ownAWG is fakeInvites for a peer whose own form is AmneziaWG.
 type ownAWG struct{ *fakeInvites }
 
-func (o *ownAWG) Peek(token string) (*Invite, error) {
+func (o *ownAWG) Peek(token string) (*members.Invite, error) {
 	inv, err := o.fakeInvites.Peek(token)
 	if err == nil {
-		inv.Form = Form{AmneziaWG: true, Port: 51821}
-		inv.Alternatives = []Form{{Port: 51820}}
+		inv.Form = members.Form{AmneziaWG: true, Port: 51821}
+		inv.Alternatives = []members.Form{{Port: 51820}}
 	}
 	return inv, err
 }

@@ -32,21 +32,23 @@ var landing = template.Must(template.New("landing").Parse(`<!doctype html>
 `))
 
 // Handler serves the landing page and, when invites is not nil, the
-// one-time invite links under /join/.
-func Handler(info func() Info, invites Invites) http.Handler {
+// one-time invite links under /join/, whose pages run the reachability
+// check that checks describes (nil: none).
+func Handler(info func() Info, invites Invites, checks Checks) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		landing.Execute(w, info())
 	})
 	if invites != nil {
-		h := newInviteHandler(invites, func() string { return info().Host })
+		h := newInviteHandler(invites, checks, func() string { return info().Host })
 		// GET (and HEAD) never disclose the settings nor use the link up:
 		// link previews and mail scanners fetch links. Only the member's
 		// POST does (invite.go, reveal).
 		mux.HandleFunc("GET /join/{token}", h.page)
 		mux.HandleFunc("POST /join/{token}", h.reveal)
 		mux.HandleFunc("POST /join/{token}/check", h.check)
+		mux.HandleFunc("POST /join/{token}/turn", h.creds)
 		mux.HandleFunc("GET /join/{token}/connected", h.connected)
 		mux.HandleFunc("GET /assets/reach.js", serveReachJS)
 	}

@@ -199,17 +199,34 @@
       });
     }
 
+    // The TURN probes' short-lived credentials come by POST, so that no
+    // GET of the page (a link preview) carries them.
+    async function turnCreds() {
+      if (!data.creds) {
+        return null;
+      }
+      try {
+        const resp = await fetch(data.creds, {
+          method: 'POST', headers: {'Accept': 'application/json'}, credentials: 'omit', cache: 'no-store',
+        });
+        return resp.ok ? await resp.json() : null;
+      } catch (e) {
+        return null;
+      }
+    }
+
     async function run() {
       const results = {};
-      const turnServer = (url) => ({urls: url, username: data.username, credential: data.credential});
+      const creds = await turnCreds();
+      const turnServer = (url) => ({urls: url, username: creds.username, credential: creds.credential});
       const jobs = [];
       for (const p of data.stun || []) {
         jobs.push(gather({urls: p.url}, 'all', 'srflx').then((ok) => { results[p.id] = ok; }));
       }
-      for (const p of data.turn || []) {
+      for (const p of (creds ? data.turn : null) || []) {
         jobs.push(gather(turnServer(p.url), 'relay', 'relay').then((ok) => { results[p.id] = ok; }));
       }
-      if (data.stream) {
+      if (data.stream && creds) {
         jobs.push(stream(turnServer(data.stream.url)).then((r) => {
           results[data.stream.id] = r.relay;
           if (r.relay && r.sustained !== undefined) {

@@ -1,7 +1,8 @@
-package vpn
+package wgconf
 
 import (
 	"errors"
+	"flag"
 	"image"
 	"image/color"
 	"image/png"
@@ -11,71 +12,67 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tariq-vpn/tariq/config"
-	"github.com/tariq-vpn/tariq/internal/store"
 	"github.com/tariq-vpn/tariq/internal/testutil"
 )
 
-func goldenPeer() store.Peer {
-	priv := fixedKey(1)
-	return store.Peer{
+var update = flag.Bool("update", false, "rewrite golden files in testdata/")
+
+// fixedKey is a deterministic key for golden files.
+func fixedKey(b byte) Key {
+	var k Key
+	for i := range k {
+		k[i] = b + byte(i)
+	}
+	return k
+}
+
+func goldenDevice() Device {
+	return Device{
 		Name:         "mom",
-		PublicKey:    priv.PublicKey().String(),
-		PrivateKey:   store.Secret(priv.String()),
-		PresharedKey: store.Secret(fixedKey(2).String()),
-		IPv4:         addr("10.77.0.2"),
-		IPv6:         addr("fd12:3456:789a::2"),
-		CreatedAt:    time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		PrivateKey:   fixedKey(1).String(),
+		PresharedKey: fixedKey(2).String(),
+		IPv4:         netip.MustParseAddr("10.77.0.2"),
+		IPv6:         netip.MustParseAddr("fd12:3456:789a::2"),
+		Port:         51820,
 	}
 }
 
 // goldenAWG are fixed obfuscation parameters for golden files.
-func goldenAWG() store.AmneziaWG {
-	return store.AmneziaWG{Jc: 5, Jmin: 47, Jmax: 812, S1: 71, S2: 133, H1: 1418275903, H2: 372048221, H3: 2075731890, H4: 955613077}
+func goldenAWG() AmneziaWG {
+	return AmneziaWG{Jc: 5, Jmin: 47, Jmax: 812, S1: 71, S2: 133, H1: 1418275903, H2: 372048221, H3: 2075731890, H4: 955613077}
 }
 
-func goldenServer() ServerInfo {
-	return ServerInfo{PublicKey: fixedKey(3).PublicKey().String(), AmneziaWG: goldenAWG()}
+func goldenServer() Server {
+	return Server{PublicKey: fixedKey(3).PublicKey(), AmneziaWG: goldenAWG()}
 }
 
 func TestClientConfigGolden(t *testing.T) {
-	serverPub := goldenServer()
 	tests := []struct {
 		name string
 		edit func(*config.Config)
-		peer func(*store.Peer)
+		dev  func(*Device)
 	}{
 		{name: "default"},
-		{name: "ipv6-endpoint", edit: func(c *config.Config) { c.Server.PublicHost = "2001:db8::10"; c.VPN.ListenPort = 443 }},
+		{name: "ipv6-endpoint", edit: func(c *config.Config) { c.Server.PublicHost = "2001:db8::10" }, dev: func(d *Device) { d.Port = 443 }},
 		{name: "ipv4-endpoint-split-tunnel", edit: func(c *config.Config) {
 			c.Server.PublicHost = "203.0.113.7"
-			c.VPN.ClientAllowedIPs = []netip.Prefix{pfx("10.77.0.0/24"), pfx("fd12:3456:789a::/64")}
+			c.VPN.ClientAllowedIPs = []netip.Prefix{netip.MustParsePrefix("10.77.0.0/24"), netip.MustParsePrefix("fd12:3456:789a::/64")}
 			c.VPN.DNS = nil
 			c.VPN.PersistentKeepalive = 0
 			c.VPN.MTU = 1280
 		}},
-		{name: "own-key", peer: func(p *store.Peer) {
-			p.Name = "kid"
-			p.PublicKey = fixedKey(9).PublicKey().String()
-			p.PrivateKey = ""
+		{name: "own-key", dev: func(d *Device) {
+			d.Name = "kid"
+			d.PrivateKey = ""
 		}},
-		{name: "extra-port", edit: func(c *config.Config) { c.VPN.ExtraPorts = []int{443, 8443} }, peer: func(p *store.Peer) { p.Port = 443 }},
-		{name: "amneziawg", edit: func(c *config.Config) {
-			c.VPN.ExtraPorts = []int{443}
-			c.VPN.Obfuscation = config.ObfuscationConfig{Enabled: true, ListenPort: 51821}
-		}, peer: func(p *store.Peer) { p.Obfuscated = true }},
-		{name: "amneziawg-ipv6-own-key", edit: func(c *config.Config) {
-			c.Server.PublicHost = "2001:db8::10"
-			c.VPN.Obfuscation = config.ObfuscationConfig{Enabled: true, ListenPort: 8443}
-		}, peer: func(p *store.Peer) {
-			p.Obfuscated = true
-			p.PublicKey = fixedKey(9).PublicKey().String()
-			p.PrivateKey = ""
-		}},
+		{name: "extra-port", dev: func(d *Device) { d.Port = 443 }},
+		{name: "amneziawg", dev: func(d *Device) { d.Obfuscated, d.Port = true, 51821 }},
+		{name: "amneziawg-ipv6-own-key", edit: func(c *config.Config) { c.Server.PublicHost = "2001:db8::10" },
+			dev: func(d *Device) { d.Obfuscated, d.Port, d.PrivateKey = true, 8443, "" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -84,11 +81,11 @@ func TestClientConfigGolden(t *testing.T) {
 			if tt.edit != nil {
 				tt.edit(cfg)
 			}
-			p := goldenPeer()
-			if tt.peer != nil {
-				tt.peer(&p)
+			d := goldenDevice()
+			if tt.dev != nil {
+				tt.dev(&d)
 			}
-			got, err := ClientConfig(cfg, serverPub, p)
+			got, err := ClientConfig(cfg, goldenServer(), d)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,93 +106,32 @@ func TestClientConfigGolden(t *testing.T) {
 	}
 }
 
-// TestClientConfigKeysMatch: an exported config for a stored peer carries
-// that peer's key pair, PSK and addresses and the server's public key.
-func TestClientConfigKeysMatch(t *testing.T) {
-	cfg := testConfig(t)
-	st := testStore(t, cfg)
-	p, err := AddPeerToStore(st, cfg, AddPeerRequest{Name: "mom"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ServerFromStore(st, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverPub := srv.PublicKey
-	text, err := ClientConfig(cfg, srv, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := parseWGQuick(t, text)
-	priv, err := ParseKey(c["Interface.PrivateKey"])
-	if err != nil || priv.PublicKey().String() != p.PublicKey {
-		t.Errorf("exported private key does not belong to the peer's public key")
-	}
-	if c["Peer.PublicKey"] != serverPub || c["Peer.PresharedKey"] != p.PresharedKey.Reveal() {
-		t.Errorf("peer section keys wrong: %v", c)
-	}
-	if want := p.IPv4.String() + "/32, " + p.IPv6.String() + "/128"; c["Interface.Address"] != want {
-		t.Errorf("Address = %q, want %q", c["Interface.Address"], want)
-	}
-	if c["Peer.Endpoint"] != "vpn.example.com:51820" {
-		t.Errorf("Endpoint = %q", c["Peer.Endpoint"])
-	}
-}
-
-// parseWGQuick reads a wg-quick file into "Section.Key" → value.
-func parseWGQuick(t *testing.T, text string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	section := ""
-	for line := range strings.Lines(text) {
-		line, _, _ = strings.Cut(line, "#")
-		line = strings.TrimSpace(line)
-		switch {
-		case line == "":
-		case strings.HasPrefix(line, "["):
-			section = strings.Trim(line, "[]")
-		default:
-			k, v, ok := strings.Cut(line, "=")
-			if !ok {
-				t.Fatalf("bad line %q", line)
-			}
-			out[section+"."+strings.TrimSpace(k)] = strings.TrimSpace(v)
-		}
-	}
-	return out
-}
-
 func TestClientConfigErrors(t *testing.T) {
 	cfg := config.Default()
 	cfg.Server.PublicHost = "vpn.example.com"
 	pub := goldenServer()
-	if _, err := ClientConfig(cfg, ServerInfo{PublicKey: "nope"}, goldenPeer()); !errors.Is(err, ErrBadKey) {
-		t.Errorf("bad server key: got %v", err)
+	if _, err := ClientConfig(cfg, Server{}, goldenDevice()); !errors.Is(err, ErrBadKey) {
+		t.Errorf("no server key: got %v", err)
 	}
-	bad := goldenPeer()
+	bad := goldenDevice()
 	bad.PresharedKey = "short"
 	if _, err := ClientConfig(cfg, pub, bad); !errors.Is(err, ErrBadKey) || !strings.Contains(err.Error(), `peer "mom": preshared key`) {
 		t.Errorf("bad PSK: got %v", err)
 	}
-	obf := goldenPeer()
+	obf := goldenDevice()
 	obf.Obfuscated = true
-	if _, err := ClientConfig(cfg, pub, obf); !errors.Is(err, ErrObfuscationOff) {
-		t.Errorf("obfuscated peer, obfuscation off: got %v", err)
-	}
-	cfg.VPN.Obfuscation.Enabled = true
 	badAWG := pub
 	badAWG.AmneziaWG.H2 = badAWG.AmneziaWG.H1
 	if _, err := ClientConfig(cfg, badAWG, obf); err == nil || !strings.Contains(err.Error(), "h1 and h2 are both") {
-		t.Errorf("obfuscated peer, damaged parameters: got %v", err)
+		t.Errorf("obfuscated device, damaged parameters: got %v", err)
 	}
-	gone := goldenPeer()
-	gone.Port = 443 // vpn.extra_ports no longer has it
-	if _, err := ClientConfig(cfg, pub, gone); !errors.Is(err, ErrBadPort) || !strings.Contains(err.Error(), `peer "mom": port 443 is not a WireGuard port`) {
-		t.Errorf("port no longer configured: got %v", err)
+	noPort := goldenDevice()
+	noPort.Port = 0
+	if _, err := ClientConfig(cfg, pub, noPort); err == nil || !strings.Contains(err.Error(), "port 0 is not a port") {
+		t.Errorf("no port: got %v", err)
 	}
 	cfg.Server.PublicHost = ""
-	if _, err := ClientConfig(cfg, pub, goldenPeer()); !errors.Is(err, ErrNoPublicHost) {
+	if _, err := ClientConfig(cfg, pub, goldenDevice()); !errors.Is(err, ErrNoPublicHost) {
 		t.Errorf("no public host: got %v", err)
 	}
 }
@@ -216,12 +152,12 @@ func zbar(t *testing.T, pngBytes []byte) string {
 }
 
 func qrTexts(t *testing.T) map[string]string {
-	own := goldenPeer()
+	own := goldenDevice()
 	own.PrivateKey = ""
 	cfg := config.Default()
 	cfg.Server.PublicHost = "2001:db8::10"
 	pub := goldenServer()
-	full, err := ClientConfig(cfg, pub, goldenPeer())
+	full, err := ClientConfig(cfg, pub, goldenDevice())
 	if err != nil {
 		t.Fatal(err)
 	}

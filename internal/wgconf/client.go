@@ -1,6 +1,7 @@
-package vpn
+package wgconf
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,51 +12,67 @@ import (
 	"github.com/skip2/go-qrcode"
 
 	"github.com/tariq-vpn/tariq/config"
-	"github.com/tariq-vpn/tariq/internal/store"
 )
 
 // PrivateKeyPlaceholder stands in for the private key in the exported
-// config of a peer added with its own public key (AddPeerRequest.PublicKey):
-// the server never held that private key, so the user pastes it in on the
-// device. The WireGuard apps refuse to import a config that still has it,
-// so a forgotten edit fails loudly rather than silently.
+// config of a device that made its own key pair (tariq peer add
+// --public-key): the server never held that private key, so the user
+// pastes it in on the device. The WireGuard apps refuse to import a config
+// that still has it, so a forgotten edit fails loudly rather than silently.
 const PrivateKeyPlaceholder = "<this device's private key: paste it here>"
 
-// ServerInfo is what a client config says about the server, besides the
+// ErrNoPublicHost means a client config cannot be exported because
+// server.public_host is empty.
+var ErrNoPublicHost = errors.New("server.public_host is empty: clients need a name or address to dial")
+
+// Server is what a client config says about the server, besides the
 // config file's settings.
-type ServerInfo struct {
-	// PublicKey is the server's WireGuard public key (base64).
-	PublicKey string
-	// AmneziaWG are the obfuscation parameters, for obfuscated peers.
-	AmneziaWG store.AmneziaWG
+type Server struct {
+	// PublicKey is the server's WireGuard public key.
+	PublicKey Key
+	// AmneziaWG are the obfuscation parameters, for obfuscated devices.
+	AmneziaWG AmneziaWG
 }
 
-// ClientConfig renders the wg-quick config a peer's device imports:
+// Device is a device's side of its client config.
+type Device struct {
+	Name string
+	// PrivateKey is the device's private key (base64); empty when the
+	// device made its own pair.
+	PrivateKey   string
+	PresharedKey string
+	IPv4, IPv6   netip.Addr
+	// Port is the UDP port the device dials.
+	Port int
+	// Obfuscated gives the AmneziaWG form of the config.
+	Obfuscated bool
+}
+
+// ClientConfig renders the wg-quick config a device imports:
 //
 //	[Interface] PrivateKey, Address (its /32 and /128), DNS (vpn.dns), MTU (vpn.mtu)
 //	[Peer]      PublicKey (the server's), PresharedKey, Endpoint
-//	            (server.public_host and the peer's port, an IPv6 literal in
+//	            (server.public_host and the device's port, an IPv6 literal in
 //	            brackets), AllowedIPs (vpn.client_allowed_ips),
 //	            PersistentKeepalive (vpn.persistent_keepalive; omitted when 0)
 //
-// The port is vpn.listen_port, or the one of vpn.extra_ports the peer was
-// given. An obfuscated peer gets the AmneziaWG form: Jc, Jmin, Jmax, S1,
-// S2 and H1-H4 in [Interface] (as the AmneziaWG and AmneziaVPN apps import
-// them, amneziawg-tools' config keys) and vpn.obfuscation.listen_port.
+// An obfuscated device gets the AmneziaWG form: Jc, Jmin, Jmax, S1, S2 and
+// H1-H4 in [Interface] (as the AmneziaWG and AmneziaVPN apps import them,
+// amneziawg-tools' config keys).
 //
-// A peer added with its own public key has no private key here: the
+// A device that made its own key pair has no private key here: the
 // PrivateKey line carries PrivateKeyPlaceholder under a comment saying so
-// (callers that print a QR code should refuse such a peer instead, since a
+// (callers that print a QR code should refuse such a device instead, since a
 // phone cannot edit a scanned config). The text contains secrets: never log it.
-func ClientConfig(cfg *config.Config, srv ServerInfo, p store.Peer) (string, error) {
-	if _, err := ParseKey(srv.PublicKey); err != nil {
-		return "", fmt.Errorf("server public key: %w", err)
+func ClientConfig(cfg *config.Config, srv Server, d Device) (string, error) {
+	if srv.PublicKey.IsZero() {
+		return "", fmt.Errorf("server public key: %w", ErrBadKey)
 	}
-	if err := checkPeer(p); err != nil {
+	if err := d.check(); err != nil {
 		return "", err
 	}
-	if p.Obfuscated {
-		if err := checkAmneziaWG(srv.AmneziaWG); err != nil {
+	if d.Obfuscated {
+		if err := CheckAmneziaWG(srv.AmneziaWG); err != nil {
 			return "", err
 		}
 	}
@@ -66,32 +83,25 @@ func ClientConfig(cfg *config.Config, srv ServerInfo, p store.Peer) (string, err
 	if a, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
 		host = a.Unmap().String()
 	}
-	port, err := PeerPort(cfg, p)
-	if err != nil {
-		return "", err
-	}
-	endpoint := net.JoinHostPort(host, strconv.Itoa(port))
+	endpoint := net.JoinHostPort(host, strconv.Itoa(d.Port))
 
 	var b strings.Builder
 	line := func(k, v string) { fmt.Fprintf(&b, "%s = %s\n", k, v) }
-	fmt.Fprintf(&b, "# tariq peer %q\n", p.Name)
-	if p.Obfuscated {
+	fmt.Fprintf(&b, "# tariq peer %q\n", d.Name)
+	if d.Obfuscated {
 		b.WriteString("# AmneziaWG: import this in the AmneziaWG or AmneziaVPN app; the WireGuard app cannot use it.\n")
 	}
 	b.WriteString("[Interface]\n")
-	if p.PrivateKey == "" {
+	if d.PrivateKey == "" {
 		b.WriteString("# This device made its own key pair; the server never saw the private key.\n")
 		b.WriteString("# Replace the placeholder below with it before importing this file.\n")
 		line("PrivateKey", PrivateKeyPlaceholder)
 	} else {
-		if _, err := ParseKey(p.PrivateKey.Reveal()); err != nil {
-			return "", fmt.Errorf("peer %q: private key: %w", p.Name, err)
-		}
-		line("PrivateKey", p.PrivateKey.Reveal())
+		line("PrivateKey", d.PrivateKey)
 	}
-	addrs := []string{netip.PrefixFrom(p.IPv4, 32).String()}
-	if p.IPv6.IsValid() {
-		addrs = append(addrs, netip.PrefixFrom(p.IPv6, 128).String())
+	addrs := []string{netip.PrefixFrom(d.IPv4, 32).String()}
+	if d.IPv6.IsValid() {
+		addrs = append(addrs, netip.PrefixFrom(d.IPv6, 128).String())
 	}
 	line("Address", strings.Join(addrs, ", "))
 	if len(cfg.VPN.DNS) > 0 {
@@ -100,7 +110,7 @@ func ClientConfig(cfg *config.Config, srv ServerInfo, p store.Peer) (string, err
 	if cfg.VPN.MTU > 0 {
 		line("MTU", strconv.Itoa(cfg.VPN.MTU))
 	}
-	if p.Obfuscated {
+	if d.Obfuscated {
 		a := srv.AmneziaWG
 		for _, kv := range []struct {
 			k string
@@ -114,14 +124,41 @@ func ClientConfig(cfg *config.Config, srv ServerInfo, p store.Peer) (string, err
 		}
 	}
 	b.WriteString("\n[Peer]\n")
-	line("PublicKey", srv.PublicKey)
-	line("PresharedKey", p.PresharedKey.Reveal())
+	line("PublicKey", srv.PublicKey.String())
+	line("PresharedKey", d.PresharedKey)
 	line("Endpoint", endpoint)
 	line("AllowedIPs", joinStrings(cfg.VPN.ClientAllowedIPs))
 	if ka := cfg.VPN.PersistentKeepalive / time.Second; ka > 0 {
 		line("PersistentKeepalive", strconv.Itoa(int(ka)))
 	}
 	return b.String(), nil
+}
+
+// check reports why d cannot be exported (a hand-edited or damaged state
+// entry), or nil.
+func (d Device) check() error {
+	var errs []error
+	if d.PrivateKey != "" {
+		if _, err := ParseKey(d.PrivateKey); err != nil {
+			errs = append(errs, fmt.Errorf("private key: %w", err))
+		}
+	}
+	if _, err := ParseKey(d.PresharedKey); err != nil {
+		errs = append(errs, fmt.Errorf("preshared key: %w", err))
+	}
+	if !d.IPv4.Is4() {
+		errs = append(errs, fmt.Errorf("ipv4: %q is not an IPv4 address", d.IPv4))
+	}
+	if d.IPv6.IsValid() && !d.IPv6.Is6() {
+		errs = append(errs, fmt.Errorf("ipv6: %q is not an IPv6 address", d.IPv6))
+	}
+	if d.Port < 1 || d.Port > 65535 {
+		errs = append(errs, fmt.Errorf("port %d is not a port", d.Port))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("peer %q: %w", d.Name, err)
+	}
+	return nil
 }
 
 func joinStrings[T fmt.Stringer](xs []T) string {

@@ -1,4 +1,4 @@
-package daemon
+package members
 
 import (
 	"errors"
@@ -8,7 +8,6 @@ import (
 
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/store"
-	"github.com/tariq-vpn/tariq/internal/web"
 )
 
 // TestResolveForm: a download may ask for the stock form on any of the
@@ -23,16 +22,16 @@ func TestResolveForm(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		p    store.Peer
-		in   web.Form
-		want web.Form
+		in   Form
+		want Form
 		err  error
 	}{
-		{"own stock port", stock443, web.Form{}, web.Form{Port: 443}, nil},
-		{"listen port", stock443, web.Form{Port: 51820}, web.Form{Port: 51820}, nil},
-		{"obfuscated peer, stock", awg, web.Form{}, web.Form{Port: 51820}, nil},
-		{"amneziawg", stock443, web.Form{AmneziaWG: true}, web.Form{AmneziaWG: true, Port: 51821}, nil},
-		{"not a port", stock443, web.Form{Port: 444}, web.Form{}, web.ErrFormNotOffered},
-		{"obfuscated port in stock form", stock443, web.Form{Port: 51821}, web.Form{}, web.ErrFormNotOffered},
+		{"own stock port", stock443, Form{}, Form{Port: 443}, nil},
+		{"listen port", stock443, Form{Port: 51820}, Form{Port: 51820}, nil},
+		{"obfuscated peer, stock", awg, Form{}, Form{Port: 51820}, nil},
+		{"amneziawg", stock443, Form{AmneziaWG: true}, Form{AmneziaWG: true, Port: 51821}, nil},
+		{"not a port", stock443, Form{Port: 444}, Form{}, ErrFormNotOffered},
+		{"obfuscated port in stock form", stock443, Form{Port: 51821}, Form{}, ErrFormNotOffered},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := resolveForm(cfg, tc.p, tc.in)
@@ -42,7 +41,7 @@ func TestResolveForm(t *testing.T) {
 		})
 	}
 	cfg.VPN.Obfuscation.Enabled = false
-	if _, err := resolveForm(cfg, stock443, web.Form{AmneziaWG: true}); !errors.Is(err, web.ErrFormNotOffered) {
+	if _, err := resolveForm(cfg, stock443, Form{AmneziaWG: true}); !errors.Is(err, ErrFormNotOffered) {
 		t.Errorf("amneziawg with obfuscation off: %v", err)
 	}
 }
@@ -62,22 +61,22 @@ func TestSwitchRule(t *testing.T) {
 
 	created := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
 	used := created.Add(time.Hour)
-	token, hash := web.NewToken()
+	token, hash := NewToken()
 	fresh := func() *store.State {
 		return &store.State{
-			Peers: []store.Peer{{Name: "mom", Reach: &store.Reachability{CheckedAt: used.Add(-time.Minute), Verdict: web.VerdictWireGuard,
+			Peers: []store.Peer{{Name: "mom", Reach: &store.Reachability{CheckedAt: used.Add(-time.Minute), Verdict: VerdictWireGuard,
 				Port: 51820, Reached: []string{"wg-51820", "awg-51821"}}}},
 			Invites: []store.Invite{{Hash: hash, Peer: "mom", CreatedAt: created, Expires: created.Add(72 * time.Hour), UsedAt: used}},
 		}
 	}
-	awg, stock, stock443 := &web.Form{AmneziaWG: true}, &web.Form{}, &web.Form{Port: 443}
+	awg, stock, stock443 := &Form{AmneziaWG: true}, &Form{}, &Form{Port: 443}
 	hs := func(at time.Time) map[string]time.Time { return map[string]time.Time{"mom": at} }
 
 	for _, tc := range []struct {
 		name  string
 		cfg   *config.Config
 		edit  func(*store.State)
-		f     *web.Form
+		f     *Form
 		hs    map[string]time.Time
 		now   time.Time
 		allow bool
@@ -102,9 +101,9 @@ func TestSwitchRule(t *testing.T) {
 				tc.edit(st)
 			}
 			before := fmt.Sprintf("%+v", *st)
-			got, switched, changed, err := redeemLocked(st, tc.cfg, token, tc.f, tc.hs, tc.now)
+			got, switched, changed, err := redeem(st, tc.cfg, token, tc.f, tc.hs, tc.now)
 			if !tc.allow {
-				if !errors.Is(err, web.ErrInviteUsed) || switched || changed {
+				if !errors.Is(err, ErrInviteUsed) || switched || changed {
 					t.Errorf("got %v (switched %v, changed %v), want ErrInviteUsed", err, switched, changed)
 				}
 				if after := fmt.Sprintf("%+v", *st); after != before {
@@ -117,15 +116,15 @@ func TestSwitchRule(t *testing.T) {
 				t.Fatalf("got %v (switched %v, changed %v), invite %+v, mom %+v", err, switched, changed, st.Invites[0], mom)
 			}
 			r := mom.Reach
-			if r == nil || r.Verdict != web.VerdictAmneziaWG || r.Port != 51821 || r.SwitchedFrom != web.VerdictWireGuard ||
-				r.Confirmed != confirmedNoHandshake || !r.ConfirmedAt.Equal(tc.now) {
+			if r == nil || r.Verdict != VerdictAmneziaWG || r.Port != 51821 || r.SwitchedFrom != VerdictWireGuard ||
+				r.Confirmed != ConfirmedNoHandshake || !r.ConfirmedAt.Equal(tc.now) {
 				t.Errorf("reach %+v", r)
 			}
-			if own, err := ownForm(tc.cfg, *mom); err != nil || own != (web.Form{AmneziaWG: true, Port: 51821}) {
+			if own, err := ownForm(tc.cfg, *mom); err != nil || own != (Form{AmneziaWG: true, Port: 51821}) {
 				t.Errorf("mom's own form now %+v %v", own, err)
 			}
 			// Once: the same request again is refused.
-			if _, _, _, err := redeemLocked(st, tc.cfg, token, tc.f, tc.hs, tc.now.Add(time.Second)); !errors.Is(err, web.ErrInviteUsed) {
+			if _, _, _, err := redeem(st, tc.cfg, token, tc.f, tc.hs, tc.now.Add(time.Second)); !errors.Is(err, ErrInviteUsed) {
 				t.Errorf("a second switch: %v", err)
 			}
 		})
@@ -135,7 +134,7 @@ func TestSwitchRule(t *testing.T) {
 	// in the peer's own form, nothing changes but the use.
 	for _, tc := range []struct {
 		name    string
-		f       *web.Form
+		f       *Form
 		changed bool
 		want    store.Peer
 	}{
@@ -148,7 +147,7 @@ func TestSwitchRule(t *testing.T) {
 			st := fresh()
 			st.Invites[0].UsedAt = time.Time{}
 			st.Peers[0].Reach = nil
-			got, switched, changed, err := redeemLocked(st, cfg, token, tc.f, nil, used)
+			got, switched, changed, err := redeem(st, cfg, token, tc.f, nil, used)
 			if err != nil || switched || changed != tc.changed || !got.UsedAt.Equal(used) || !got.SwitchedAt.IsZero() {
 				t.Errorf("got %+v (switched %v, changed %v) %v", got, switched, changed, err)
 			}
@@ -156,20 +155,34 @@ func TestSwitchRule(t *testing.T) {
 				t.Errorf("mom %+v, want %+v", st.Peers[0], tc.want)
 			}
 			// Then the rule above: a switch only from the stock form.
-			_, switched, _, err = redeemLocked(st, cfg, token, awg, nil, used.Add(time.Minute))
+			_, switched, _, err = redeem(st, cfg, token, awg, nil, used.Add(time.Minute))
 			if wantSwitch := !tc.want.Obfuscated; switched != wantSwitch || (err == nil) != wantSwitch {
 				t.Errorf("switch after a first download %s: %v %v", tc.name, switched, err)
 			}
 		})
 	}
-	if _, _, _, err := redeemLocked(fresh(), cfg, "nope", awg, nil, used); !errors.Is(err, web.ErrInviteUnknown) {
+	if _, _, _, err := redeem(fresh(), cfg, "nope", awg, nil, used); !errors.Is(err, ErrInviteUnknown) {
 		t.Errorf("unknown token: %v", err)
 	}
 	st := fresh()
 	st.Invites[0].UsedAt, st.Invites[0].Expires = time.Time{}, used
-	if _, _, _, err := redeemLocked(st, cfg, token, awg, nil, used); !errors.Is(err, web.ErrInviteExpired) {
+	if _, _, _, err := redeem(st, cfg, token, awg, nil, used); !errors.Is(err, ErrInviteExpired) {
 		t.Errorf("expired, unused: %v", err)
 	}
+}
+
+// redeem runs redeemLocked on the invite for token in st, as Redeem does
+// inside the store's lock, given each device's last handshake; it reports
+// the invite after, whether it switched, and whether the device's stored
+// form changed.
+func redeem(st *store.State, cfg *config.Config, token string, f *Form, hs map[string]time.Time, now time.Time) (store.Invite, bool, bool, error) {
+	inv, p, err := lookup(st, token)
+	if err != nil {
+		return store.Invite{}, false, false, err
+	}
+	port, obf := p.Port, p.Obfuscated
+	switched, err := redeemLocked(inv, p, cfg, f, hs[inv.Peer], now)
+	return *inv, switched, port != p.Port || obf != p.Obfuscated, err
 }
 
 // TestConfirmWindow: the page may talk to the server while its link is
@@ -188,9 +201,9 @@ func TestConfirmWindow(t *testing.T) {
 		want error
 	}{
 		{"valid", valid, created.Add(time.Minute), nil},
-		{"expired", valid, created.Add(time.Hour), web.ErrInviteExpired},
+		{"expired", valid, created.Add(time.Hour), ErrInviteExpired},
 		{"used, within the hour", used, used.UsedAt.Add(59 * time.Minute), nil}, // expired by then, but used in time
-		{"used over an hour ago", used, used.UsedAt.Add(61 * time.Minute), web.ErrInviteUsed},
+		{"used over an hour ago", used, used.UsedAt.Add(61 * time.Minute), ErrInviteUsed},
 	} {
 		if err := pageLive(tc.inv, tc.now); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)

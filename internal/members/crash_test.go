@@ -1,4 +1,4 @@
-package vpn
+package members
 
 import (
 	"errors"
@@ -13,9 +13,10 @@ import (
 
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/store"
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
-const crashDirEnv = "TARIQ_VPN_CRASH_HELPER_DIR"
+const crashDirEnv = "TARIQ_MEMBERS_CRASH_HELPER_DIR"
 
 func crashConfig(dir string) *config.Config {
 	cfg := config.Default()
@@ -24,12 +25,12 @@ func crashConfig(dir string) *config.Config {
 	return cfg
 }
 
-// TestCrashHelper is not a test: it is the process TestAddPeerCrashSafety
+// TestCrashHelper is not a test: it is the process TestAddCrashSafety
 // kills. It adds peers as fast as it can until killed.
 func TestCrashHelper(t *testing.T) {
 	dir := os.Getenv(crashDirEnv)
 	if dir == "" {
-		t.Skip("helper process for TestAddPeerCrashSafety")
+		t.Skip("helper process for TestAddCrashSafety")
 	}
 	cfg := crashConfig(dir)
 	st, err := store.Open(dir)
@@ -37,19 +38,24 @@ func TestCrashHelper(t *testing.T) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
+	s, err := New(Deps{Store: st, Config: func() *config.Config { return cfg }})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
 	for i := 0; ; i++ {
-		if _, err := AddPeerToStore(st, cfg, AddPeerRequest{Name: fmt.Sprintf("p%d-%d", os.Getpid(), i)}); err != nil {
+		if _, err := s.Add(AddRequest{Name: fmt.Sprintf("p%d-%d", os.Getpid(), i)}); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(3)
 		}
 	}
 }
 
-// TestAddPeerCrashSafety kills (SIGKILL) a process in the middle of adding
+// TestAddCrashSafety kills (SIGKILL) a process in the middle of adding
 // peers, again and again, and checks after each kill that the state file
 // parses and every peer in it is complete and unique: kill -9 leaves the
 // old state or the new one, never a torn file or a half-made peer.
-func TestAddPeerCrashSafety(t *testing.T) {
+func TestAddCrashSafety(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns processes")
 	}
@@ -117,7 +123,7 @@ func checkCrashState(t *testing.T, dir string) int {
 	if err != nil {
 		t.Fatalf("state does not load after kill -9: %v", err)
 	}
-	if _, _, err := serverKeys(state); err != nil {
+	if _, err := identityOf(state); err != nil {
 		t.Fatal(err)
 	}
 	if !state.VPN.ULA.IsValid() {
@@ -127,10 +133,10 @@ func checkCrashState(t *testing.T, dir string) int {
 	addrs := map[netip.Addr]bool{}
 	keys := map[string]bool{}
 	for _, p := range state.Peers {
-		if err := checkPeer(p); err != nil {
-			t.Fatal(err)
+		if _, err := wgconf.ParseKey(p.PresharedKey.Reveal()); err != nil || p.Member != p.Name || state.Member(p.Member) == nil {
+			t.Fatalf("peer %q: PSK %v, member %q (stored: %v)", p.Name, err, p.Member, state.Member(p.Member) != nil)
 		}
-		priv, err := ParseKey(p.PrivateKey.Reveal())
+		priv, err := wgconf.ParseKey(p.PrivateKey.Reveal())
 		if err != nil || priv.PublicKey().String() != p.PublicKey {
 			t.Fatalf("peer %q: private key missing or not matching", p.Name)
 		}
