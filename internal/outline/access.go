@@ -1,6 +1,7 @@
 package outline
 
 import (
+	"bytes"
 	"crypto/rand"
 	"fmt"
 	"net/http"
@@ -76,12 +77,15 @@ func ErrorConfig(msg string) []byte {
 }
 
 func mustYAML(v any) []byte {
-	b, err := yaml.Marshal(v)
-	if err != nil {
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(v); err != nil {
 		// Plain structs of strings always marshal.
 		panic(fmt.Sprintf("outline: rendering YAML: %v", err))
 	}
-	return b
+	enc.Close()
+	return b.Bytes()
 }
 
 // AccessKey returns a dynamic access key, ssconf://host[:port]/path#name:

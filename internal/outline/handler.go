@@ -178,7 +178,12 @@ func (s *Service) finish(sess *session) {
 func (s *Service) authenticate(sess *session, id string) {
 	s.mu.Lock()
 	name, ok := s.ids[id]
-	if !ok || s.closed {
+	if s.closed {
+		s.mu.Unlock()
+		sess.cancel()
+		return
+	}
+	if !ok {
 		s.mu.Unlock()
 		s.cut([]*session{sess}, "removed")
 		return
