@@ -186,3 +186,47 @@ func TestRateCap(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthenticationWithALeftKeyIsCut covers the race between a handshake
+// and a removal: the upstream searched a snapshot of the cipher list that
+// still held the member's entry, and reports it after SetKeys took it
+// out. The session must be cut, not booked under the member.
+func TestAuthenticationWithALeftKeyIsCut(t *testing.T) {
+	s, err := New(Config{}, Deps{Allow: denyAll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetKeys([]Key{{"alice", "a1"}})
+	id := s.entries["alice"].ce.ID
+	s.SetKeys(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	sess := &session{proto: protoTCP, ctx: ctx, cancel: cancel}
+	s.sessions[sess] = struct{}{}
+	s.authenticate(sess, id)
+	if ctx.Err() == nil {
+		t.Error("a session that authenticated with a removed key was not cut")
+	}
+	if sess.acct != nil || s.Status()["alice"].Total != 0 {
+		t.Error("the session was booked under the removed member")
+	}
+	if s.Cuts()["removed"] != 1 {
+		t.Errorf("cuts %v, want one for removed", s.Cuts())
+	}
+}
+
+// TestUsageOutlivesTheKey checks that a member's counters stay (and only
+// grow) when its key leaves and comes back.
+func TestUsageOutlivesTheKey(t *testing.T) {
+	s, err := New(Config{}, Deps{Allow: denyAll})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetKeys([]Key{{"alice", "a1"}})
+	s.accounts["alice"].in.Add(100)
+	s.SetKeys(nil)
+	s.SetKeys([]Key{{"alice", "a2"}})
+	s.accounts["alice"].out.Add(7)
+	if got := s.Usage()["alice"]; got != (Traffic{In: 100, Out: 7}) {
+		t.Errorf("alice's usage %+v, want in 100, out 7", got)
+	}
+}
