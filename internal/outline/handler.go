@@ -165,7 +165,6 @@ func (s *Service) finish(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
 	if a := sess.acct; a != nil {
-		delete(a.sessions, sess)
 		a.open[sess.proto]--
 	}
 	s.mu.Unlock()
@@ -190,7 +189,6 @@ func (s *Service) authenticate(sess *session, id string) {
 	}
 	a := s.accounts[name]
 	sess.acct, sess.keyID = a, id
-	a.sessions[sess] = struct{}{}
 	a.open[sess.proto]++
 	a.total[sess.proto]++
 	a.lastSeen = s.now()

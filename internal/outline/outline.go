@@ -151,7 +151,9 @@ type Service struct {
 	sessionsWG sync.WaitGroup
 	targetsWG  sync.WaitGroup
 
-	mu       sync.Mutex // guards the fields below; held for no I/O
+	// mu guards the fields below and is held for no I/O. Lock order: mu,
+	// then the cipher list's own lock (Update runs under mu).
+	mu       sync.Mutex
 	keys     []Key
 	limits   map[string]Limits
 	entries  map[string]*entry   // by member: its cipher entry in the list
@@ -178,7 +180,6 @@ type account struct {
 	outLim  *rate.Limiter
 
 	// guarded by Service.mu
-	sessions map[*session]struct{}
 	open     [2]int
 	total    [2]uint64
 	lastSeen time.Time
@@ -322,10 +323,9 @@ func (s *Service) accountLocked(name string) *account {
 	a := s.accounts[name]
 	if a == nil {
 		a = &account{
-			name:     name,
-			inLim:    rate.NewLimiter(rate.Inf, 0),
-			outLim:   rate.NewLimiter(rate.Inf, 0),
-			sessions: map[*session]struct{}{},
+			name:   name,
+			inLim:  rate.NewLimiter(rate.Inf, 0),
+			outLim: rate.NewLimiter(rate.Inf, 0),
 		}
 		setRate(a, s.limits[name].Rate)
 		s.accounts[name] = a
