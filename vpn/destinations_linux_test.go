@@ -518,6 +518,35 @@ func TestDestinationPolicy(t *testing.T) {
 		l.reload(t, func(c *config.Config) { c.VPN.AllowDestinations = nil })
 	})
 
+	t.Run("deny_destinations reaches into NAT64", func(t *testing.T) {
+		// On an IPv6-only VPS with NAT64 the operator opens 64:ff9b::/96;
+		// an IPv4 range it denies stays denied inside it. nftables has no
+		// NAT64 here to deliver to, so the rules' counters tell.
+		l.reload(t, func(c *config.Config) {
+			c.VPN.AllowDestinations = []netip.Prefix{pfx("64:ff9b::/96")}
+			c.VPN.DenyDestinations = []netip.Prefix{pfx("198.20.0.0/24")}
+		})
+		for _, dst := range []string{"64:ff9b::c614:2", "2002:c614:2::1", "2001:0:4136:e378:8000:63bf:39eb:fffd"} { // 198.20.0.2 in NAT64, 6to4, Teredo
+			l.tablet.send(t, udpPacket(l.tablet.v6, addr(dst), 40000, canaryPort, []byte("probe")))
+		}
+		l.tablet.send(t, udpPacket(l.tablet.v6, addr("64:ff9b::808:808"), 40000, canaryPort, []byte("probe"))) // 8.8.8.8
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			table := l.server.Run("nft", "list", "chain", "inet", Table, "member_out")
+			if strings.Contains(table, "ip6 daddr 64:ff9b::/96 @nh,288,32 @deny4 counter packets 1 ") &&
+				strings.Contains(table, "ip6 daddr 2002::/16 @nh,208,32 @deny4 counter packets 1 ") &&
+				strings.Contains(table, "ip6 daddr 2001::/32 @nh,288,32 ^ 0xffffffff == @deny4 counter packets 1 ") &&
+				strings.Contains(table, "ip6 daddr @allow6 counter packets 1 ") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the IPv4 inside NAT64, 6to4 and Teredo was not denied, or 8.8.8.8 not allowed, by the rules expected:\n%s", table)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		l.reload(t, func(c *config.Config) { c.VPN.AllowDestinations, c.VPN.DenyDestinations = nil, nil })
+	})
+
 	t.Run("member_to_member", func(t *testing.T) {
 		l.reload(t, func(c *config.Config) { c.VPN.MemberToMember = true })
 		if !round(t, answering...) {
