@@ -288,15 +288,11 @@ func natSummary(cfg *config.Config, desc []string) string {
 // and the other family still gets out.
 func (s *Service) applyTableLocked(cfg *config.Config, up4, up6 string) (natDesc []string, err error) {
 	var nat []natRule
+	var noUplink []netip.Prefix
 	if cfg.VPN.NAT {
 		for _, r := range []natRule{{s.plan.V4.Masked(), up4}, {s.plan.V6.Masked(), up6}} {
 			if r.out == "" {
-				fam := "IPv4"
-				if r.src.Addr().Is6() {
-					fam = "IPv6"
-				}
-				s.log.Warn("vpn has no uplink for this family: its traffic through the tunnel will not reach the internet (set vpn.uplink)",
-					"family", fam, "subnet", r.src.String())
+				noUplink = append(noUplink, r.src)
 				continue
 			}
 			nat = append(nat, r)
@@ -321,6 +317,14 @@ func (s *Service) applyTableLocked(cfg *config.Config, up4, up6 string) (natDesc
 		return nil, err
 	}
 	s.table, s.tableSet = spec, true
+	for _, src := range noUplink {
+		fam := "IPv4"
+		if src.Addr().Is6() {
+			fam = "IPv6"
+		}
+		s.log.Warn("vpn has no uplink for this family: its traffic through the tunnel will not reach the internet (set vpn.uplink)",
+			"family", fam, "subnet", src.String())
+	}
 	return natDesc, nil
 }
 
