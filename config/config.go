@@ -69,6 +69,16 @@ type VPNConfig struct {
 	PersistentKeepalive time.Duration  `mapstructure:"persistent_keepalive"`
 	// Obfuscation is a listener speaking AmneziaWG 1.x, on a port of its own.
 	Obfuscation ObfuscationConfig `mapstructure:"obfuscation"`
+	// AllowDestinations are ranges members may reach although the
+	// built-in list refuses them (a home network behind the server, say).
+	// They never open the server itself. Every VPN path obeys them.
+	AllowDestinations []netip.Prefix `mapstructure:"allow_destinations"`
+	// DenyDestinations are refused to members in addition to the built-in
+	// list; they win over AllowDestinations and MemberToMember.
+	DenyDestinations []netip.Prefix `mapstructure:"deny_destinations"`
+	// MemberToMember lets members' devices reach each other through the
+	// tunnel.
+	MemberToMember bool `mapstructure:"member_to_member"`
 }
 
 // ObfuscationConfig is the AmneziaWG-compatible listener: WireGuard with

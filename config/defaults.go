@@ -36,6 +36,8 @@ func Default() *Config {
 			ClientAllowedIPs:    []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
 			PersistentKeepalive: 25 * time.Second,
 			Obfuscation:         ObfuscationConfig{ListenPort: 51821},
+			AllowDestinations:   []netip.Prefix{},
+			DenyDestinations:    []netip.Prefix{},
 		},
 		Relay: RelayConfig{
 			Enabled:               true,

@@ -51,6 +51,12 @@ vpn:
   uplink: ""                       # empty = the default-route interface
   client_allowed_ips: [0.0.0.0/0, "::/0"]
   persistent_keepalive: 25s
+  # Members reach the internet, not the server's networks: private, CGNAT, link-local (cloud
+  # metadata), ULA, multicast and the other special-purpose ranges are refused on every VPN path.
+  allow_destinations: []           # CIDRs members may reach although that list refuses them (a home
+                                   # network behind the server, say); never the server itself
+  deny_destinations: []            # CIDRs refused to members in addition to that list (these win)
+  member_to_member: false          # members' devices reach each other through the tunnel
   obfuscation:                     # AmneziaWG-compatible WireGuard for networks that block plain WireGuard
     enabled: false                 # devices added with --obfuscated use it, in the AmneziaWG or AmneziaVPN app
     listen_port: 51821             # UDP, a port of its own; stock clients keep using the ports above

@@ -112,6 +112,18 @@ func (c *Config) validateTLS(v *validator) {
 
 func (c *Config) validateVPN(v *validator) {
 	n := c.VPN
+	// The destination lists bind every VPN path (WireGuard and Outline),
+	// so they are checked even with vpn.enabled off.
+	for _, l := range []struct {
+		key  string
+		list []netip.Prefix
+	}{{"vpn.allow_destinations", n.AllowDestinations}, {"vpn.deny_destinations", n.DenyDestinations}} {
+		for _, p := range l.list {
+			if m := p.Masked(); m != p {
+				v.add(l.key, "%s has bits set past the prefix length: write %s for the range, or %s alone for the one address", p, m, p.Addr())
+			}
+		}
+	}
 	if !n.Enabled {
 		return
 	}

@@ -34,6 +34,8 @@ import (
 
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/accept"
+	"github.com/tariq-vpn/tariq/internal/addrpolicy"
+	"github.com/tariq-vpn/tariq/internal/egress"
 	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
@@ -44,8 +46,8 @@ type Deps struct {
 	Identity Identity
 	// TUN is the packet device. Nil means a kernel TUN named vpn.interface
 	// (Linux). When set (tests inject tuntest or netstack devices), the
-	// caller owns the interface: Open sets no addresses, forwarding or NAT
-	// on it. Either way Close closes it.
+	// caller owns the interface: Open sets no addresses, forwarding, NAT or
+	// destination filter on it. Either way Close closes it.
 	TUN tun.Device
 	// NewBind makes the UDP side of one port: vpn.listen_port, each of
 	// vpn.extra_ports and vpn.obfuscation.listen_port get one each, which
@@ -89,6 +91,7 @@ type Service struct {
 	shaper  *shapedTUN             // around tun, once the device is built
 	dev     *device.Device         // nil until built
 	host    *host                  // nil with an injected TUN
+	egress  *egress.Policy         // where members may go, the server's addresses followed live; nil with an injected TUN
 	uapi    net.Listener           // nil when disabled or not yet open
 	conns   map[net.Conn]struct{}
 	serving bool        // the UAPI accept loop runs
@@ -101,6 +104,14 @@ type Service struct {
 	uapiWG    sync.WaitGroup // the accept loop and its handlers
 	closeOnce sync.Once
 	closeErr  error
+
+	// tableMu serialises writes to the nftables table: from Open and
+	// Reload, which hold mu, and from address changes, which do not (they
+	// arrive on egress's goroutine). Lock order: mu, then tableMu.
+	tableMu     sync.Mutex
+	table       tableSpec // guarded by tableMu: as last written
+	tableSet    bool      // guarded by tableMu: table was written
+	tableClosed bool      // guarded by tableMu: Close has begun; write nothing more
 }
 
 // New checks cfg and builds the service; it opens nothing.
@@ -129,7 +140,9 @@ func New(cfg *config.Config, deps Deps) (*Service, error) {
 // Open loads (or on first start generates and keeps) the server key and
 // ULA, creates the TUN and the device, puts every enabled peer on it, and,
 // for a kernel TUN, sets the addresses and brings the link up, switches IP
-// forwarding on, writes the NAT table and opens the UAPI socket. It returns
+// forwarding on, lists the server's addresses and starts following them,
+// writes the nftables table (destination filter and NAT) and opens the
+// UAPI socket. It returns
 // the first failure, named (`vpn: opening TUN tariq0: …`); whatever was
 // created is closed again.
 //
@@ -201,11 +214,15 @@ func (s *Service) Open(ctx context.Context) (err error) {
 		if fwd, err = s.host.enableForwarding(true, true, up6); err != nil {
 			return err
 		}
-		if cfg.VPN.NAT {
-			if natDesc, err = s.applyNATLocked(cfg, up4, up6); err != nil {
-				return fmt.Errorf("setting up NAT: %w", err)
-			}
-		} else if err := s.host.removeNAT(); err != nil { // a table left by an earlier run with NAT on
+		s.egress, err = egress.New(cfg, egress.Deps{Logger: s.log, ULA: id.ULA,
+			OnChange: func(*addrpolicy.Destinations) { s.serverAddrsChanged() }})
+		if err != nil {
+			return err
+		}
+		if err := s.egress.Open(ctx); err != nil {
+			return err
+		}
+		if natDesc, err = s.applyTableLocked(cfg, up4, up6); err != nil {
 			return err
 		}
 	}
@@ -263,29 +280,71 @@ func natSummary(cfg *config.Config, desc []string) string {
 	return strings.Join(desc, ", ")
 }
 
-// applyNATLocked writes the masquerade rules for both families out of
-// their uplinks. A family without an uplink (no default route, as on an
-// IPv6-only VPS) gets no rule and a warning rather than an error: the
-// tunnel itself still works, and the other family still gets out.
-func (s *Service) applyNATLocked(cfg *config.Config, up4, up6 string) (desc []string, err error) {
-	var rules []natRule
-	for _, r := range []natRule{{s.plan.V4.Masked(), up4}, {s.plan.V6.Masked(), up6}} {
-		if r.out == "" {
-			fam := "IPv4"
-			if r.src.Addr().Is6() {
-				fam = "IPv6"
+// applyTableLocked writes the nftables table for cfg, if it would say
+// anything else than it does: the destination filter, and with vpn.nat the
+// masquerade rules for both families out of their uplinks. A family
+// without an uplink (no default route, as on an IPv6-only VPS) gets no
+// rule and a warning rather than an error: the tunnel itself still works,
+// and the other family still gets out.
+func (s *Service) applyTableLocked(cfg *config.Config, up4, up6 string) (natDesc []string, err error) {
+	var nat []natRule
+	var noUplink []netip.Prefix
+	if cfg.VPN.NAT {
+		for _, r := range []natRule{{s.plan.V4.Masked(), up4}, {s.plan.V6.Masked(), up6}} {
+			if r.out == "" {
+				noUplink = append(noUplink, r.src)
+				continue
 			}
-			s.log.Warn("vpn has no uplink for this family: its traffic through the tunnel will not reach the internet (set vpn.uplink)",
-				"family", fam, "subnet", r.src.String())
-			continue
+			nat = append(nat, r)
+			natDesc = append(natDesc, r.src.String()+" via "+r.out)
 		}
-		rules = append(rules, r)
-		desc = append(desc, r.src.String()+" via "+r.out)
 	}
-	if err := s.host.applyNAT(rules); err != nil {
+	s.tableMu.Lock()
+	defer s.tableMu.Unlock()
+	d := s.egress.Current()
+	spec := tableSpec{
+		tunnel:      cfg.VPN.Interface,
+		tunnelAddrs: []netip.Addr{s.plan.V4.Addr(), s.plan.V6.Addr()},
+		dest:        d.Rules(),
+		host:        hostPrefixes(d),
+		services:    cfg.ServicePorts(),
+		nat:         nat,
+	}
+	if s.tableSet && spec.equal(s.table) {
+		return natDesc, nil
+	}
+	if err := s.host.applyTable(spec); err != nil {
 		return nil, err
 	}
-	return desc, nil
+	s.table, s.tableSet = spec, true
+	for _, src := range noUplink {
+		fam := "IPv4"
+		if src.Addr().Is6() {
+			fam = "IPv6"
+		}
+		s.log.Warn("vpn has no uplink for this family: its traffic through the tunnel will not reach the internet (set vpn.uplink)",
+			"family", fam, "subnet", src.String())
+	}
+	return natDesc, nil
+}
+
+// serverAddrsChanged rewrites the table's sets of the server itself after
+// its addresses changed. It runs on egress's goroutine.
+func (s *Service) serverAddrsChanged() {
+	s.tableMu.Lock()
+	defer s.tableMu.Unlock()
+	if s.tableClosed || !s.tableSet {
+		return
+	}
+	host := hostPrefixes(s.egress.Current())
+	if slices.Equal(host, s.table.host) {
+		return
+	}
+	if err := s.host.setHost(host); err != nil {
+		s.log.Error("the server's new addresses are not in the nftables table; members may reach them until the next change or reload", "err", err)
+		return
+	}
+	s.table.host = host
 }
 
 // Serve serves the UAPI socket until ctx is done (nil) or the device stops
@@ -336,7 +395,7 @@ func (s *Service) acceptUAPI(l net.Listener, dev *device.Device) {
 	})
 }
 
-// Close removes the NAT table, closes the UAPI socket and the device (and
+// Close removes the nftables table, closes the UAPI socket and the device (and
 // with it the TUN interface and UDP sockets). It is idempotent and safe
 // after a partial Open. IP forwarding is left on: other software may rely
 // on it, and wg-quick leaves it too.
@@ -358,8 +417,14 @@ func (s *Service) closeLocked() {
 	for c := range s.conns {
 		c.Close()
 	}
+	if s.egress != nil {
+		s.egress.Close() // no address change writes to the table after this
+	}
 	if s.host != nil {
-		if err := s.host.removeNAT(); err != nil {
+		s.tableMu.Lock()
+		s.tableClosed = true
+		s.tableMu.Unlock()
+		if err := s.host.removeTable(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -384,7 +449,10 @@ func (s *Service) closeLocked() {
 // Reload applies what can change live and refuses, by key, what cannot.
 // Live: vpn.dns, vpn.client_allowed_ips, vpn.persistent_keepalive and
 // server.public_host (they shape exported client configs only), vpn.mtu,
-// vpn.nat and vpn.uplink (kernel TUN only). Needing a restart:
+// vpn.nat, vpn.uplink, vpn.allow_destinations, vpn.deny_destinations and
+// vpn.member_to_member (kernel TUN only: the nftables table is rewritten
+// in one transaction, and the server's addresses listed again). Needing a
+// restart:
 // vpn.enabled, vpn.mode, vpn.interface, vpn.address, and every port:
 // vpn.listen_port, vpn.extra_ports, vpn.obfuscation.enabled and
 // vpn.obfuscation.listen_port (the sockets are built once, in Open, and
@@ -453,23 +521,44 @@ func (s *Service) Reload(cfg *config.Config) error {
 			}
 		}
 	}
-	if s.host != nil && (n.NAT != o.NAT || (n.NAT && n.Uplink != o.Uplink)) {
-		var err error
-		if n.NAT {
-			up4, up6 := s.host.uplinks(n.Uplink)
-			_, err = s.applyNATLocked(&eff, up4, up6)
-		} else {
-			err = s.host.removeNAT()
-		}
-		if err != nil {
-			errs = append(errs, &config.FieldError{Key: "vpn.nat", Msg: err.Error()})
+	if s.host != nil {
+		if err := s.reloadTableLocked(&eff); err != nil {
+			key := "vpn.nat"
+			switch {
+			case !slices.Equal(o.AllowDestinations, n.AllowDestinations):
+				key = "vpn.allow_destinations"
+			case !slices.Equal(o.DenyDestinations, n.DenyDestinations):
+				key = "vpn.deny_destinations"
+			case o.MemberToMember != n.MemberToMember:
+				key = "vpn.member_to_member"
+			}
+			errs = append(errs, &config.FieldError{Key: key, Msg: err.Error()})
+			// The table is as it was (one transaction): so is the policy.
 			eff.VPN.NAT, eff.VPN.Uplink = o.NAT, o.Uplink
+			eff.VPN.AllowDestinations, eff.VPN.DenyDestinations, eff.VPN.MemberToMember = o.AllowDestinations, o.DenyDestinations, o.MemberToMember
+			if err := s.egress.Reload(&eff); err != nil {
+				s.log.Error("vpn destination policy not restored", "err", err)
+			}
 		}
 	}
 	s.cfg = &eff
 	s.log.Info("vpn config reloaded", "listen", eff.VPN.ListenPort, "mtu", eff.VPN.MTU, "nat", eff.VPN.NAT,
-		"dns", joinStrings(eff.VPN.DNS), "client_allowed_ips", joinStrings(eff.VPN.ClientAllowedIPs))
+		"dns", joinStrings(eff.VPN.DNS), "client_allowed_ips", joinStrings(eff.VPN.ClientAllowedIPs),
+		"allow_destinations", joinStrings(eff.VPN.AllowDestinations), "deny_destinations", joinStrings(eff.VPN.DenyDestinations),
+		"member_to_member", eff.VPN.MemberToMember)
 	return errors.Join(errs...)
+}
+
+// reloadTableLocked applies cfg's destination policy and NAT: the server's
+// addresses listed again, the uplinks found again, the table rewritten if
+// it would say anything new.
+func (s *Service) reloadTableLocked(cfg *config.Config) error {
+	if err := s.egress.Reload(cfg); err != nil {
+		return err
+	}
+	up4, up6 := s.host.uplinks(cfg.VPN.Uplink)
+	_, err := s.applyTableLocked(cfg, up4, up6)
+	return err
 }
 
 // Config returns the configuration in effect: after a Reload, the new one

@@ -25,16 +25,18 @@ import (
 
 // kernelTopology is a server namespace with an uplink (up0) to an
 // "internet" namespace (up1) that has no route back to the VPN subnets, so
-// only NAT lets replies home.
+// only NAT lets replies home. Their addresses are in no special-purpose
+// range (these namespaces are all they exist in): members may reach the
+// internet host, and the server's are public addresses of its own.
 type kernelTopology struct {
 	server, inet *testutil.NetNS
 }
 
 var (
-	srvUp4  = pfx("192.0.2.1/24")
-	inetUp4 = pfx("192.0.2.2/24")
-	srvUp6  = pfx("2001:db8:1::1/64")
-	inetUp6 = pfx("2001:db8:1::2/64")
+	srvUp4  = pfx("198.20.0.1/24")
+	inetUp4 = pfx("198.20.0.2/24")
+	srvUp6  = pfx("2a0e:8f02:f017::1/64")
+	inetUp6 = pfx("2a0e:8f02:f017::2/64")
 )
 
 func newKernelTopology(t *testing.T) kernelTopology {
@@ -192,10 +194,10 @@ func ping6(src, dst netip.Addr) []byte {
 }
 
 // TestServiceKernel runs the Service as the daemon does, over a kernel
-// TUN in a namespace: addresses, link, forwarding, NAT table, UAPI socket
-// for wg(8); a client pings the server and, through NAT, a host that has
-// no route back to the VPN; peers change live; reload edits NAT and MTU;
-// Close removes the table and nothing else.
+// TUN in a namespace: addresses, link, forwarding, nftables table, UAPI
+// socket for wg(8); a client pings the server and, through NAT, a host
+// that has no route back to the VPN; peers change live; reload edits NAT
+// and MTU; Close removes the table and nothing else.
 func TestServiceKernel(t *testing.T) {
 	testutil.LeakCheck(t)
 	k := newKernelTopology(t)
@@ -245,8 +247,8 @@ func TestServiceKernel(t *testing.T) {
 		}
 	})
 
-	t.Run("nat table", func(t *testing.T) {
-		got := k.server.Run("nft", "list", "table", "inet", NATTable)
+	t.Run("table", func(t *testing.T) {
+		got := k.server.Run("nft", "list", "table", "inet", Table)
 		for _, want := range []string{
 			`oifname "up0" ip saddr 10.77.0.0/24 counter`,
 			`oifname "up0" ip6 saddr ` + ula.String() + ` counter`,
@@ -257,6 +259,11 @@ func TestServiceKernel(t *testing.T) {
 		}
 		if strings.Contains(got, "stale") {
 			t.Errorf("the stale table was not replaced:\n%s", got)
+		}
+		for _, want := range []string{"iifname \"" + name + "\" jump member_out", "iifname \"" + name + "\" jump member_in"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("table lacks %q:\n%s", want, got)
+			}
 		}
 	})
 
@@ -311,9 +318,11 @@ func TestServiceKernel(t *testing.T) {
 				t.Errorf("%s: no echo reply from %s", tc.name, tc.from)
 			}
 		}
-		got := k.server.Run("nft", "list", "table", "inet", NATTable)
-		if strings.Contains(got, "counter packets 0 ") {
-			t.Errorf("a masquerade rule matched nothing:\n%s", got)
+		got := k.server.Run("nft", "list", "table", "inet", Table)
+		for line := range strings.Lines(got) {
+			if strings.Contains(line, "masquerade") && strings.Contains(line, "counter packets 0 ") {
+				t.Errorf("a masquerade rule matched nothing:\n%s", got)
+			}
 		}
 		st := s.Devices()
 		if len(st) != 1 || st[0].LastHandshake.IsZero() || st[0].Endpoint.Addr() != inetUp4.Addr() {
@@ -328,8 +337,8 @@ func TestServiceKernel(t *testing.T) {
 		if err := s.Reload(&next); err != nil {
 			t.Fatal(err)
 		}
-		if tables := k.server.Run("nft", "list", "tables"); strings.Contains(tables, "inet "+NATTable+"\n") {
-			t.Errorf("NAT table still there with vpn.nat off:\n%s", tables)
+		if got := k.server.Run("nft", "list", "table", "inet", Table); strings.Contains(got, "masquerade") || !strings.Contains(got, "member_out") {
+			t.Errorf("with vpn.nat off the table keeps the filter and loses NAT:\n%s", got)
 		}
 		if link := k.server.Run("ip", "-o", "link", "show", "dev", name); !strings.Contains(link, "mtu 1380") {
 			t.Errorf("MTU not changed: %s", link)
@@ -338,7 +347,7 @@ func TestServiceKernel(t *testing.T) {
 		if err := s.Reload(&next); err != nil {
 			t.Fatal(err)
 		}
-		if got := k.server.Run("nft", "list", "table", "inet", NATTable); strings.Count(got, "masquerade") != 2 {
+		if got := k.server.Run("nft", "list", "table", "inet", Table); strings.Count(got, "masquerade") != 2 {
 			t.Errorf("NAT not back:\n%s", got)
 		}
 	})
@@ -350,8 +359,8 @@ func TestServiceKernel(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if tables := k.server.Run("nft", "list", "tables"); strings.Contains(tables, "inet "+NATTable+"\n") {
-		t.Errorf("NAT table outlived Close:\n%s", tables)
+	if tables := k.server.Run("nft", "list", "tables"); strings.Contains(tables, "inet "+Table+"\n") {
+		t.Errorf("the table outlived Close:\n%s", tables)
 	}
 	if now := k.server.Run("nft", "list", "table", "ip", "other") + k.server.Run("nft", "list", "table", "inet", "tariqx"); now != other {
 		t.Errorf("another table changed:\nbefore:\n%s\nafter:\n%s", other, now)
@@ -381,8 +390,8 @@ func TestServiceKernelFailures(t *testing.T) {
 	k := newKernelTopology(t)
 	noTable := func(t *testing.T) {
 		t.Helper()
-		if tables := k.server.Run("nft", "list", "tables"); strings.Contains(tables, "inet "+NATTable+"\n") {
-			t.Errorf("NAT table left behind:\n%s", tables)
+		if tables := k.server.Run("nft", "list", "tables"); strings.Contains(tables, "inet "+Table+"\n") {
+			t.Errorf("table left behind:\n%s", tables)
 		}
 	}
 

@@ -152,6 +152,7 @@ tls:
   mode: self-signed
 vpn:
   interface: %[2]s
+  allow_destinations: [10.10.2.0/24]   # the lab's internet host has a private address
   extra_ports: [443]
   obfuscation:
     enabled: true

@@ -68,6 +68,7 @@ func newVPNLabWith(t *testing.T, relayYAML string) *vpnLab {
   admin_socket: %[1]s/admin.sock
 vpn:
   interface: %[2]s
+  allow_destinations: [10.10.2.0/24, "fd10:2::/64"]   # the lab's internet host has private addresses
 web:
   enabled: false
 %[3]s`, l.dir, l.iface, relayYAML)), 0o600)
