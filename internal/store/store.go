@@ -117,6 +117,10 @@ type Invite struct {
 	// most within the hour after the use, handing out nothing the link's
 	// holder does not already have. So it does not change the format.
 	SwitchedAt time.Time `json:"switched_at,omitzero"`
+	// Outline says the link's one use handed out the member's Outline key
+	// rather than the device's WireGuard config (format 4): it then never
+	// switches to a WireGuard form.
+	Outline bool `json:"outline,omitempty"`
 }
 
 // VPNState is the WireGuard endpoint's generated material.
