@@ -58,6 +58,9 @@ type Options struct {
 	// Limits are how often members' usage is counted and stored; zero
 	// means members.DefaultTimings (tests shorten them).
 	Limits members.Timings
+	// AllowDestinations are let through the VPN paths' destination policy
+	// although it refuses them (tests' targets on loopback).
+	AllowDestinations []netip.Prefix
 }
 
 // subsystem is the shape every part of the daemon shares.
@@ -80,6 +83,7 @@ type Daemon struct {
 	members *members.Service
 	certs   *certs.Source
 	vpn     *vpn.Service
+	outline *outlinePath // nil unless vpn.outline is on
 	relay   *relay.Service
 	web     *httpsServer
 	metrics *metricsServer
@@ -230,7 +234,10 @@ func (d *Daemon) open(ctx context.Context) error {
 	}
 
 	if cfg.Web.Enabled {
-		w := newHTTPSServer(d)
+		w, err := newHTTPSServer(d)
+		if err != nil {
+			return err
+		}
 		d.web = w
 		d.add("web", w)
 		if err := w.Open(ctx); err != nil {
@@ -344,6 +351,8 @@ func (d *Daemon) restartOnly(cfg *config.Config) []error {
 	need("web.enabled", old.Web.Enabled != cfg.Web.Enabled, func() { cfg.Web.Enabled = old.Web.Enabled })
 	need("web.listen", cfg.Web.Enabled && !slices.Equal(old.Web.Listen, cfg.Web.Listen), func() { cfg.Web.Listen = old.Web.Listen })
 	need("vpn.enabled", d.vpn == nil && cfg.VPN.Enabled, func() { cfg.VPN.Enabled = false })
+	need("vpn.outline.enabled", old.VPN.Outline.Enabled != cfg.VPN.Outline.Enabled,
+		func() { cfg.VPN.Outline.Enabled = old.VPN.Outline.Enabled })
 	need("relay.enabled", d.relay == nil && cfg.Relay.Enabled, func() { cfg.Relay.Enabled = false })
 	need("tls.mode", d.certs == nil && certs.ResolveMode(cfg) != config.TLSOff, func() { cfg.TLS.Mode = old.TLS.Mode })
 	return out

@@ -12,12 +12,22 @@ import (
 )
 
 // openVPN opens the WireGuard endpoint with the identity the members
-// model keeps, and the members model with the endpoint as its path.
+// model keeps, and the members model with the endpoint as its path, and
+// the Outline path too when vpn.outline is on.
 func (d *Daemon) openVPN(ctx context.Context, st *store.Store) error {
 	path := &wgPath{}
+	paths := []members.Path{path}
+	var op *outlinePath
+	if d.cfg.VPN.Outline.Enabled {
+		var err error
+		if op, err = d.newOutline(func() *members.Service { return d.members }); err != nil {
+			return err
+		}
+		paths = append(paths, op)
+	}
 	m, err := members.New(members.Deps{
 		Logger: d.log.With("component", "members"), Store: st, Config: d.config,
-		Paths: []members.Path{path}, WebAddr: d.firstWebAddr,
+		Paths: paths, WebAddr: d.firstWebAddr, TrustedCert: d.trustedCert,
 	})
 	if err != nil {
 		return err
@@ -25,6 +35,11 @@ func (d *Daemon) openVPN(ctx context.Context, st *store.Store) error {
 	id, err := m.Identity()
 	if err != nil {
 		return fmt.Errorf("members: %w", err)
+	}
+	if op != nil {
+		op.prefix = id.OutlinePrefix
+		d.outline = op
+		d.add("outline", op)
 	}
 	v, err := vpn.New(d.cfg, vpn.Deps{Logger: d.log.With("component", "vpn"),
 		Identity: vpn.Identity{PrivateKey: id.PrivateKey, ULA: id.ULA, AmneziaWG: id.AmneziaWG}})

@@ -1,0 +1,292 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tariq-vpn/tariq/config"
+	"github.com/tariq-vpn/tariq/internal/members"
+	"github.com/tariq-vpn/tariq/internal/outline"
+	"github.com/tariq-vpn/tariq/relay"
+)
+
+// outlinePath is the Outline server (Shadowsocks over WebSocket on the
+// HTTPS port) as the members model sees it: told every member's key, it
+// keeps the keys that may connect in the server's cipher list and serves
+// every member's config document, the error document for one who may not
+// connect.
+type outlinePath struct {
+	svc    *outline.Service
+	prefix string // of the WebSocket paths
+	// wss returns the WebSocket prefix URL the documents name,
+	// wss://host[:port]/<prefix>.
+	wss func() (string, error)
+
+	mu      sync.Mutex                        // guards docs and retired
+	docs    map[string]members.OutlineAccess // by document token
+	retired map[string]bool                  // hashed tokens of removed members
+}
+
+var _ members.MemberPath = (*outlinePath)(nil)
+
+func (p *outlinePath) Apply(d members.Desired) error {
+	limits := map[string]outline.Limits{}
+	var keys []outline.Key
+	docs := make(map[string]members.OutlineAccess, len(d.Outline))
+	for _, a := range d.Outline {
+		docs[a.Token] = a
+		switch a.Off {
+		case "":
+			keys = append(keys, outline.Key{Member: a.Member, Secret: a.Secret})
+			limits[a.Member] = outline.Limits{Rate: d.Limits[a.Member].Rate}
+		case members.BlockExpired, members.BlockOverLimit:
+			// Kept in the set but blocked, so that the cut counts as a
+			// limit's (tariq_outline_connections_cut_total{reason}).
+			keys = append(keys, outline.Key{Member: a.Member, Secret: a.Secret})
+			limits[a.Member] = outline.Limits{Blocked: true}
+		}
+	}
+	// Limits first: a member just blocked is cut before the key set is
+	// swapped, and a new member's rate cap is in place before they can
+	// connect.
+	p.svc.SetLimits(limits)
+	if err := p.svc.SetKeys(keys); err != nil {
+		return err
+	}
+	retired := make(map[string]bool, len(d.OutlineRetired))
+	for _, h := range d.OutlineRetired {
+		retired[h] = true
+	}
+	p.mu.Lock()
+	p.docs, p.retired = docs, retired
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *outlinePath) Usage() map[string]members.Traffic {
+	u := p.svc.Usage()
+	out := make(map[string]members.Traffic, len(u))
+	for name, t := range u {
+		out[name] = members.Traffic{In: t.In, Out: t.Out}
+	}
+	return out
+}
+
+// Live is nil: the Outline path knows members, not devices (MemberLive).
+func (p *outlinePath) Live() map[string]members.Live { return nil }
+
+func (p *outlinePath) MemberLive() map[string]members.MemberLive {
+	st := p.svc.Status()
+	out := make(map[string]members.MemberLive, len(st))
+	for name, s := range st {
+		out[name] = members.MemberLive{Open: s.Open, Total: s.Total, LastSeen: s.LastSeen, In: s.In, Out: s.Out}
+	}
+	return out
+}
+
+// The error documents' messages, which the Outline app shows instead of
+// connecting: in plain words, English then Arabic (the app's request says
+// nothing of its language).
+var outlineOffMessages = map[string]string{
+	members.OutlineOffDisabled: "This key is switched off for now. Ask the person who runs this server to switch it back on; the same key will work again.\n\n" +
+		"هذا المفتاح موقوف الآن. اطلب من الشخص الذي يدير هذا الخادم أن يعيد تشغيله؛ سيعمل المفتاح نفسه من جديد.",
+	members.BlockExpired: "The access given with this key has ended. Ask the person who runs this server to extend it; the same key will work again.\n\n" +
+		"انتهى الوصول الممنوح بهذا المفتاح. اطلب من الشخص الذي يدير هذا الخادم أن يمدّده؛ سيعمل المفتاح نفسه من جديد.",
+	members.BlockOverLimit: "This key has used this month's data allowance. It works again on the first of next month, or sooner if the person who runs this server raises the allowance.\n\n" +
+		"استهلك هذا المفتاح حصة البيانات لهذا الشهر. سيعمل من جديد في أول الشهر القادم، أو قبل ذلك إن رفع الشخص الذي يدير هذا الخادم الحصة.",
+	members.OutlineOffRemoved: "This key was removed from the server. Ask the person who runs it for a new invitation.\n\n" +
+		"أُزيل هذا المفتاح من الخادم. اطلب من الشخص الذي يديره دعوة جديدة.",
+}
+
+// document answers a config-document request for token: the member's
+// config, the error document when their key is off or was removed, and
+// not ok for a token nobody was given (the request goes on to the page).
+func (p *outlinePath) document(token string) ([]byte, bool) {
+	p.mu.Lock()
+	a, ok := p.docs[token]
+	removed := !ok && p.retired[members.HashToken(token)]
+	p.mu.Unlock()
+	switch {
+	case removed:
+		return outline.ErrorConfig(outlineOffMessages[members.OutlineOffRemoved]), true
+	case !ok:
+		return nil, false
+	case a.Off != "":
+		return outline.ErrorConfig(outlineOffMessages[a.Off]), true
+	}
+	wss, err := p.wss()
+	if err != nil {
+		return nil, false
+	}
+	return outline.AccessConfig(wss, a.Secret), true
+}
+
+// handler puts the Outline paths in front of page: the config documents
+// (/<token>) and the WebSocket paths (/<prefix>/tcp, /<prefix>/udp);
+// everything else, and every request on those paths the server would not
+// answer, is the page's.
+func (p *outlinePath) handler(page http.Handler) (http.Handler, error) {
+	ws, err := p.svc.Handler(p.prefix, page)
+	if err != nil {
+		return nil, err
+	}
+	return outline.ConfigHandler("", p.document, ws)
+}
+
+// Close cuts every Outline connection; the counters stay readable.
+func (p *outlinePath) Close() error { return p.svc.Close() }
+
+// newOutline builds the Outline path, a path of the members model m
+// returns; its WebSocket prefix is set once the model has given it.
+// Nothing listens of its own: the HTTPS server serves its handler.
+func (d *Daemon) newOutline(m func() *members.Service) (*outlinePath, error) {
+	svc, err := outline.New(outline.Config{}, outline.Deps{
+		Logger: d.log.With("component", "outline"),
+		Allow:  d.destinations(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := &outlinePath{svc: svc, docs: map[string]members.OutlineAccess{}, retired: map[string]bool{}}
+	p.wss = func() (string, error) {
+		hp, err := m().WebHostPort()
+		if err != nil {
+			return "", err
+		}
+		return "wss://" + hp + "/" + p.prefix, nil
+	}
+	return p, nil
+}
+
+// Serve does nothing: the HTTPS server serves the path's connections.
+func (p *outlinePath) Serve(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
+
+// trustedCert says whether the certificate being served is one the
+// Outline app accepts, for the members model's Outline keys.
+func (d *Daemon) trustedCert() error {
+	if d.certs == nil {
+		return fmt.Errorf("%w: TLS is off (tls.mode)", members.ErrUntrustedCert)
+	}
+	info := d.certs.Info()
+	switch {
+	case !info.SelfSigned:
+		return nil
+	case info.Mode == config.TLSACME:
+		return fmt.Errorf("%w, and this server still serves a self-signed one until %s issues one for %s (tariq status shows progress)",
+			members.ErrUntrustedCert, info.CA, d.host)
+	}
+	return fmt.Errorf("%w, and this server's is self-signed (tls.mode %s): set server.public_host to a public IP address, "+
+		"or to a DNS name with tls.email, for a Let's Encrypt certificate", members.ErrUntrustedCert, info.Mode)
+}
+
+// offlineTrustedCert judges, with no daemon running, whether the
+// certificate the daemon will serve under cfg is one the Outline app
+// accepts: what tls.mode resolves to, as certs.ResolveMode decides it.
+func offlineTrustedCert(cfg *config.Config, mode config.TLSMode) func() error {
+	return func() error {
+		switch mode {
+		case config.TLSACME, config.TLSFiles:
+			return nil
+		case config.TLSOff:
+			return fmt.Errorf("%w: TLS is off (tls.mode)", members.ErrUntrustedCert)
+		}
+		return fmt.Errorf("%w, and this server's would be self-signed (tls.mode %s resolves to self-signed for %s): set server.public_host "+
+			"to a public IP address, or to a DNS name with tls.email, for a Let's Encrypt certificate", members.ErrUntrustedCert, cfg.TLS.Mode, cfg.Server.PublicHost)
+	}
+}
+
+// ownAddrsEvery is how often the destination policy lists the server's own
+// addresses again.
+const ownAddrsEvery = 10 * time.Second
+
+// destinations returns the destination policy of the VPN paths that the
+// daemon itself enforces (Outline): whether a member may reach ip and,
+// when not, the rule that refused it. It is the relay's canonicalising
+// peer filter (relay.NewFilter: the IANA special-purpose ranges, cloud
+// metadata, translated forms of them, the VPN's own subnets) with the
+// server's own addresses refused too (the relay lets its own relay ports
+// through; a member gets none of them), and Options.AllowDestinations let
+// through. The shared destination policy of every VPN path replaces this
+// one function.
+func (d *Daemon) destinations() func(netip.Addr) (bool, string) {
+	cfg := d.config()
+	var extra []netip.Addr
+	if a, err := netip.ParseAddr(d.host); err == nil {
+		extra = append(extra, a)
+	}
+	extra = append(extra, cfg.Relay.RelayIP...)
+	var subnets []netip.Prefix
+	if cfg.VPN.Enabled {
+		subnets = cfg.VPN.Address
+	}
+	p := &destPolicy{allow: d.opts.AllowDestinations, subnets: subnets, extra: extra, list: interfaceAddrs}
+	p.refresh()
+	return p.check
+}
+
+// destPolicy is the relay's filter over the server's own addresses, listed
+// again at most every ownAddrsEvery.
+type destPolicy struct {
+	allow, subnets []netip.Prefix
+	extra          []netip.Addr
+	list           func() ([]netip.Addr, error)
+
+	filter    atomic.Pointer[relay.Filter]
+	listedAt  atomic.Int64 // unix nanoseconds
+	refreshMu sync.Mutex   // one listing at a time
+}
+
+func (p *destPolicy) check(ip netip.Addr) (bool, string) {
+	if time.Since(time.Unix(0, p.listedAt.Load())) > ownAddrsEvery && p.refreshMu.TryLock() {
+		p.refreshLocked()
+		p.refreshMu.Unlock()
+	}
+	switch v, rule := p.filter.Load().Check(ip); v {
+	case relay.Allow:
+		return true, ""
+	case relay.AllowOwn:
+		return false, "own-address"
+	default:
+		return false, rule
+	}
+}
+
+func (p *destPolicy) refresh() {
+	p.refreshMu.Lock()
+	defer p.refreshMu.Unlock()
+	p.refreshLocked()
+}
+
+func (p *destPolicy) refreshLocked() {
+	own, err := p.list()
+	if err != nil && p.filter.Load() != nil {
+		return // keep the last list
+	}
+	own = append(own, p.extra...)
+	p.filter.Store(relay.NewFilter(p.allow, nil, p.subnets, own))
+	p.listedAt.Store(time.Now().UnixNano())
+}
+
+// interfaceAddrs lists the addresses of the host's interfaces.
+func interfaceAddrs() ([]netip.Addr, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr())
+		}
+	}
+	return out, nil
+}
