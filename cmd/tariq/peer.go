@@ -19,10 +19,10 @@ import (
 
 // exportFlags choose how a peer's config is handed over.
 type exportFlags struct {
-	qr     bool
-	png    string
-	output string
-	force  bool
+	qr      bool
+	png     string
+	output  string
+	force   bool
 	invite  bool
 	ttl     time.Duration
 	outline bool

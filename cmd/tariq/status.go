@@ -149,7 +149,7 @@ func printReach(w io.Writer, peers []members.DeviceStatus, now time.Time) {
 		}
 		advice := map[string]string{
 			"wireguard": fmt.Sprintf("WireGuard app, UDP %d", r.Port),
-		"outline":   "Outline app (no UDP path)",
+			"outline":   "Outline app (no UDP path)",
 			"amneziawg": fmt.Sprintf("AmneziaWG app, UDP %d", r.Port),
 			"calls":     "VPN blocked; relayed calls work",
 			"none":      "nothing got through",

@@ -28,7 +28,7 @@ type outlinePath struct {
 	// wss://host[:port]/<prefix>.
 	wss func() (string, error)
 
-	mu      sync.Mutex                        // guards docs and retired
+	mu      sync.Mutex                       // guards docs and retired
 	docs    map[string]members.OutlineAccess // by document token
 	retired map[string]bool                  // hashed tokens of removed members
 }

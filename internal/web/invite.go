@@ -268,24 +268,24 @@ func dataURL(mime string, b []byte) string {
 // before the reveal (Invite), the settings a reveal answers to a browser
 // without script (Settings), or a message (MsgTitle, MsgBody).
 type invitePageData struct {
-	Lang, Platform    string
-	T                 func(string) string
-	Langs             []langLink
-	Platforms         []string
-	Invite            *members.Invite
-	Settings          *members.Settings
-	Check             *pageCheck
-	Data              *checkData // reach.js's data: the check and the confirmation
-	Switch            bool       // the confirmation may switch to the AmneziaWG form
-	RevealURL         string
-	QR, DownloadURL   template.URL // data: URLs, only with Settings (no download for the Outline key)
-	FileName          string
+	Lang, Platform  string
+	T               func(string) string
+	Langs           []langLink
+	Platforms       []string
+	Invite          *members.Invite
+	Settings        *members.Settings
+	Check           *pageCheck
+	Data            *checkData // reach.js's data: the check and the confirmation
+	Switch          bool       // the confirmation may switch to the AmneziaWG form
+	RevealURL       string
+	QR, DownloadURL template.URL // data: URLs, only with Settings (no download for the Outline key)
+	FileName        string
 	// Outline says the page may hand out the member's Outline key (the
 	// check's advice, the confirmation's switch); OutlineKey is the key a
 	// reveal handed out (only with Settings), an ssconf:// link.
-	Outline        bool
-	OutlineKey     template.URL
-	OutlineKeyText string
+	Outline           bool
+	OutlineKey        template.URL
+	OutlineKeyText    string
 	MsgTitle, MsgBody string
 }
 
@@ -462,8 +462,8 @@ type revealResponse struct {
 	Download string `json:"download,omitempty"`
 	File     string `json:"file,omitempty"`
 	// Key is the Outline form's ssconf:// key (no download then).
-	Key string `json:"key,omitempty"`
-	Error    string `json:"error,omitempty"`
+	Key   string `json:"key,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // reveal is the member's deliberate step: the page's button posts here
