@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
@@ -429,6 +432,10 @@ func TestOutlineEndToEnd(t *testing.T) {
 	// Every other path is the ordinary page.
 	assertNormalPage(t, l)
 
+	// Dad's invite page: no GET carries his key, the probe is a real
+	// WebSocket through the Outline handlers, the reveal hands it out.
+	assertInviteOutline(t, l, "dad", dadKey, dadSecret)
+
 	// Metrics and status name dad's activity.
 	fams := scrape(t, l.r)
 	if v, ok := gauge(fams, "tariq_outline_bytes_total", "member", "dad", "direction", "from_member"); !ok || v == 0 {
@@ -481,6 +488,85 @@ func assertNormalPage(t *testing.T, l *outlineLab) {
 				t.Errorf("GET %s (%v): %d %q, want the page's own 404", path, hdr, resp.StatusCode, body)
 			}
 		}
+	}
+}
+
+// assertInviteOutline checks member's invite page: its GETs (any agent,
+// any language, everything the page points to) never carry the member's
+// Outline key, its token or secret; its WebSocket probe upgrades through
+// the Outline handlers in front of the page and closes cleanly; the
+// member's deliberate POST reveals the key peer show prints.
+func assertInviteOutline(t *testing.T, l *outlineLab, member, key, secret string) {
+	t.Helper()
+	inv, err := l.admin.CreateInvite(l.ctx(), member, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := inv.URL[strings.Index(inv.URL, "/join/"):]
+	token := outlineKeyRe.FindStringSubmatch(key)[2]
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: l.roots}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	do := func(method, path, body string, hdr map[string]string) (*http.Response, string) {
+		req, _ := http.NewRequest(method, "https://"+l.web+path, strings.NewReader(body))
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	queue := []string{link, link + "?lang=ar", link + "?os=ios", link + "?form=outline", link + "/ws", link + "/connected", "/assets/reach.js"}
+	var data string
+	for _, path := range queue {
+		for _, ua := range linkPreviewAgents {
+			for _, method := range []string{"GET", "HEAD"} {
+				resp, body := do(method, path, "", map[string]string{"User-Agent": ua})
+				for _, s := range []string{key, "ssconf://" + l.web, token, secret} {
+					if strings.Contains(body, s) || strings.Contains(unescape(body), s) {
+						t.Fatalf("%s %s (%q, %d) carries %q", method, path, ua, resp.StatusCode, s)
+					}
+				}
+				if path == link && method == "GET" {
+					data = body
+				}
+			}
+		}
+	}
+	if !strings.Contains(data, `"ws":{"id":"outline-`) || !strings.Contains(data, `id="outline-box" hidden`) {
+		t.Errorf("the page offers no Outline probe or key box:\n%s", data)
+	}
+
+	// The probe, as the page's script opens it.
+	dialer := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: l.roots}, HandshakeTimeout: 5 * time.Second}
+	ws, resp, err := dialer.Dial("wss://"+l.web+link+"/ws", http.Header{"Origin": {"https://" + l.web}})
+	if err != nil {
+		t.Fatalf("the page's WebSocket probe: %v %v", err, resp)
+	}
+	ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err = ws.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.CloseNormalClosure {
+		t.Errorf("the probe after the page's close: %v, want the server's normal close", err)
+	}
+	ws.Close()
+
+	// The member's step: the key, once.
+	hdr := map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Origin": "https://" + l.web,
+		"Sec-Fetch-Site": "same-origin", "Accept": "application/json"}
+	resp, body := do("POST", link, "form=outline", hdr)
+	var rr struct{ Form, Key, QR, Download string }
+	if json.Unmarshal([]byte(body), &rr); resp.StatusCode != 200 || rr.Form != "outline" || rr.Key != key || rr.Download != "" ||
+		!strings.HasPrefix(rr.QR, "data:image/png;base64,") {
+		t.Errorf("the reveal of the Outline form: %d %s, want %s", resp.StatusCode, body, key)
+	}
+	if resp, body := do("POST", link, "form=outline", hdr); resp.StatusCode != http.StatusGone || strings.Contains(body, "ssconf") {
+		t.Errorf("a second reveal: %d %s", resp.StatusCode, body)
 	}
 }
 

@@ -555,15 +555,16 @@ var probeUpgrader = websocket.Upgrader{ReadBufferSize: 512, WriteBufferSize: 512
 // as the Outline app makes one, which the page closes once open; the
 // server answers the close and hangs up (RFC 6455 §5.5.1), or hangs up
 // after maxProbeWait. Only a link's page may probe (same origin, while
-// the page may talk to the server), within the link's budget for polls;
-// anything else gets the answer any unknown path gets.
+// the page may talk to the server); anything else gets the answer any unknown path gets. It takes from the
+// link's budget for the check's posts (a page probes once, with its two
+// posts), not from the confirmation's polls.
 func (h *inviteHandler) ws(w http.ResponseWriter, r *http.Request) {
 	token := r.PathValue("token")
 	if !websocket.IsWebSocketUpgrade(r) {
 		http.NotFound(w, r)
 		return
 	}
-	err := h.admit(r, h.polls, token, func() error {
+	err := h.admit(r, h.posts, token, func() error {
 		_, _, err := h.invites.Page(token)
 		return err
 	})
