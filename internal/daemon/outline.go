@@ -199,8 +199,12 @@ func offlineTrustedCert(cfg *config.Config, mode config.TLSMode) func() error {
 		case config.TLSOff:
 			return fmt.Errorf("%w: TLS is off (tls.mode)", members.ErrUntrustedCert)
 		}
-		return fmt.Errorf("%w, and this server's would be self-signed (tls.mode %s resolves to self-signed for %s): set server.public_host "+
-			"to a public IP address, or to a DNS name with tls.email, for a Let's Encrypt certificate", members.ErrUntrustedCert, cfg.TLS.Mode, cfg.Server.PublicHost)
+		why := "tls.mode self-signed"
+		if cfg.TLS.Mode == config.TLSAuto {
+			why = "tls.mode auto resolves to self-signed for " + cfg.Server.PublicHost
+		}
+		return fmt.Errorf("%w, and this server's would be self-signed (%s): set server.public_host "+
+			"to a public IP address, or to a DNS name with tls.email, for a Let's Encrypt certificate", members.ErrUntrustedCert, why)
 	}
 }
 
