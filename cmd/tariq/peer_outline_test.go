@@ -77,3 +77,19 @@ func TestPeerOutline(t *testing.T) {
 		t.Errorf("--outline with the path off: exit %d, %q", code, errOut)
 	}
 }
+
+// TestCheckOutline: tariq check says whether the Outline app will trust
+// the certificate the configuration gets.
+func TestCheckOutline(t *testing.T) {
+	dir := t.TempDir()
+	for host, want := range map[string]string{
+		"10.0.0.7":     "warn  vpn.outline.enabled     no Outline key will work: the Outline app needs a publicly trusted certificate",
+		"193.0.14.129": "ok    vpn.outline.enabled     the certificate will be one the Outline app trusts (tls.mode acme)",
+	} {
+		_, out, _ := tariq(t, "check", "--data-dir", dir+"/data", "--admin-socket", dir+"/admin.sock", "--set", "vpn.outline.enabled=true",
+			"--set", "server.public_host="+host, "--set", "relay.enabled=false", "--set", "web.listen=127.0.0.1:0", "--set", "server.metrics_listen=")
+		if !strings.Contains(strings.Join(strings.Fields(out), " "), strings.Join(strings.Fields(want), " ")) {
+			t.Errorf("check for %s lacks %q:\n%s", host, want, out)
+		}
+	}
+}

@@ -491,6 +491,13 @@ func (d *Daemon) printSummary(w io.Writer) {
 			fmt.Fprintf(w, "  Certificate: %s for %v until %s\n", info.Source, info.Names, info.NotAfter.Format(time.DateOnly))
 		}
 	}
+	if d.outline != nil {
+		if err := d.trustedCert(); err != nil {
+			fmt.Fprintf(w, "  Outline: on the web port, but no key works yet: %v\n", err)
+		} else {
+			fmt.Fprintf(w, "  Outline: on the web port; a member's key for the Outline app: %s peer show mom --outline\n", tariq)
+		}
+	}
 	fmt.Fprintf(w, "  Status: %s status   (admin socket %s)\n\n", tariq, cfg.Server.AdminSocket)
 }
 

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -646,13 +647,19 @@ func (c *canary) assertQuiet(t *testing.T, d time.Duration) {
 
 // TestOutlineSelfSignedRefused: with a self-signed certificate, which the
 // Outline app refuses, no key is handed out: the admin API (peer show
-// --outline) says why in one line, and status says no key works.
+// --outline) says why in one line, and status and the start-up summary
+// say no key works. Turning the path off takes a restart: a reload says
+// so and keeps it on.
 func TestOutlineSelfSignedRefused(t *testing.T) {
 	testutil.RequireRoot(t)
 	if !testutil.InNetNS(t, 60*time.Second) {
 		return
 	}
-	l := newOutlineLab(t, "self-signed")
+	var summary syncBuffer
+	l := newOutlineLab(t, "self-signed", func(o *Options) { o.Out = &summary })
+	if !strings.Contains(summary.String(), "Outline: on the web port, but no key works yet: the Outline app needs a publicly trusted certificate") {
+		t.Errorf("the start-up summary does not say no Outline key works:\n%s", summary.String())
+	}
 	l.add(members.AddRequest{Name: "mom"})
 	_, err := l.admin.OutlineKey(l.ctx(), "mom")
 	var ae *admin.Error
@@ -662,5 +669,17 @@ func TestOutlineSelfSignedRefused(t *testing.T) {
 	}
 	if o := adminStatusVPN(t, l).Outline; o == nil || !strings.Contains(o.Untrusted, "self-signed") {
 		t.Errorf("status: Outline %+v, want it to say no key works with the self-signed certificate", o)
+	}
+
+	b, err := os.ReadFile(l.r.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.r.reloadFile(t, strings.Replace(string(b), "outline: {enabled: true}", "outline: {enabled: false}", 1))
+	if !strings.Contains(l.r.logs.String(), "vpn.outline.enabled: changing it needs a restart") {
+		t.Errorf("a reload turning the Outline path off does not say it needs a restart:\n%s", l.r.logs)
+	}
+	if !l.r.d.config().VPN.Outline.Enabled || adminStatusVPN(t, l).Outline == nil {
+		t.Error("after the reload the config in force says the Outline path is off, or it stopped")
 	}
 }
