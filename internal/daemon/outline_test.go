@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 
 	"github.com/tariq-vpn/tariq/config"
@@ -681,5 +682,90 @@ func TestOutlineSelfSignedRefused(t *testing.T) {
 	}
 	if !l.r.d.config().VPN.Outline.Enabled || adminStatusVPN(t, l).Outline == nil {
 		t.Error("after the reload the config in force says the Outline path is off, or it stopped")
+	}
+}
+
+// TestOutlineInviteBrowser: in headless Chromium, on a network that drops
+// UDP to the WireGuard port, a member's invite page runs its check: its
+// WebSocket probe opens (under the page's CSP) to this same HTTPS port
+// and the page advises the Outline app, with Outline's steps and store
+// links; "Show my settings" then shows the key peer show prints as the
+// "Add to Outline" link and in the copy field, and nothing the page
+// loaded before carried it.
+func TestOutlineInviteBrowser(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireBinary(t, "chromium")
+	testutil.RequireBinary(t, "nft")
+	if !testutil.InNetNS(t, 150*time.Second) {
+		return
+	}
+	l := newOutlineLab(t, "acme")
+	wgPort := l.r.d.VPN().ListenPort()
+	// This namespace's network drops UDP to the WireGuard port, as
+	// profile 1 of the censor lab does.
+	for _, args := range [][]string{
+		{"add", "table", "inet", "olcensor"},
+		{"add", "chain", "inet", "olcensor", "out", "{ type filter hook output priority 0; }"},
+		{"add", "rule", "inet", "olcensor", "out", "udp", "dport", fmt.Sprint(wgPort), "drop"},
+	} {
+		if out, err := exec.Command("nft", args...).CombinedOutput(); err != nil {
+			t.Fatalf("nft %v: %v: %s", args, err, out)
+		}
+	}
+	l.add(members.AddRequest{Name: "mom"})
+	key := l.key("mom")
+	inv, err := l.admin.CreateInvite(l.ctx(), "mom", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := handshake(l.web, "", l.roots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := testutil.NewBrowser(t, testutil.BrowserOptions{Viewport: testutil.PhoneViewport(),
+		Flags: map[string]any{"ignore-certificate-errors-spki-list": certs.SPKIHash(leaf)}})
+	var before string
+	if err := b.RunTimeout(30*time.Second, chromedp.Navigate(inv.URL), chromedp.WaitReady("body"),
+		chromedp.OuterHTML("html", &before)); err != nil {
+		t.Fatalf("opening %s: %v", inv.URL, err)
+	}
+	if strings.Contains(before, key) {
+		t.Fatal("the page carries the key before the reveal")
+	}
+	var v struct {
+		State, Verdict, Outline string
+		Steps, OutlineSteps    bool
+		Stores                 []string
+	}
+	const read = `(() => {
+		const el = (id) => document.getElementById(id);
+		const li = document.querySelector('#reach-list li[data-path^="outline-"]');
+		return {State: el('reach').dataset.state, Verdict: el('reach').dataset.verdict || '', Outline: li ? li.dataset.ok || '' : 'none',
+			Steps: !el('steps').hidden, OutlineSteps: !el('outline-steps').hidden,
+			Stores: [...document.querySelectorAll('#outline-stores a')].map((a) => a.href)};
+	})()`
+	if err := b.RunTimeout(40*time.Second, chromedp.Poll(`document.getElementById('reach').dataset.state === 'done'`, nil,
+		chromedp.WithPollingTimeout(35*time.Second)), testutil.EvalJSON(read, &v)); err != nil {
+		t.Fatalf("the check did not finish: %v", err)
+	}
+	if v.Verdict != "outline" || v.Outline != "true" || v.Steps || !v.OutlineSteps || len(v.Stores) != 4 {
+		t.Errorf("the check on a network without UDP: %+v, want the Outline advice, its WebSocket ticked, Outline's steps and four store links", v)
+	}
+	var got struct{ Href, Value string }
+	if err := b.RunTimeout(20*time.Second, chromedp.Click("#reveal-button", chromedp.ByID), chromedp.WaitVisible("#outline-box", chromedp.ByID),
+		testutil.EvalJSON(`({Href: document.getElementById('outline-add').getAttribute('href'), Value: document.getElementById('outline-key').value})`, &got)); err != nil {
+		t.Fatalf("revealing: %v", err)
+	}
+	if got.Href != key || got.Value != key {
+		t.Errorf("after the reveal: Add to Outline %q, copy field %q; want %q", got.Href, got.Value, key)
+	}
+	for _, line := range b.Console() {
+		if strings.Contains(line, "Content Security Policy") || strings.Contains(line, "Refused to") {
+			t.Errorf("the page broke its CSP: %s", line)
+		}
+	}
+	if st := adminStatusVPN(t, l); len(st.Peers) != 1 || st.Peers[0].Reach == nil || st.Peers[0].Reach.Verdict != "outline" ||
+		!slices.Contains(st.Peers[0].Reach.Reached, fmt.Sprintf("outline-%d", l.r.d.WebAddrs()[0].(*net.TCPAddr).Port)) {
+		t.Errorf("the check as recorded: %+v", st.Peers[0].Reach)
 	}
 }
