@@ -734,8 +734,8 @@ func TestOutlineInviteBrowser(t *testing.T) {
 	}
 	var v struct {
 		State, Verdict, Outline string
-		Steps, OutlineSteps    bool
-		Stores                 []string
+		Steps, OutlineSteps     bool
+		Stores                  []string
 	}
 	const read = `(() => {
 		const el = (id) => document.getElementById(id);
