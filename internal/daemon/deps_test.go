@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -38,5 +39,22 @@ func TestDependencyRules(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no internal imports seen: the go list output was not parsed")
+	}
+}
+
+// TestBuildsOffLinux: Linux is the product, but every package builds on
+// any OS, Linux-only code sitting in _linux.go files beside _other.go ones
+// that return a clear error (ARCHITECTURE.md).
+func TestBuildsOffLinux(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cross-compiles the module")
+	}
+	for _, goos := range []string{"darwin", "freebsd"} {
+		cmd := exec.Command("go", "build", "-o", os.DevNull, "./...")
+		cmd.Dir = "../.."
+		cmd.Env = append(os.Environ(), "GOOS="+goos, "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("GOOS=%s go build ./...: %v\n%s", goos, err, out)
+		}
 	}
 }

@@ -56,7 +56,7 @@ func OpenDir(path string) (*Dir, error) {
 		d.Close()
 		return nil, fmt.Errorf("data directory %s is owned by uid %d, not by this user (uid %d): run tariq as root or as uid %[2]d", path, st.Uid, euid)
 	}
-	if err := d.checkMode(path, st.Mode, "700"); err != nil {
+	if err := d.checkMode(path, uint32(st.Mode), "700"); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -118,7 +118,7 @@ func (d *Dir) Sub(name string) (*Dir, error) {
 		sub.Close()
 		return nil, err
 	}
-	if err := sub.checkMode(path, st.Mode, "700"); err != nil {
+	if err := sub.checkMode(path, uint32(st.Mode), "700"); err != nil {
 		sub.Close()
 		return nil, err
 	}
@@ -203,7 +203,7 @@ func (d *Dir) checkFile(path string, st *unix.Stat_t) error {
 	if err := d.checkOwner(path, st.Uid); err != nil {
 		return err
 	}
-	return d.checkMode(path, st.Mode, "600")
+	return d.checkMode(path, uint32(st.Mode), "600")
 }
 
 // openOrCreate opens name in d (see open), creating it empty with mode
