@@ -79,6 +79,20 @@ type VPNConfig struct {
 	// MemberToMember lets members' devices reach each other through the
 	// tunnel.
 	MemberToMember bool `mapstructure:"member_to_member"`
+	// Outline is the VPN path over TCP: Shadowsocks over WebSocket on the
+	// HTTPS port, for the Outline app.
+	Outline OutlineConfig `mapstructure:"outline"`
+}
+
+// OutlineConfig is the Outline-compatible VPN path: Shadowsocks over
+// WebSocket over TLS on the web.listen ports, for networks where no UDP
+// gets through. Every member has an Outline key (an ssconf:// link) next
+// to their WireGuard devices. The Outline app verifies the certificate
+// against the system's roots, so the path needs a publicly trusted one
+// (tls.mode auto or acme with a public IP address or a DNS name, or
+// files): with a self-signed certificate no key is handed out.
+type OutlineConfig struct {
+	Enabled bool `mapstructure:"enabled"`
 }
 
 // ObfuscationConfig is the AmneziaWG-compatible listener: WireGuard with

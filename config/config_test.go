@@ -139,6 +139,13 @@ func TestLoadProblems(t *testing.T) {
 		{"ports that fit together", "vpn:\n  extra_ports: [443, 8443]\n  obfuscation: {enabled: true, listen_port: 51821}\n", nil},
 		{"obfuscation off claims nothing", "vpn:\n  obfuscation: {enabled: false, listen_port: 51820}\n", nil},
 		{"obfuscation unknown key", "vpn:\n  obfuscation: {enabled: true, jc: 4}\n", []string{"vpn.obfuscation.jc: unknown key"}},
+		{"outline without the page", "vpn:\n  outline: {enabled: true}\nweb: {enabled: false}\n",
+			[]string{"vpn.outline.enabled: the Outline path runs on the HTTPS page's ports: it needs web.enabled and a tls.mode other than off"}},
+		{"outline without TLS", "vpn:\n  outline: {enabled: true}\ntls: {mode: \"off\"}\nweb: {enabled: false}\nrelay: {listen_tls: []}\n",
+			[]string{"vpn.outline.enabled: the Outline path runs on the HTTPS page's ports: it needs web.enabled and a tls.mode other than off"}},
+		{"outline with the VPN off claims nothing", "vpn:\n  enabled: false\n  outline: {enabled: true}\nweb: {enabled: false}\n", nil},
+		{"outline on", "vpn:\n  outline: {enabled: true}\n", nil},
+		{"outline unknown key", "vpn:\n  outline: {enabled: true, port: 443}\n", []string{"vpn.outline.port: unknown key"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(Options{File: writeFile(t, tc.yaml)})
@@ -271,6 +278,7 @@ var envValues = map[string][2]string{
 	"vpn.allow_destinations":         {"192.168.1.0/24,fd00::/8", "[192.168.1.0/24 fd00::/8]"},
 	"vpn.deny_destinations":          {"8.8.8.8", "[8.8.8.8/32]"},
 	"vpn.member_to_member":           {"true", "true"},
+	"vpn.outline.enabled":            {"true", "true"},
 	"relay.enabled":                  {"false", "false"},
 	"relay.realm":                    {"example.org", "example.org"},
 	"relay.listen_udp":               {":3479,:3480", "[:3479 :3480]"},
@@ -307,7 +315,7 @@ func TestEveryKeyFromEnv(t *testing.T) {
 			switch key {
 			case "vpn.enabled", "vpn.mode", "vpn.interface", "vpn.listen_port", "vpn.address", "vpn.dns", "vpn.mtu",
 				"vpn.nat", "vpn.uplink", "vpn.client_allowed_ips", "vpn.persistent_keepalive",
-				"vpn.extra_ports", "vpn.obfuscation.enabled", "vpn.obfuscation.listen_port":
+				"vpn.extra_ports", "vpn.obfuscation.enabled", "vpn.obfuscation.listen_port", "vpn.outline.enabled":
 				base = ""
 			case "web.enabled":
 				base = ""
@@ -374,7 +382,7 @@ func TestSecretRedacted(t *testing.T) {
 // TestTemplate checks `tariq init`'s file against a golden copy, that it
 // loads, and that it names every key (so it stays the reference).
 func TestTemplate(t *testing.T) {
-	text := Template(TemplateData{Host: "vpn.example.org", Email: "ops@example.org", Secret: "0123456789abcdef0123456789abcdef"})
+	text := Template(TemplateData{Host: "vpn.example.org", Email: "ops@example.org", Secret: "0123456789abcdef0123456789abcdef", Outline: true})
 	golden := filepath.Join("testdata", "init.golden.yaml")
 	if *update {
 		if err := os.WriteFile(golden, []byte(text), 0o644); err != nil {
@@ -392,8 +400,17 @@ func TestTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("template does not load: %v", err)
 	}
-	if l.Server.PublicHost != "vpn.example.org" || l.Relay.Secrets[0].Reveal() != "0123456789abcdef0123456789abcdef" {
-		t.Errorf("template values not read back: %+v", l.Server)
+	if l.Server.PublicHost != "vpn.example.org" || l.Relay.Secrets[0].Reveal() != "0123456789abcdef0123456789abcdef" || !l.VPN.Outline.Enabled {
+		t.Errorf("template values not read back: %+v %+v", l.Server, l.VPN.Outline)
+	}
+	// A host without a trusted certificate gets the Outline path off, the
+	// file otherwise the same.
+	off := Template(TemplateData{Host: "10.0.0.1", Secret: "0123456789abcdef0123456789abcdef"})
+	if l, err := Load(Options{File: writeFile(t, off)}); err != nil || l.VPN.Outline.Enabled {
+		t.Errorf("template with Outline off: %v, outline %+v", err, l)
+	}
+	if got := len(strings.Split(off, "\n")); got != len(strings.Split(text, "\n")) {
+		t.Errorf("the template has %d lines with Outline off, %d with it on", got, len(strings.Split(text, "\n")))
 	}
 	for _, key := range Keys() {
 		// Each part of the path at its own depth: "vpn:", "  obfuscation:", "    enabled:".

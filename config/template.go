@@ -10,6 +10,9 @@ type TemplateData struct {
 	Host   string // server.public_host
 	Email  string // tls.email
 	Secret string // the first relay.secrets entry
+	// Outline turns vpn.outline on: for a host that gets a publicly
+	// trusted certificate, which the Outline app needs.
+	Outline bool
 }
 
 var initTemplate = template.Must(template.New("init").Parse(`# tariq configuration, written by "tariq init".
@@ -60,6 +63,10 @@ vpn:
   obfuscation:                     # AmneziaWG-compatible WireGuard for networks that block plain WireGuard
     enabled: false                 # devices added with --obfuscated use it, in the AmneziaWG or AmneziaVPN app
     listen_port: 51821             # UDP, a port of its own; stock clients keep using the ports above
+  outline:                         # the Outline app's path, for networks where no UDP gets through: Shadowsocks
+                                   # over WebSocket on the web.listen ports ("tariq peer show NAME --outline")
+    enabled: {{.Outline}}{{if .Outline}}                  {{else}}                 {{end}}# needs a publicly trusted certificate (tls: a public IP address, a DNS
+                                   # name with email, or files): the app refuses a self-signed one
 
 relay:
   enabled: true

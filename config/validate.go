@@ -148,6 +148,9 @@ func (c *Config) validateVPN(v *validator) {
 	if o := n.Obfuscation; o.Enabled && (o.ListenPort < 1 || o.ListenPort > 65535) {
 		v.add("vpn.obfuscation.listen_port", "%d is not a port (1-65535)", o.ListenPort)
 	}
+	if n.Outline.Enabled && (!c.Web.Enabled || c.TLS.Mode == TLSOff) {
+		v.add("vpn.outline.enabled", "the Outline path runs on the HTTPS page's ports: it needs web.enabled and a tls.mode other than off")
+	}
 	var v4, v6 int
 	for _, p := range n.Address {
 		switch {

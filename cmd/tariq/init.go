@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tariq-vpn/tariq/config"
+	"github.com/tariq-vpn/tariq/internal/certs"
 	"github.com/tariq-vpn/tariq/internal/store"
 )
 
@@ -42,7 +43,8 @@ func (a *app) initCmd() *cobra.Command {
 		Long: `Write a commented configuration file (--config, default ` + config.DefaultFile + `)
 naming every key, with server.public_host set to --host and a freshly
 generated relay shared secret. With a public IP address, or a DNS name and
---email, TLS certificates come from Let's Encrypt automatically. The file is written 0600 (0640 with
+--email, TLS certificates come from Let's Encrypt automatically, and the
+Outline path (vpn.outline), which needs such a certificate, is on. The file is written 0600 (0640 with
 group tariq when that system user exists); an existing file is kept unless
 --force.`,
 		Args: cobra.NoArgs,
@@ -59,7 +61,12 @@ group tariq when that system user exists); an existing file is kept unless
 			} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
-			text := config.Template(config.TemplateData{Host: host, Email: email, Secret: store.NewSecret(32).Reveal()})
+			// The Outline path goes on where the certificate will be one
+			// the Outline app trusts: tls.mode auto resolving to ACME.
+			probe := config.Default()
+			probe.Server.PublicHost, probe.TLS.Email = host, email
+			outline := certs.ResolveMode(probe) == config.TLSACME
+			text := config.Template(config.TemplateData{Host: host, Email: email, Secret: store.NewSecret(32).Reveal(), Outline: outline})
 			if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 				return err
 			}

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/daemon"
 	"github.com/tariq-vpn/tariq/internal/members"
 	"github.com/tariq-vpn/tariq/internal/wgconf"
@@ -17,12 +19,13 @@ import (
 
 // exportFlags choose how a peer's config is handed over.
 type exportFlags struct {
-	qr     bool
-	png    string
-	output string
-	force  bool
-	invite bool
-	ttl    time.Duration
+	qr      bool
+	png     string
+	output  string
+	force   bool
+	invite  bool
+	ttl     time.Duration
+	outline bool
 }
 
 func (f *exportFlags) register(cmd *cobra.Command) {
@@ -32,6 +35,7 @@ func (f *exportFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.force, "force", false, "replace an existing --output or --png file")
 	cmd.Flags().BoolVar(&f.invite, "invite", false, "print a one-time link that shows and downloads the config")
 	cmd.Flags().DurationVar(&f.ttl, "ttl", 72*time.Hour, "how long an --invite link stays valid")
+	cmd.Flags().BoolVar(&f.outline, "outline", false, "print the member's Outline key (an ssconf:// link for the Outline app) instead of the WireGuard config")
 }
 
 // check refuses flags that cannot be honoured, before anything changes.
@@ -41,6 +45,9 @@ func (f *exportFlags) check(cmd *cobra.Command) error {
 	}
 	if cmd.Flags().Changed("ttl") && !f.invite {
 		return usageErr(errors.New("--ttl applies only with --invite"))
+	}
+	if f.outline && f.invite {
+		return usageErr(errors.New("--outline and --invite: the link's page offers the Outline key itself when the network needs it"))
 	}
 	if f.output != "" && f.output == f.png {
 		return usageErr(errors.New("--output and --png name the same file"))
@@ -104,6 +111,12 @@ func (a *app) export(cmd *cobra.Command, p members.Manager, pc *members.DeviceCo
 		fmt.Fprintf(a.stderr, "tariq: %s uses stock WireGuard on UDP port %d (not vpn.listen_port %d)\n",
 			pc.Device.Name, pc.Device.Port, l.VPN.ListenPort)
 	}
+	return a.hand(payload, f)
+}
+
+// hand writes payload (a config, a link or a key) as the flags ask: a PNG
+// QR code, a file, a terminal QR code, or stdout.
+func (a *app) hand(payload string, f exportFlags) error {
 	if f.png != "" {
 		png, err := wgconf.QRPNG(payload, 768)
 		if err != nil {
@@ -132,6 +145,35 @@ func (a *app) export(cmd *cobra.Command, p members.Manager, pc *members.DeviceCo
 		fmt.Fprint(a.stdout, text)
 	}
 	return nil
+}
+
+// exportOutline hands over the Outline key of name's member as the flags
+// ask: the ssconf:// link as text (one line), a terminal QR code or a PNG.
+func (a *app) exportOutline(cmd *cobra.Command, p members.Manager, name string, f exportFlags) error {
+	k, err := p.OutlineKey(ctxOf(cmd), name)
+	if err != nil {
+		return err
+	}
+	switch k.Off {
+	case members.OutlineOffDisabled:
+		fmt.Fprintf(a.stderr, "tariq: %s's Outline key is off while every device of theirs is disabled; it works again, unchanged, once one is enabled\n", k.Member)
+	case members.BlockExpired, members.BlockOverLimit:
+		a.sayBlocked(members.DeviceStatus{Name: name, Member: k.Member, Blocked: k.Off})
+	}
+	return a.hand(k.Key, f)
+}
+
+// outlineRefusal returns the error for which name's member could not get
+// an Outline key, checked before a device is added: nil when the server
+// hands out keys (the member does not exist yet).
+func outlineRefusal(cmd *cobra.Command, p members.Manager, name string) error {
+	_, err := p.OutlineKey(ctxOf(cmd), name)
+	var ae *admin.Error
+	switch {
+	case err == nil, errors.Is(err, members.ErrPeerNotFound), errors.As(err, &ae) && ae.Code == http.StatusNotFound:
+		return nil
+	}
+	return err
 }
 
 // limitFlags are --expires, --data-limit and --rate.
@@ -242,7 +284,12 @@ member's limits, as "tariq peer set" does.
 The device dials vpn.listen_port unless --port names one of vpn.extra_ports
 (443, say, where the usual port is blocked). With --obfuscated it gets the
 AmneziaWG form instead, for vpn.obfuscation.listen_port, to import in the
-AmneziaWG or AmneziaVPN app: for networks that block WireGuard itself.`,
+AmneziaWG or AmneziaVPN app: for networks that block WireGuard itself.
+
+With --outline it prints the member's Outline key instead: an ssconf://
+link to paste into the Outline app (or --qr to scan), for networks where no
+UDP gets through. It needs vpn.outline.enabled and a publicly trusted
+certificate; the key belongs to the member, across their devices.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := addFlags.check(cmd); err != nil {
@@ -256,10 +303,19 @@ AmneziaWG or AmneziaVPN app: for networks that block WireGuard itself.`,
 			if err != nil {
 				return err
 			}
+			if addFlags.outline {
+				// No device for a key that cannot be handed out.
+				if err := outlineRefusal(cmd, p, args[0]); err != nil {
+					return err
+				}
+			}
 			pc, err := p.Add(ctxOf(cmd), members.AddRequest{Name: args[0], Member: member, PublicKey: publicKey, Port: port,
 				Obfuscated: obfuscated, Limits: lc})
 			if err != nil {
 				return err
+			}
+			if addFlags.outline {
+				return a.exportOutline(cmd, p, pc.Device.Name, addFlags)
 			}
 			return a.export(cmd, p, pc, addFlags)
 		},
@@ -314,7 +370,7 @@ month, lets them back in with the configs they have.`,
 	var showFlags exportFlags
 	show := &cobra.Command{
 		Use:   "show NAME",
-		Short: "Print a device's config, QR code, PNG or a new one-time link",
+		Short: "Print a device's config, QR code, PNG, a new one-time link, or its member's Outline key",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := showFlags.check(cmd); err != nil {
@@ -323,6 +379,9 @@ month, lets them back in with the configs they have.`,
 			p, err := a.peers(cmd, showFlags.invite)
 			if err != nil {
 				return err
+			}
+			if showFlags.outline {
+				return a.exportOutline(cmd, p, args[0], showFlags)
 			}
 			pc, err := p.Show(ctxOf(cmd), args[0])
 			if err != nil {
@@ -421,7 +480,7 @@ func deviceState(d members.DeviceStatus) string {
 func printMembers(out io.Writer, ms []members.MemberStatus, now time.Time) {
 	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	defer w.Flush()
-	fmt.Fprintln(w, "MEMBER\tDEVICES\tSTATE\tTHIS MONTH\tDATA LIMIT\tRATE\tEXPIRES")
+	fmt.Fprintln(w, "MEMBER\tDEVICES\tSTATE\tTHIS MONTH\tDATA LIMIT\tRATE\tEXPIRES\tOUTLINE\tSEEN WORKING")
 	for _, m := range ms {
 		state := "active"
 		if m.Blocked != "" {
@@ -440,8 +499,30 @@ func printMembers(out io.Writer, ms []members.MemberStatus, now time.Time) {
 				expires += " (in " + shortDuration(m.Expires.Sub(now)) + ")"
 			}
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.Name, len(m.Devices), state, members.FormatBytes(m.Usage.Total()), limit, rate, expires)
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, len(m.Devices), state, members.FormatBytes(m.Usage.Total()), limit, rate, expires,
+			outlineActivity(m.Outline, now), seenStr(m.Seen))
 	}
+}
+
+// outlineActivity describes a member's Outline connections: open now,
+// made since the daemon started, bytes both ways, the last one.
+func outlineActivity(o *members.MemberLive, now time.Time) string {
+	switch {
+	case o == nil:
+		return "-"
+	case o.Total == 0:
+		return "never connected"
+	}
+	return fmt.Sprintf("%d open, %d since start, %s, last %s ago", o.Open, o.Total, members.FormatBytes(o.In+o.Out),
+		shortDuration(now.Sub(o.LastSeen)))
+}
+
+// seenStr lists the paths seen working for a member, or "-".
+func seenStr(seen []string) string {
+	if len(seen) == 0 {
+		return "-"
+	}
+	return strings.Join(seen, ", ")
 }
 
 // shortDuration writes d in days and hours, or less for short ones.

@@ -84,6 +84,9 @@ func printStatus(a *app, st *admin.Status, now time.Time) {
 			ports += fmt.Sprintf(" and %d (AmneziaWG)", v.ObfuscationPort)
 		}
 		fmt.Fprintf(w, "\nWireGuard\t%s, UDP %s, public key %s\n", v.Interface, ports, v.PublicKey)
+		if o := v.Outline; o != nil {
+			printOutline(w, o)
+		}
 		if len(v.Peers) > 0 {
 			fmt.Fprintf(w, "\nPEER\tMEMBER\tADDRESS\tSTATE\tLAST HANDSHAKE\tRECEIVED\tSENT\tENDPOINT\n")
 			for _, p := range v.Peers {
@@ -146,6 +149,7 @@ func printReach(w io.Writer, peers []members.DeviceStatus, now time.Time) {
 		}
 		advice := map[string]string{
 			"wireguard": fmt.Sprintf("WireGuard app, UDP %d", r.Port),
+			"outline":   "Outline app (no UDP path)",
 			"amneziawg": fmt.Sprintf("AmneziaWG app, UDP %d", r.Port),
 			"calls":     "VPN blocked; relayed calls work",
 			"none":      "nothing got through",
@@ -161,7 +165,10 @@ func printReach(w io.Writer, peers []members.DeviceStatus, now time.Time) {
 // confirmation says what the page saw once the member switched the
 // connection on.
 func confirmation(r *store.Reachability) string {
-	const switched = "stock handshake never arrived, switched to AmneziaWG"
+	switched := "stock handshake never arrived, switched to AmneziaWG"
+	if r.Verdict == "outline" {
+		switched = r.SwitchedFrom + " handshake never arrived, switched to Outline"
+	}
 	switch {
 	case r.Confirmed == "connected" && r.SwitchedFrom != "":
 		return "connected (" + switched + ")"
@@ -171,6 +178,38 @@ func confirmation(r *store.Reachability) string {
 		return switched
 	}
 	return "-"
+}
+
+// printOutline describes the Outline path: whether its keys work, and
+// what it refused.
+func printOutline(w io.Writer, o *admin.OutlineStatus) {
+	state := "keys work"
+	if o.Untrusted != "" {
+		state = "no key works: " + o.Untrusted
+	}
+	fmt.Fprintf(w, "Outline\tShadowsocks over WebSocket on the HTTPS port; %s\n", state)
+	counts := func(by map[string]map[string]uint64) string {
+		var parts []string
+		for _, path := range slices.Sorted(maps.Keys(by)) {
+			for _, k := range slices.Sorted(maps.Keys(by[path])) {
+				parts = append(parts, fmt.Sprintf("%s %s %d", path, k, by[path][k]))
+			}
+		}
+		return strings.Join(parts, ", ")
+	}
+	if len(o.Refused) > 0 {
+		fmt.Fprintf(w, "\ttargets refused: %s\n", counts(o.Refused))
+	}
+	if len(o.AuthFailures) > 0 {
+		fmt.Fprintf(w, "\tconnections without a valid key: %s\n", counts(o.AuthFailures))
+	}
+	if len(o.Cuts) > 0 {
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(o.Cuts)) {
+			parts = append(parts, fmt.Sprintf("%s %d", k, o.Cuts[k]))
+		}
+		fmt.Fprintf(w, "\tconnections cut: %s\n", strings.Join(parts, ", "))
+	}
 }
 
 func orDash(s []string) string {

@@ -134,4 +134,10 @@ func (c *Client) CreateInvite(ctx context.Context, name string, ttl time.Duratio
 	return &inv, c.do(ctx, http.MethodPost, "/v1/invites", InviteRequest{Peer: name, TTL: ttl}, &inv)
 }
 
+// OutlineKey returns a member's Outline key.
+func (c *Client) OutlineKey(ctx context.Context, name string) (*members.OutlineKey, error) {
+	var k members.OutlineKey
+	return &k, c.do(ctx, http.MethodGet, "/v1/members/"+url.PathEscape(trimName(name))+"/outline", nil, &k)
+}
+
 var _ members.Manager = (*Client)(nil)

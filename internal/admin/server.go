@@ -66,6 +66,7 @@ func NewServer(path string, b Backend, log *slog.Logger) *Server {
 	mux.HandleFunc("GET /v1/members", s.members)
 	mux.HandleFunc("POST /v1/members/{name}/limits", s.setLimits)
 	mux.HandleFunc("POST /v1/invites", s.createInvite)
+	mux.HandleFunc("GET /v1/members/{name}/outline", s.outlineKey)
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -259,6 +260,14 @@ func (s *Server) createInvite(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, inv, err)
 }
 
+func (s *Server) outlineKey(w http.ResponseWriter, r *http.Request) {
+	if !s.allowed(w, r) {
+		return
+	}
+	k, err := s.backend.OutlineKey(r.Context(), r.PathValue("name"))
+	s.reply(w, r, k, err)
+}
+
 // statusOf gives the members model's sentinel errors their HTTP status.
 func statusOf(err error) int {
 	switch {
@@ -269,6 +278,8 @@ func statusOf(err error) int {
 	case errors.Is(err, members.ErrBadName), errors.Is(err, members.ErrBadInvite), errors.Is(err, members.ErrBadPort),
 		errors.Is(err, members.ErrObfuscationOff), errors.Is(err, members.ErrBadLimit), errors.Is(err, wgconf.ErrBadKey):
 		return http.StatusBadRequest
+	case errors.Is(err, members.ErrOutlineOff), errors.Is(err, members.ErrUntrustedCert):
+		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
 }

@@ -41,6 +41,24 @@ type VPNStatus struct {
 	PublicKey       string                 `json:"public_key"`
 	Members         []members.MemberStatus `json:"members"`
 	Peers           []members.DeviceStatus `json:"peers"`
+	// Outline is the Outline path, when vpn.outline is on; each member's
+	// activity on it is in Members.
+	Outline *OutlineStatus `json:"outline,omitempty"`
+}
+
+// OutlineStatus is the Outline path's part of VPNStatus.
+type OutlineStatus struct {
+	// Untrusted says why no Outline key works now (the certificate is
+	// not publicly trusted), or "".
+	Untrusted string `json:"untrusted,omitempty"`
+	// Refused counts targets the destination policy refused, by path
+	// (tcp, udp) and rule.
+	Refused map[string]map[string]uint64 `json:"refused,omitempty"`
+	// AuthFailures counts connections that showed no valid key, by path
+	// and reason.
+	AuthFailures map[string]map[string]uint64 `json:"auth_failures,omitempty"`
+	// Cuts counts open connections cut by a removal or a limit.
+	Cuts map[string]uint64 `json:"cuts,omitempty"`
 }
 
 // CertStatus is the certificate being served.

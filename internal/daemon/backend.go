@@ -9,6 +9,7 @@ import (
 
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
+	"github.com/tariq-vpn/tariq/internal/certs"
 	"github.com/tariq-vpn/tariq/internal/members"
 	"github.com/tariq-vpn/tariq/internal/store"
 )
@@ -94,6 +95,14 @@ func (b backend) CreateInvite(ctx context.Context, name string, ttl time.Duratio
 	return l.CreateInvite(ctx, name, ttl)
 }
 
+func (b backend) OutlineKey(ctx context.Context, name string) (*members.OutlineKey, error) {
+	l, err := b.local()
+	if err != nil {
+		return nil, err
+	}
+	return l.OutlineKey(ctx, name)
+}
+
 func (b backend) Status(ctx context.Context) (*admin.Status, error) {
 	d := b.d
 	st := &admin.Status{Version: d.opts.Version, PublicHost: d.host, StartedAt: d.started}
@@ -126,6 +135,13 @@ func (b backend) Status(ctx context.Context) (*admin.Status, error) {
 		if vs.Members, err = d.members.Members(); err != nil {
 			return nil, err
 		}
+		if o := d.outline; o != nil {
+			ost := &admin.OutlineStatus{Refused: o.svc.Refusals(), AuthFailures: o.svc.AuthFailures(), Cuts: o.svc.Cuts()}
+			if err := d.trustedCert(); err != nil {
+				ost.Untrusted = err.Error()
+			}
+			vs.Outline = ost
+		}
 		st.VPN = vs
 	}
 	if d.certs != nil {
@@ -153,7 +169,8 @@ func Members(ctx context.Context, cfg *config.Config) (m members.Manager, runnin
 	}
 	c2 := *cfg
 	c2.Server.PublicHost = ResolveHost(cfg)
-	s, err := members.New(members.Deps{Store: st, Config: func() *config.Config { return &c2 }})
+	s, err := members.New(members.Deps{Store: st, Config: func() *config.Config { return &c2 },
+		TrustedCert: offlineTrustedCert(&c2, certs.ResolveMode(&c2))})
 	if err != nil {
 		return nil, false, fmt.Errorf("members: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
+	"github.com/tariq-vpn/tariq/internal/certs"
 	"github.com/tariq-vpn/tariq/internal/store"
 )
 
@@ -114,6 +115,16 @@ func Check(ctx context.Context, l *config.Loaded) []Finding {
 	if cfg.Relay.Enabled && len(cfg.Relay.RelayIP) == 0 {
 		if a, err := netip.ParseAddr(ResolveHost(&config.Config{})); err == nil && a.IsPrivate() {
 			add(Warn, "relay.relay_ip", "this host's address %s is private: behind 1:1 NAT, set relay.relay_ip to the public address", a)
+		}
+	}
+
+	if cfg.VPN.Enabled && cfg.VPN.Outline.Enabled {
+		c := *cfg
+		c.Server.PublicHost = ResolveHost(cfg)
+		if err := offlineTrustedCert(&c, certs.ResolveMode(&c))(); err != nil {
+			add(Warn, "vpn.outline.enabled", "no Outline key will work: %v", err)
+		} else {
+			add(OK, "vpn.outline.enabled", "the certificate will be one the Outline app trusts (tls.mode %s)", certs.ResolveMode(&c))
 		}
 	}
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -22,6 +23,7 @@ import (
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/certs"
+	"github.com/tariq-vpn/tariq/internal/egress"
 	"github.com/tariq-vpn/tariq/internal/members"
 	"github.com/tariq-vpn/tariq/internal/mux"
 	"github.com/tariq-vpn/tariq/internal/sdnotify"
@@ -58,6 +60,9 @@ type Options struct {
 	// Limits are how often members' usage is counted and stored; zero
 	// means members.DefaultTimings (tests shorten them).
 	Limits members.Timings
+	// AllowDestinations are let through the VPN paths' destination policy
+	// although it refuses them (tests' targets on loopback).
+	AllowDestinations []netip.Prefix
 }
 
 // subsystem is the shape every part of the daemon shares.
@@ -80,6 +85,8 @@ type Daemon struct {
 	members *members.Service
 	certs   *certs.Source
 	vpn     *vpn.Service
+	outline *outlinePath                  // nil unless vpn.outline is on
+	egress  atomic.Pointer[egress.Policy] // the Outline path's destination policy, once open
 	relay   *relay.Service
 	web     *httpsServer
 	metrics *metricsServer
@@ -230,7 +237,10 @@ func (d *Daemon) open(ctx context.Context) error {
 	}
 
 	if cfg.Web.Enabled {
-		w := newHTTPSServer(d)
+		w, err := newHTTPSServer(d)
+		if err != nil {
+			return err
+		}
 		d.web = w
 		d.add("web", w)
 		if err := w.Open(ctx); err != nil {
@@ -306,6 +316,9 @@ func (d *Daemon) reload() {
 	}
 	if d.vpn != nil {
 		refused = append(refused, d.vpn.Reload(cfg))
+		if eg := d.egress.Load(); eg != nil {
+			refused = append(refused, eg.Reload(cfg))
+		}
 		// What the device applied: a refused key (its ports, say) keeps
 		// its running value for everything that reads the daemon's config
 		// (status, the invite page's checks and forms).
@@ -344,6 +357,8 @@ func (d *Daemon) restartOnly(cfg *config.Config) []error {
 	need("web.enabled", old.Web.Enabled != cfg.Web.Enabled, func() { cfg.Web.Enabled = old.Web.Enabled })
 	need("web.listen", cfg.Web.Enabled && !slices.Equal(old.Web.Listen, cfg.Web.Listen), func() { cfg.Web.Listen = old.Web.Listen })
 	need("vpn.enabled", d.vpn == nil && cfg.VPN.Enabled, func() { cfg.VPN.Enabled = false })
+	need("vpn.outline.enabled", old.VPN.Outline.Enabled != cfg.VPN.Outline.Enabled,
+		func() { cfg.VPN.Outline.Enabled = old.VPN.Outline.Enabled })
 	need("relay.enabled", d.relay == nil && cfg.Relay.Enabled, func() { cfg.Relay.Enabled = false })
 	need("tls.mode", d.certs == nil && certs.ResolveMode(cfg) != config.TLSOff, func() { cfg.TLS.Mode = old.TLS.Mode })
 	return out
@@ -480,6 +495,13 @@ func (d *Daemon) printSummary(w io.Writer) {
 				info.NotAfter.UTC().Format("2006-01-02 15:04 MST"))
 		default:
 			fmt.Fprintf(w, "  Certificate: %s for %v until %s\n", info.Source, info.Names, info.NotAfter.Format(time.DateOnly))
+		}
+	}
+	if d.outline != nil {
+		if err := d.trustedCert(); err != nil {
+			fmt.Fprintf(w, "  Outline: on the web port, but no key works yet: %v\n", err)
+		} else {
+			fmt.Fprintf(w, "  Outline: on the web port; a member's key for the Outline app: %s peer show mom --outline\n", tariq)
 		}
 	}
 	fmt.Fprintf(w, "  Status: %s status   (admin socket %s)\n\n", tariq, cfg.Server.AdminSocket)

@@ -14,7 +14,8 @@ import (
 const checkCredentialTTL = 15 * time.Minute
 
 // check describes the reachability check of device peer's invite page:
-// the server's WireGuard ports and TURN endpoints as bound; with creds,
+// the server's WireGuard ports and TURN endpoints as bound, the HTTPS port
+// when the Outline path hands out keys there; with creds,
 // short-lived TURN credentials (id check:<peer>). The invite itself is the
 // members model's; this is only what the daemon knows of its listeners.
 func (d *Daemon) check(peer string, creds bool) *web.Check {
@@ -34,6 +35,9 @@ func (d *Daemon) check(peer string, creds bool) *web.Check {
 		case e.Scheme == "turns" && e.Port == webPort && c.TURNTLS == "":
 			c.TURNTLS = e.URI()
 		}
+	}
+	if d.outline != nil && d.trustedCert() == nil {
+		c.OutlinePort = webPort
 	}
 	if creds && d.relay != nil {
 		secret, err := signingSecret(cfg)

@@ -6,18 +6,29 @@ import (
 	"net"
 	"sync"
 
+	"github.com/tariq-vpn/tariq/internal/egress"
 	"github.com/tariq-vpn/tariq/internal/members"
 	"github.com/tariq-vpn/tariq/internal/store"
 	"github.com/tariq-vpn/tariq/vpn"
 )
 
 // openVPN opens the WireGuard endpoint with the identity the members
-// model keeps, and the members model with the endpoint as its path.
+// model keeps, and the members model with the endpoint as its path, and
+// the Outline path too when vpn.outline is on.
 func (d *Daemon) openVPN(ctx context.Context, st *store.Store) error {
 	path := &wgPath{}
+	paths := []members.Path{path}
+	var op *outlinePath
+	if d.cfg.VPN.Outline.Enabled {
+		var err error
+		if op, err = d.newOutline(func() *members.Service { return d.members }); err != nil {
+			return err
+		}
+		paths = append(paths, op)
+	}
 	m, err := members.New(members.Deps{
 		Logger: d.log.With("component", "members"), Store: st, Config: d.config,
-		Paths: []members.Path{path}, WebAddr: d.firstWebAddr,
+		Paths: paths, WebAddr: d.firstWebAddr, TrustedCert: d.trustedCert,
 	})
 	if err != nil {
 		return err
@@ -25,6 +36,22 @@ func (d *Daemon) openVPN(ctx context.Context, st *store.Store) error {
 	id, err := m.Identity()
 	if err != nil {
 		return fmt.Errorf("members: %w", err)
+	}
+	if op != nil {
+		op.prefix = id.OutlinePrefix
+		d.outline = op
+		d.add("outline", op)
+		// Where Outline members may go: the same policy the WireGuard
+		// path's nftables table renders, followed live here too.
+		eg, err := egress.New(d.cfg, egress.Deps{Logger: d.log.With("component", "egress"), ULA: id.ULA})
+		if err != nil {
+			return err
+		}
+		d.add("egress", egressPart{eg})
+		if err := eg.Open(ctx); err != nil {
+			return err
+		}
+		d.egress.Store(eg)
 	}
 	v, err := vpn.New(d.cfg, vpn.Deps{Logger: d.log.With("component", "vpn"),
 		Identity: vpn.Identity{PrivateKey: id.PrivateKey, ULA: id.ULA, AmneziaWG: id.AmneziaWG}})
@@ -124,3 +151,12 @@ func (p membersPart) Serve(ctx context.Context) error {
 }
 
 func (p membersPart) Close() error { return p.m.Flush() }
+
+// egressPart is the Outline path's destination policy as a part of the
+// daemon: it follows the server's addresses until closed.
+type egressPart struct{ *egress.Policy }
+
+func (p egressPart) Serve(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}

@@ -105,9 +105,12 @@ type httpsServer struct {
 	lim   mux.Limits
 	srv   *http.Server
 	muxes []*mux.Mux
+	// beforeShutdown ends what the server hijacked (the Outline
+	// WebSockets), which Shutdown neither waits for nor closes.
+	beforeShutdown func()
 }
 
-func newHTTPSServer(d *Daemon) *httpsServer {
+func newHTTPSServer(d *Daemon) (*httpsServer, error) {
 	cfg := d.config()
 	var inv web.Invites
 	var checks web.Checks
@@ -122,6 +125,16 @@ func newHTTPSServer(d *Daemon) *httpsServer {
 		return info
 	}, inv, checks)
 	log := d.log.With("component", "web")
+	var before func()
+	if d.outline != nil {
+		// The Outline paths in front of the page: documents and
+		// WebSockets; every other request is the page's.
+		oh, err := d.outline.handler(h)
+		if err != nil {
+			return nil, fmt.Errorf("outline: %w", err)
+		}
+		h, before = oh, func() { d.outline.Close() }
+	}
 	turn := func(raw, conn net.Conn) { conn.Close() }
 	protos := []string{"h2", "http/1.1"}
 	if d.relay != nil {
@@ -136,7 +149,8 @@ func newHTTPSServer(d *Daemon) *httpsServer {
 	protocols.SetUnencryptedHTTP2(true)
 	srv := newHTTPServer("web", nil, nil, h, log).srv
 	srv.Protocols = &protocols
-	return &httpsServer{addrs: cfg.Web.Listen, tls: d.certs.TLSConfig(protos...), turn: turn, log: log, lim: d.opts.WebLimits, srv: srv}
+	return &httpsServer{addrs: cfg.Web.Listen, tls: d.certs.TLSConfig(protos...), turn: turn, log: log, lim: d.opts.WebLimits, srv: srv,
+		beforeShutdown: before}, nil
 }
 
 func (s *httpsServer) Open(ctx context.Context) error {
@@ -173,6 +187,9 @@ func (s *httpsServer) Close() error {
 	for _, m := range s.muxes {
 		m.Close()
 	}
+	if s.beforeShutdown != nil {
+		s.beforeShutdown()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := s.srv.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
@@ -207,6 +224,9 @@ func newMetricsServer(d *Daemon) *metricsServer {
 	}
 	if d.members != nil {
 		reg.MustRegister(membersCollector{d})
+	}
+	if d.outline != nil {
+		reg.MustRegister(d.outline.svc.Collector())
 	}
 	if d.certs != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tariq-vpn/tariq/config"
@@ -138,7 +139,7 @@ func addLocked(st *store.State, cfg *config.Config, req AddRequest, now time.Tim
 	st.Peers = append(st.Peers, p)
 	m := st.Member(member)
 	if m == nil {
-		st.Members = append(st.Members, store.Member{Name: member, CreatedAt: p.CreatedAt})
+		st.Members = append(st.Members, store.Member{Name: member, CreatedAt: p.CreatedAt, Outline: newOutlineAccess()})
 		m = &st.Members[len(st.Members)-1]
 	}
 	setLimits(m, req.Limits)
@@ -171,6 +172,9 @@ func (s *Service) Remove(name string) error {
 		st.Invites = slices.DeleteFunc(st.Invites, func(inv store.Invite) bool { return inv.Peer == name })
 		member := memberOf(st, p)
 		if !slices.ContainsFunc(st.Peers, func(o store.Peer) bool { return memberOf(st, o) == member }) {
+			if m := st.Member(member); m != nil {
+				retireOutline(st, *m)
+			}
 			st.Members = slices.DeleteFunc(st.Members, func(m store.Member) bool { return m.Name == member })
 		}
 		return nil
@@ -215,7 +219,7 @@ func (s *Service) SetLimits(name string, c LimitsChange) (MemberStatus, error) {
 			if p := st.Peer(name); p != nil {
 				m = st.Member(memberOf(st, *p))
 				if m == nil { // hand-edited: give the device its member
-					st.Members = append(st.Members, store.Member{Name: p.Name, CreatedAt: p.CreatedAt})
+					st.Members = append(st.Members, store.Member{Name: p.Name, CreatedAt: p.CreatedAt, Outline: newOutlineAccess()})
 					m = &st.Members[len(st.Members)-1]
 				}
 			}
@@ -279,6 +283,15 @@ type MemberStatus struct {
 	// Blocked is why the member's devices are cut off (expired,
 	// over-limit), or "".
 	Blocked string `json:"blocked,omitempty"`
+	// Outline is the member's activity on the Outline path since the
+	// daemon started; nil without a running Outline path.
+	Outline *MemberLive `json:"outline,omitempty"`
+	// Seen lists the paths seen working for the member: live
+	// ("wireguard" or "amneziawg": a device's handshake; "outline": a
+	// connection with their key), then what the last checks of their
+	// invite pages reached, marked "(check)": "wireguard (check)",
+	// "outline (check)", "relayed calls (check)".
+	Seen []string `json:"seen,omitempty"`
 }
 
 func (s *Service) memberStatusLocked(st *store.State, m store.Member, now time.Time) MemberStatus {
@@ -299,14 +312,64 @@ func (s *Service) Members() ([]MemberStatus, error) {
 	if err != nil {
 		return nil, err
 	}
+	live := s.live()
+	mlive, hasMemberPath := s.memberLive()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.deps.Now()
 	out := make([]MemberStatus, 0, len(st.Members))
 	for _, m := range st.Members {
-		out = append(out, s.memberStatusLocked(st, m, now))
+		ms := s.memberStatusLocked(st, m, now)
+		if hasMemberPath {
+			ml := mlive[m.Name]
+			ms.Outline = &ml
+		}
+		ms.Seen = seen(st, m.Name, live, mlive[m.Name])
+		out = append(out, ms)
 	}
 	return out, nil
+}
+
+// seen lists the paths seen working for member (MemberStatus.Seen).
+func seen(st *store.State, member string, live map[string]Live, ml MemberLive) []string {
+	var out []string
+	add := func(s string) {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	for _, p := range st.Peers {
+		if memberOf(st, p) == member && !live[p.Name].LastHandshake.IsZero() {
+			if p.Obfuscated {
+				add(VerdictAmneziaWG)
+			} else {
+				add(VerdictWireGuard)
+			}
+		}
+	}
+	if !ml.LastSeen.IsZero() {
+		add(VerdictOutline)
+	}
+	for _, p := range st.Peers {
+		if memberOf(st, p) != member || p.Reach == nil {
+			continue
+		}
+		udp := !slices.Contains(p.Reach.Failed, "udp-sustained")
+		for _, id := range p.Reach.Reached {
+			kind, _, _ := strings.Cut(id, "-")
+			switch {
+			case kind == "wg" && udp:
+				add(VerdictWireGuard + " (check)")
+			case kind == "awg" && udp:
+				add(VerdictAmneziaWG + " (check)")
+			case kind == VerdictOutline:
+				add(VerdictOutline + " (check)")
+			case kind == "turns", id == "turn-tcp", id == "turn-udp" && udp:
+				add("relayed calls (check)")
+			}
+		}
+	}
+	return out
 }
 
 // Devices returns every device, enabled or not, with the paths' live view

@@ -11,15 +11,20 @@ import (
 // Form is one shape of a device's client config: stock WireGuard dialling
 // a UDP port, or the AmneziaWG form (which dials the obfuscated port).
 // Every port accepts every device in either form: a form is only what the
-// device's config says.
+// device's config says. The Outline form is the device's member's Outline
+// key instead (no WireGuard config, no port: it rides the HTTPS port).
 type Form struct {
 	AmneziaWG bool
 	Port      int
+	Outline   bool
 }
 
-// Key names f in the invite page and its reveal: wireguard-<port> or
-// amneziawg-<port>.
+// Key names f in the invite page and its reveal: wireguard-<port>,
+// amneziawg-<port> or outline.
 func (f Form) Key() string {
+	if f.Outline {
+		return "outline"
+	}
 	if f.AmneziaWG {
 		return fmt.Sprintf("amneziawg-%d", f.Port)
 	}
@@ -31,6 +36,7 @@ func (f Form) Key() string {
 const (
 	VerdictWireGuard = "wireguard" // the stock WireGuard app, stock config
 	VerdictAmneziaWG = "amneziawg" // the AmneziaWG app, the obfuscated config
+	VerdictOutline   = "outline"   // no UDP path; the Outline app, the member's Outline key
 	VerdictCalls     = "calls"     // no VPN path; relayed calls in apps work
 	VerdictNone      = "none"      // nothing got through: try another network
 )

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/tariq-vpn/tariq/config"
@@ -116,24 +115,11 @@ func (s *Service) CreateInvite(name string, ttl time.Duration) (CreatedInvite, e
 // inviteURL is the link for token: https://<public host>[:port]/join/<token>,
 // on the first HTTPS port.
 func (s *Service) inviteURL(token string) (string, error) {
-	cfg := s.deps.Config()
-	if !cfg.Web.Enabled || len(cfg.Web.Listen) == 0 || cfg.TLS.Mode == config.TLSOff {
+	hp, err := s.WebHostPort()
+	if err != nil {
 		return "", fmt.Errorf("%w: invites need the HTTPS page (web.enabled, and a tls.mode other than off)", ErrBadInvite)
 	}
-	listen := cfg.Web.Listen[0]
-	if s.deps.WebAddr != nil {
-		if a := s.deps.WebAddr(); a != nil {
-			listen = a.String()
-		}
-	}
-	_, port, _ := net.SplitHostPort(listen)
-	host := cfg.Server.PublicHost
-	if port != "443" && port != "" && port != "0" {
-		host = net.JoinHostPort(host, port)
-	} else if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
-		host = "[" + host + "]"
-	}
-	return "https://" + host + "/join/" + token, nil
+	return "https://" + hp + "/join/" + token, nil
 }
 
 // pruneInvites drops invites that ended (used or expired) over 30 days ago.
@@ -201,7 +187,8 @@ type Invite struct {
 	// reachability check advises another.
 	Form Form
 	// Alternatives are the other forms the server offers the device, for
-	// the check to advise and the confirmation to switch to.
+	// the check to advise and the confirmation to switch to: the Outline
+	// form last, when the server hands out Outline keys.
 	Alternatives []Form
 	// Blocked is why the member is cut off (expired, over-limit), or "":
 	// the page says so and the reveal is refused.
@@ -213,7 +200,7 @@ type Invite struct {
 type Settings struct {
 	Peer   string
 	Form   Form
-	Config string // wg-quick text
+	Config string // wg-quick text; in the Outline form, the ssconf:// key
 	QRPNG  []byte
 }
 
@@ -265,6 +252,9 @@ func (s *Service) Peek(token string) (*Invite, error) {
 			inv.Alternatives = append(inv.Alternatives, f)
 		}
 	}
+	if s.outlineOffered() == nil {
+		inv.Alternatives = append(inv.Alternatives, Form{Outline: true})
+	}
 	if m := st.Member(inv.Member); m != nil {
 		s.mu.Lock()
 		inv.Blocked = blockReason(m, s.usageNowLocked(m, now), now)
@@ -284,8 +274,11 @@ func (s *Service) Redeem(token string, f *Form) (*Settings, error) {
 	// other way round. A handshake landing in between lets one switch
 	// through that could have been refused, which hands out nothing new.
 	var handshakes map[string]time.Time
-	if f != nil && f.AmneziaWG {
+	if f != nil && (f.AmneziaWG || f.Outline) {
 		handshakes = s.handshakes()
+	}
+	if f != nil && f.Outline && s.outlineOffered() != nil {
+		return nil, ErrFormNotOffered
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -311,6 +304,14 @@ func (s *Service) Redeem(token string, f *Form) (*Settings, error) {
 		return nil, err
 	}
 	p := st.Peer(used.Peer)
+	if f != nil && f.Outline {
+		set, err := s.outlineSettings(st, *p)
+		if err != nil {
+			return nil, err
+		}
+		s.log.Info("invite used", "peer", used.Peer, "form", set.Form.Key(), "switched", switched)
+		return set, nil
+	}
 	form, err := ownForm(cfg, *p) // the form it has now
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInviteUnknown, err)
@@ -340,6 +341,22 @@ func redeemLocked(inv *store.Invite, p *store.Peer, cfg *config.Config, f *Form,
 		if err := canSwitch(*inv, *p, cfg, f, handshake, now); err != nil {
 			return false, err
 		}
+		if f.Outline {
+			// The member's Outline key; the device keeps its form.
+			from := VerdictWireGuard
+			if p.Obfuscated {
+				from = VerdictAmneziaWG
+			}
+			inv.SwitchedAt = now
+			r := p.Reach
+			if r == nil {
+				r = &store.Reachability{CheckedAt: now.UTC()}
+				p.Reach = r
+			}
+			r.SwitchedFrom, r.Verdict, r.Port = from, VerdictOutline, 0
+			r.Confirmed, r.ConfirmedAt = ConfirmedNoHandshake, now.UTC()
+			return true, nil
+		}
 		awg, _ := resolveForm(cfg, *p, Form{AmneziaWG: true}) // canSwitch resolved it
 		inv.SwitchedAt = now
 		setForm(p, cfg, awg)
@@ -355,7 +372,8 @@ func redeemLocked(inv *store.Invite, p *store.Peer, cfg *config.Config, f *Form,
 	if err := unused(*inv, now); err != nil {
 		return false, err
 	}
-	if f != nil {
+	inv.Outline = f != nil && f.Outline
+	if f != nil && !f.Outline { // the Outline form leaves the device's own
 		form, err := resolveForm(cfg, *p, *f)
 		if err != nil {
 			return false, err
@@ -379,6 +397,13 @@ func redeemLocked(inv *store.Invite, p *store.Peer, cfg *config.Config, f *Form,
 //     settings did not get through;
 //   - the link has not switched before.
 //
+// The switch may go to the member's Outline key instead (when the server
+// hands them out), after a reveal in either WireGuard form, under the same
+// rule: the link's holder already has the device's keys, which reach
+// what the Outline key reaches. A link whose use handed out the Outline
+// key never switches to a WireGuard form: that would hand out the
+// device's private key, which its holder never had.
+//
 // It discloses nothing new: whoever revealed the link already has the
 // device's private key and PSK from the first reveal, and the AmneziaWG
 // form is the same keys and addresses with the server's obfuscation
@@ -386,8 +411,17 @@ func redeemLocked(inv *store.Invite, p *store.Peer, cfg *config.Config, f *Form,
 // authenticate nothing. What the rule keeps is the link's meaning: a used
 // link stays used, but for this once.
 func canSwitch(inv store.Invite, p store.Peer, cfg *config.Config, f *Form, lastHandshake, now time.Time) error {
+	if f != nil && f.Outline {
+		// The same rule for the member's Outline key (Redeem has checked
+		// the server hands one out), after a reveal in either WireGuard
+		// form: it opens no more than the device's own keys already do.
+		if !inv.Outline && now.Sub(inv.UsedAt) <= checkGrace && !handshakeSince(inv, lastHandshake) && inv.SwitchedAt.IsZero() {
+			return nil
+		}
+		return ErrInviteUsed
+	}
 	ok := f != nil && f.AmneziaWG && // AmneziaWG only,
-		!p.Obfuscated && // after a stock reveal,
+		!p.Obfuscated && !inv.Outline && // after a stock reveal,
 		now.Sub(inv.UsedAt) <= checkGrace && // within the hour,
 		!handshakeSince(inv, lastHandshake) && // if that did not connect,
 		inv.SwitchedAt.IsZero() // once
@@ -464,7 +498,8 @@ func (s *Service) SaveCheck(token string, r store.Reachability) error {
 }
 
 // Connected reports whether the invite's device has connected since the
-// link was used (handshakeSince), for the page's confirmation. The first
+// link was used (handshakeSince), or its member with their Outline key,
+// for the page's confirmation. The first
 // time it has, it is kept with the device's reachability check, for
 // status.
 func (s *Service) Connected(token string) (bool, error) {
@@ -480,7 +515,8 @@ func (s *Service) Connected(token string) (bool, error) {
 	if err := pageLive(*inv, now); err != nil {
 		return false, err
 	}
-	if !handshakeSince(*inv, s.handshakes()[inv.Peer]) {
+	mlive, _ := s.memberLive()
+	if !handshakeSince(*inv, s.handshakes()[inv.Peer]) && !handshakeSince(*inv, mlive[memberOf(st, *p)].LastSeen) {
 		return false, nil
 	}
 	if p.Reach != nil && p.Reach.Confirmed != ConfirmedConnected {

@@ -19,6 +19,7 @@ type Manager interface {
 	SetEnabled(ctx context.Context, name string, enabled bool) error
 	SetLimits(ctx context.Context, name string, c LimitsChange) (*MemberStatus, error)
 	CreateInvite(ctx context.Context, name string, ttl time.Duration) (*CreatedInvite, error)
+	OutlineKey(ctx context.Context, name string) (*OutlineKey, error)
 }
 
 // DeviceConfig is a device with its client config (wg-quick text).
@@ -80,4 +81,14 @@ func (l Local) CreateInvite(_ context.Context, name string, ttl time.Duration) (
 		return nil, err
 	}
 	return &inv, nil
+}
+
+// OutlineKey returns a member's Outline key (name: the member or one of
+// their devices).
+func (l Local) OutlineKey(_ context.Context, name string) (*OutlineKey, error) {
+	k, err := l.S.OutlineKey(name)
+	if err != nil {
+		return nil, err
+	}
+	return &k, nil
 }

@@ -32,6 +32,10 @@ type Deps struct {
 	// WebAddr, when set, returns the HTTPS port actually bound, for
 	// invite links (a configured port 0 is the kernel's choice).
 	WebAddr func() net.Addr
+	// TrustedCert returns nil when the HTTPS certificate is one the
+	// Outline app accepts (publicly trusted), else why not (wrapping
+	// ErrUntrustedCert). Nil: no Outline key is handed out.
+	TrustedCert func() error
 }
 
 // Path is one way members' devices reach the internet through the server
@@ -60,12 +64,39 @@ type Live struct {
 	RxBytes, TxBytes uint64
 }
 
+// MemberPath is a Path whose clients are members rather than devices (the
+// Outline path: one key per member).
+type MemberPath interface {
+	Path
+	// MemberLive returns the path's view of each member by name.
+	MemberLive() map[string]MemberLive
+}
+
+// MemberLive is a member's activity on a MemberPath since it started.
+type MemberLive struct {
+	// Open counts the member's open connections; Total those that
+	// authenticated.
+	Open  int    `json:"open"`
+	Total uint64 `json:"total"`
+	// LastSeen is the last connection's start; zero: none yet.
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	// In is what the member sent, Out what they received.
+	In  uint64 `json:"in"`
+	Out uint64 `json:"out"`
+}
+
 // Desired is what the paths should be: the devices that may connect and
 // each member's limits.
 type Desired struct {
 	Devices []WireGuardDevice
-	// Limits has an entry for every member with a device in Devices.
+	// Limits has an entry for every member with a device in Devices, and
+	// every member whose Outline key is on.
 	Limits map[string]PathLimits
+	// Outline is every member's Outline key, on (Off "") or off and why.
+	Outline []OutlineAccess
+	// OutlineRetired are the hex SHA-256 of removed members' Outline
+	// document tokens.
+	OutlineRetired []string
 }
 
 // WireGuardDevice is one device as the WireGuard endpoint needs it.
@@ -130,6 +161,8 @@ type Identity struct {
 	PrivateKey wgconf.Key
 	ULA        netip.Prefix
 	AmneziaWG  wgconf.AmneziaWG
+	// OutlinePrefix is the first segment of the Outline WebSocket paths.
+	OutlinePrefix string
 }
 
 // Identity returns the server's identity, generating and keeping it on
@@ -160,6 +193,7 @@ func ensureIdentity(st *store.State, cfg *config.Config) error {
 		p := wgconf.NewAmneziaWG()
 		st.VPN.AmneziaWG = &p
 	}
+	ensureOutline(st)
 	_, err := identityOf(st)
 	return err
 }
@@ -169,7 +203,7 @@ func identityOf(st *store.State) (Identity, error) {
 	if err != nil {
 		return Identity{}, fmt.Errorf("server private key in the state: %w", err)
 	}
-	id := Identity{PrivateKey: k, ULA: st.VPN.ULA}
+	id := Identity{PrivateKey: k, ULA: st.VPN.ULA, OutlinePrefix: st.Outline.Prefix.Reveal()}
 	if st.VPN.AmneziaWG != nil {
 		if err := wgconf.CheckAmneziaWG(*st.VPN.AmneziaWG); err != nil {
 			return Identity{}, err
@@ -213,6 +247,7 @@ func (s *Service) changeLocked(fn func(st *store.State) error) (*store.State, er
 	if err := s.applyLocked(st); err != nil {
 		_, err2 := s.deps.Store.Update(func(cur *store.State) error {
 			cur.Members, cur.Peers, cur.Invites, cur.VPN.Retired = before.Members, before.Peers, before.Invites, before.VPN.Retired
+			cur.Outline.Retired = before.Outline.Retired
 			return nil
 		})
 		if err2 != nil {
@@ -235,6 +270,7 @@ func snapshot(st *store.State) store.State {
 		Invites: slices.Clone(st.Invites),
 	}
 	out.VPN.Retired = slices.Clone(st.VPN.Retired)
+	out.Outline.Retired = slices.Clone(st.Outline.Retired)
 	for i := range out.Peers {
 		if r := out.Peers[i].Reach; r != nil {
 			c := *r
@@ -254,4 +290,30 @@ func (s *Service) Start() error {
 		return err
 	}
 	return s.applyLocked(st)
+}
+
+// memberLive merges the member paths' views of each member, and reports
+// whether there is a member path at all.
+func (s *Service) memberLive() (map[string]MemberLive, bool) {
+	out := map[string]MemberLive{}
+	found := false
+	for _, p := range s.deps.Paths {
+		mp, ok := p.(MemberPath)
+		if !ok {
+			continue
+		}
+		found = true
+		for name, l := range mp.MemberLive() {
+			o := out[name]
+			o.Open += l.Open
+			o.Total += l.Total
+			o.In += l.In
+			o.Out += l.Out
+			if l.LastSeen.After(o.LastSeen) {
+				o.LastSeen = l.LastSeen
+			}
+			out[name] = o
+		}
+	}
+	return out, found
 }

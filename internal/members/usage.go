@@ -3,6 +3,7 @@ package members
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tariq-vpn/tariq/internal/store"
@@ -94,6 +95,8 @@ func (s *Service) desiredLocked(st *store.State, now time.Time) (Desired, map[st
 		}
 		d.Devices = append(d.Devices, WireGuardDevice{Name: p.Name, Member: member, PublicKey: pub, PresharedKey: psk, IPv4: p.IPv4, IPv6: p.IPv6})
 	}
+	d.Outline = s.outlineLocked(st, blocked)
+	d.OutlineRetired = slices.Clone(st.Outline.Retired)
 	return d, blocked
 }
 

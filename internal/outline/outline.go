@@ -333,11 +333,17 @@ func (s *Service) accountLocked(name string) *account {
 	return a
 }
 
-// cut ends the sessions, counting them by reason.
+// cut ends the sessions, counting them by reason. Each member connection
+// is closed here, before cut returns: cancelling the session only starts
+// its closing (context.AfterFunc runs in a goroutine of its own), and a
+// packet the member sends meanwhile would still be relayed and answered.
 func (s *Service) cut(sessions []*session, reason string) {
 	for _, sess := range sessions {
 		s.stats.cut(reason)
 		sess.cancel()
+		if sess.conn != nil {
+			sess.conn.Close()
+		}
 	}
 	if len(sessions) > 0 {
 		s.log.Info("outline connections cut", "reason", reason, "count", len(sessions))

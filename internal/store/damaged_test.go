@@ -67,6 +67,8 @@ func TestDamagedStateRefused(t *testing.T) {
 			"has obfuscation parameters but no server WireGuard private key"},
 		{"ULA but no server key", `{"version":2,"relay":{"secret":"ab"},"vpn":{"ula":"fd00:1:2:3::/64"}}`, "has an IPv6 ULA but no server WireGuard private key"},
 		{"invites but no server key", v1Without(t, "vpn", "peers"), "has invites but no server WireGuard private key"},
+		{"Outline prefix but no server key", `{"version":4,"relay":{"secret":"ab"},"outline":{"prefix":"ABCDEFGH"}}`,
+			"has Outline material but no server WireGuard private key"},
 		{"bad server key", `{"version":2,"vpn":{"private_key":"bm90IGEga2V5"}}`, "has a server WireGuard private key that is not 32 bytes of base64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,10 +3,12 @@ package store
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -213,4 +215,35 @@ func containsKey(b []byte, key string) bool {
 	var v any
 	json.Unmarshal(b, &v)
 	return walk(v)
+}
+
+// TestOutlineOptional: a member's Outline key and the server's Outline
+// material are written only once generated, so a state without them is
+// what format 3 wrote; once set they survive a write and a read, and
+// print redacted.
+func TestOutlineOptional(t *testing.T) {
+	st := State{Version: Version, VPN: VPNState{PrivateKey: testServerKey}, Members: []Member{{Name: "mom"}}}
+	b, _ := json.Marshal(st)
+	for _, k := range []string{"outline", "prefix", "token"} {
+		if containsKey(b, k) {
+			t.Errorf("unset %s written: %s", k, b)
+		}
+	}
+	s, _ := Open(t.TempDir())
+	if _, err := s.Update(func(s *State) error {
+		*s = st
+		s.Members[0].Outline = &OutlineAccess{Secret: "the-secret", Token: "the-token"}
+		s.Outline = OutlineState{Prefix: "the-prefix", Retired: []string{"ab"}}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load()
+	if err != nil || got.Members[0].Outline == nil || got.Members[0].Outline.Secret.Reveal() != "the-secret" ||
+		got.Members[0].Outline.Token.Reveal() != "the-token" || got.Outline.Prefix.Reveal() != "the-prefix" || len(got.Outline.Retired) != 1 {
+		t.Fatalf("read back: %+v %+v %v", got.Members, got.Outline, err)
+	}
+	if s := fmt.Sprintf("%v %+v", *got.Members[0].Outline, got.Outline); strings.Contains(s, "the-") {
+		t.Errorf("Outline material printed: %s", s)
+	}
 }

@@ -149,6 +149,7 @@ var invitePage = template.Must(template.New("invite").Parse(`<!doctype html>
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans Arabic",sans-serif;margin:0;padding:1rem;line-height:1.5;max-width:32rem;margin-inline:auto;color:#1b1b1b;background:#fff}
 h1{font-size:1.4rem;margin:.5rem 0 1rem}
 ol{padding-inline-start:1.4rem}li{margin:.5rem 0}
+.key{display:block;width:100%;box-sizing:border-box;font:inherit;font-size:.85rem;padding:.5rem;margin:.3rem 0}
 .btn{display:block;text-align:center;background:#0b6bcb;color:#fff;text-decoration:none;font-size:1.15rem;padding:.9rem;border-radius:.6rem;margin:1rem 0}
 .qr{display:block;width:100%;max-width:20rem;height:auto;margin:1rem auto;image-rendering:pixelated}
 .small{font-size:.9rem;color:#555}
@@ -179,6 +180,7 @@ button.btn:disabled{opacity:.6;cursor:wait}
 <ul id="reach-list">{{range .Labels}}<li data-path="{{.ID}}"><span class="mark" aria-hidden="true">…</span>{{.Label}}</li>{{end}}</ul>
 <p class="verdict" id="verdict-wireguard" hidden>{{call $.T "verdict_wireguard"}}</p>
 <p class="verdict" id="verdict-amneziawg" hidden>{{call $.T "verdict_amneziawg"}}</p>
+<p class="verdict" id="verdict-outline" hidden>{{call $.T "verdict_outline"}}</p>
 <p class="verdict" id="verdict-calls" hidden>{{call $.T "verdict_calls"}}</p>
 <p class="verdict" id="verdict-none" hidden>{{call $.T "verdict_none"}}</p>
 <p class="small" id="verdict-error" hidden>{{call $.T "verdict_error"}}</p>
@@ -186,18 +188,36 @@ button.btn:disabled{opacity:.6;cursor:wait}
 {{end}}
 {{with .Data}}<script type="application/json" id="reach-data">{{.}}</script>
 <script src="/assets/reach.js"></script>{{end}}
-<ol id="steps">
+<ol id="steps"{{if .OutlineKey}} hidden{{end}}>
 <li>{{call .T (printf "step_%s_1" .Platform)}}</li>
 <li>{{call .T (printf "step_%s_2" .Platform)}}</li>
 <li>{{call .T (printf "step_%s_3" .Platform)}}</li>
 </ol>
+{{if or .Outline .OutlineKey}}<ol id="outline-steps"{{if not .OutlineKey}} hidden{{end}}>
+<li>{{call .T "outline_step_1"}}</li>
+<li>{{call .T "outline_step_2"}}</li>
+<li>{{call .T "outline_step_3"}}</li>
+</ol>
+<p class="small" id="outline-stores"{{if not .OutlineKey}} hidden{{end}}>{{call .T "outline_get"}}
+<a href="https://play.google.com/store/apps/details?id=org.outline.android.client">Google Play</a> ·
+<a href="https://apps.apple.com/app/outline-app/id1356177741">App Store</a> ·
+<a href="https://apps.apple.com/app/outline-app/id1356178125">Mac App Store</a> ·
+<a href="https://getoutline.org/">getoutline.org</a> ({{call .T "outline_other"}})</p>{{end}}
 {{if .Invite}}<form id="reveal" method="post" action="{{.RevealURL}}">
 <input type="hidden" name="form" value=""><input type="hidden" name="port" value="">
 <button class="btn" id="reveal-button" type="submit">{{call .T "reveal"}}</button>
 </form>{{end}}
-<a class="btn" id="download"{{if .Settings}} href="{{.DownloadURL}}"{{else}} hidden{{end}} download="{{.FileName}}">{{call .T "download"}}</a>
+<a class="btn" id="download"{{if .DownloadURL}} href="{{.DownloadURL}}"{{else}} hidden{{end}} download="{{.FileName}}">{{call .T "download"}}</a>
+{{if or .Outline .OutlineKey}}<div id="outline-box"{{if not .OutlineKey}} hidden{{end}}>
+<a class="btn" id="outline-add"{{with .OutlineKey}} href="{{.}}"{{end}}>{{call .T "outline_add"}}</a>
+<p class="small"><label for="outline-key">{{call .T "outline_key_label"}}</label></p>
+<input id="outline-key" class="key" readonly dir="ltr" value="{{.OutlineKeyText}}">
+<button class="btn" id="outline-copy" type="button" hidden>{{call .T "outline_copy"}}</button>
+<p class="small" id="outline-copied" hidden>{{call .T "outline_copied"}}</p>
+</div>{{end}}
 <img class="qr" id="qr" alt="QR"{{if .Settings}} src="{{.QR}}"{{else}} hidden{{end}}>
-<p class="small" id="scan-hint"{{if not .Settings}} hidden{{end}}>{{call .T "scan_hint"}}</p>
+<p class="small" id="scan-hint"{{if not .DownloadURL}} hidden{{end}}>{{call .T "scan_hint"}}</p>
+{{if or .Outline .OutlineKey}}<p class="small" id="outline-scan-hint"{{if not .OutlineKey}} hidden{{end}}>{{call .T "outline_scan_hint"}}</p>{{end}}
 {{if .Invite}}
 <section id="confirm" data-state="idle" hidden>
 <p id="confirm-ask">{{call $.T "confirm_ask"}}</p>
@@ -211,6 +231,13 @@ button.btn:disabled{opacity:.6;cursor:wait}
 </form>
 <a class="btn" id="download-amneziawg" hidden download="{{$.FileName}}">{{call $.T "download_amneziawg"}}</a>
 <img class="qr" id="qr-amneziawg" alt="QR" hidden>
+</div>{{end}}
+{{if .Outline}}<div id="confirm-outline" hidden>
+<p class="verdict">{{call $.T "confirm_switch_outline"}}</p>
+<form id="reveal-outline" method="post" action="{{.RevealURL}}">
+<input type="hidden" name="form" value="outline">
+<button class="btn" id="reveal-outline-button" type="submit">{{call $.T "reveal_outline"}}</button>
+</form>
 </div>{{end}}
 <p class="verdict" id="confirm-blocked" hidden>{{call $.T "confirm_blocked"}}</p>
 <button class="btn" id="confirm-button" type="button" hidden>{{call $.T "confirm_button"}}</button>
@@ -241,18 +268,24 @@ func dataURL(mime string, b []byte) string {
 // before the reveal (Invite), the settings a reveal answers to a browser
 // without script (Settings), or a message (MsgTitle, MsgBody).
 type invitePageData struct {
-	Lang, Platform    string
-	T                 func(string) string
-	Langs             []langLink
-	Platforms         []string
-	Invite            *members.Invite
-	Settings          *members.Settings
-	Check             *pageCheck
-	Data              *checkData // reach.js's data: the check and the confirmation
-	Switch            bool       // the confirmation may switch to the AmneziaWG form
-	RevealURL         string
-	QR, DownloadURL   template.URL // data: URLs, only with Settings
-	FileName          string
+	Lang, Platform  string
+	T               func(string) string
+	Langs           []langLink
+	Platforms       []string
+	Invite          *members.Invite
+	Settings        *members.Settings
+	Check           *pageCheck
+	Data            *checkData // reach.js's data: the check and the confirmation
+	Switch          bool       // the confirmation may switch to the AmneziaWG form
+	RevealURL       string
+	QR, DownloadURL template.URL // data: URLs, only with Settings (no download for the Outline key)
+	FileName        string
+	// Outline says the page may hand out the member's Outline key (the
+	// check's advice, the confirmation's switch); OutlineKey is the key a
+	// reveal handed out (only with Settings), an ssconf:// link.
+	Outline           bool
+	OutlineKey        template.URL
+	OutlineKeyText    string
 	MsgTitle, MsgBody string
 }
 
@@ -380,6 +413,7 @@ func (h *inviteHandler) page(w http.ResponseWriter, r *http.Request) {
 	d.RevealURL = token + query(r)
 	d.FileName = confFileName(inv.Peer)
 	d.Switch = switchForm(inv) != nil
+	d.Outline = offersOutline(inv)
 	var c *Check
 	if h.checks != nil {
 		c = h.checks(inv.Peer, false)
@@ -427,7 +461,9 @@ type revealResponse struct {
 	QR       string `json:"qr,omitempty"`
 	Download string `json:"download,omitempty"`
 	File     string `json:"file,omitempty"`
-	Error    string `json:"error,omitempty"`
+	// Key is the Outline form's ssconf:// key (no download then).
+	Key   string `json:"key,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // reveal is the member's deliberate step: the page's button posts here
@@ -445,8 +481,14 @@ type revealResponse struct {
 // Either answer is Cache-Control: no-store, which keeps it out of caches
 // and the back-forward cache: going back to it, or reloading the page,
 // shows the link used, and reloading a posted answer posts again, which
-// says so too. The only later disclosure is the switch to AmneziaWG
-// (Invites.Redeem): the same keys, once, within the hour.
+// says so too. The only later disclosure is the one switch to AmneziaWG
+// or to the member's Outline key (Invites.Redeem), within the hour.
+//
+// The Outline form's answer is the member's ssconf:// key (and its QR
+// code) instead of a file: a secret-bearing URL, so the same rule holds,
+// only a reveal carries it. The page shows it as an "Add to Outline"
+// link (the scheme opens the app), a field to copy it from and the QR
+// code.
 //
 // The token in the path is the capability, so a forged cross-site post
 // could do nothing its sender could not do alone; still, a post must not
@@ -493,14 +535,26 @@ func (h *inviteHandler) reveal(w http.ResponseWriter, r *http.Request) {
 		h.message(w, r, err, map[string]string{"server": h.server()})
 		return
 	}
-	qr, file := dataURL("image/png", s.QRPNG), dataURL("text/plain;charset=utf-8", []byte(s.Config))
+	qr := dataURL("image/png", s.QRPNG)
+	d := newPageData(r, map[string]string{"server": h.server(), "name": s.Peer})
+	d.Settings, d.FileName, d.QR = s, confFileName(s.Peer), template.URL(qr)
+	if s.Form.Outline {
+		if asJSON {
+			writeJSON(w, http.StatusOK, revealResponse{Form: s.Form.Key(), QR: qr, Key: s.Config})
+			return
+		}
+		// The key is the server's own ssconf:// link, which html/template
+		// would otherwise refuse as an href.
+		d.OutlineKey, d.OutlineKeyText = template.URL(s.Config), s.Config
+		render(w, http.StatusOK, d)
+		return
+	}
+	file := dataURL("text/plain;charset=utf-8", []byte(s.Config))
 	if asJSON {
 		writeJSON(w, http.StatusOK, revealResponse{Form: s.Form.Key(), QR: qr, Download: file, File: confFileName(s.Peer)})
 		return
 	}
-	d := newPageData(r, map[string]string{"server": h.server(), "name": s.Peer})
-	d.Settings, d.FileName = s, confFileName(s.Peer)
-	d.QR, d.DownloadURL = template.URL(qr), template.URL(file)
+	d.DownloadURL = template.URL(file)
 	render(w, http.StatusOK, d)
 }
 

@@ -9,9 +9,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/tariq-vpn/tariq/internal/members"
 	"github.com/tariq-vpn/tariq/internal/store"
@@ -32,6 +35,19 @@ import (
 //	               (50 packets a second for four seconds) with little loss:
 //	               what a network that throttles UDP after the first seconds
 //	               of a flow fails
+////	outline-<port> a WebSocket over TLS on the HTTPS port (the Outline
+//	               app's path: TCP only), opened to the link's own probe
+//	               path (/join/{token}/ws) and closed at once
+//
+// The WebSocket probe goes to the link's own path, not to the Outline
+// WebSocket paths: their prefix is the server's, which no GET of a page
+// may show (a link preview would learn where the WebSocket endpoint is),
+// and they hold a keyless connection silent until its auth timeout, by
+// design. To the network between, both are the same: a TLS connection to
+// the same address and port, an HTTP/1.1 upgrade inside it that only the
+// two ends see, a few frames. What the probe tests is what can stop the
+// Outline app: TCP or TLS to the port blocked, or a middlebox that
+// breaks WebSockets.
 //
 // A port check cannot see a censor that recognises WireGuard's handshake
 // (a browser can only send STUN): such a network shows the stock port as
@@ -66,6 +82,9 @@ type Check struct {
 	TURNUDP, TURNTCP, TURNTLS string
 	// Username and Credential are short-lived TURN REST credentials.
 	Username, Credential string
+	// OutlinePort is the HTTPS port the Outline path rides, when the
+	// server hands out Outline keys (0: it does not).
+	OutlinePort int
 }
 
 // errBadCheck marks a posted check that does not fit the page's paths.
@@ -74,7 +93,7 @@ var errBadCheck = errors.New("bad check result")
 type checkPath struct {
 	ID, URL string
 	Port    int
-	Kind    string // wg, awg, turn-udp, turn-tcp, turns, udp-sustained
+	Kind    string // wg, awg, turn-udp, turn-tcp, turns, udp-sustained, outline
 }
 
 // paths lists what c probes, in the order the page shows them.
@@ -96,6 +115,9 @@ func (c *Check) paths() []checkPath {
 	if c.TURNTLS != "" {
 		p := uriPort(c.TURNTLS)
 		out = append(out, checkPath{ID: fmt.Sprintf("turns-%d", p), URL: c.TURNTLS, Port: p, Kind: "turns"})
+	}
+	if c.OutlinePort != 0 {
+		out = append(out, checkPath{ID: fmt.Sprintf("outline-%d", c.OutlinePort), Port: c.OutlinePort, Kind: "outline"})
 	}
 	return out
 }
@@ -159,7 +181,8 @@ func udpUsable(ok, tested map[string]bool) bool {
 
 // verdict is the advice: the stock app if UDP reaches a stock port (the
 // peer's own port first), else the AmneziaWG app if UDP reaches the
-// obfuscated port, else relayed calls if any TURN path works, else none.
+// obfuscated port, else the Outline app if its WebSocket gets through,
+// else relayed calls if any TURN path works, else none.
 func verdict(c *Check, own members.Form, ok, tested map[string]bool) (string, int) {
 	udp := udpUsable(ok, tested)
 	if udp {
@@ -175,6 +198,9 @@ func verdict(c *Check, own members.Form, ok, tested map[string]bool) (string, in
 		if c.AmneziaWGPort != 0 && ok[fmt.Sprintf("awg-%d", c.AmneziaWGPort)] {
 			return members.VerdictAmneziaWG, c.AmneziaWGPort
 		}
+	}
+	if c.OutlinePort != 0 && ok[fmt.Sprintf("outline-%d", c.OutlinePort)] {
+		return members.VerdictOutline, 0
 	}
 	for _, p := range c.paths() {
 		switch p.Kind {
@@ -228,6 +254,7 @@ type checkData struct {
 	STUN      []probe `json:"stun"`
 	TURN      []probe `json:"turn"`
 	Stream    *probe  `json:"stream,omitempty"` // turn-udp, and udp-sustained
+	WS        *probe  `json:"ws,omitempty"`     // outline-<port>: the link's WebSocket probe
 	// Creds is where the page posts for the TURN probes' short-lived
 	// credentials, so that no GET of the page carries them.
 	Creds string `json:"creds,omitempty"`
@@ -238,6 +265,9 @@ type checkData struct {
 	PollMs    int    `json:"pollMs"`
 	ConfirmMs int    `json:"confirmMs"`
 	Switch    string `json:"switch,omitempty"`
+	// Outline says the page may hand out the member's Outline key: when
+	// the check advises it, or the confirmation finds no handshake.
+	Outline bool `json:"outline,omitempty"`
 }
 
 type probe struct {
@@ -272,6 +302,7 @@ func newCheckData(token string, inv *members.Invite, c *Check) checkData {
 	if f := switchForm(inv); f != nil {
 		d.Switch = f.Key()
 	}
+	d.Outline = offersOutline(inv)
 	if c == nil {
 		return d
 	}
@@ -286,9 +317,19 @@ func newCheckData(token string, inv *members.Invite, c *Check) checkData {
 			d.Stream = &probe{p.ID, p.URL}
 		case "turn-tcp", "turns":
 			d.TURN = append(d.TURN, probe{p.ID, p.URL})
+		case "outline":
+			if d.Outline {
+				d.WS = &probe{p.ID, "/join/" + token + "/ws"}
+			}
 		}
 	}
 	return d
+}
+
+// offersOutline reports whether inv's page may hand out its member's
+// Outline key.
+func offersOutline(inv *members.Invite) bool {
+	return slices.Contains(inv.Alternatives, members.Form{Outline: true})
 }
 
 // switchForm returns the AmneziaWG form the confirmation may switch inv's
@@ -388,6 +429,8 @@ func (h *inviteHandler) check(w http.ResponseWriter, r *http.Request) {
 		resp.Form = members.Form{Port: res.Port}.Key()
 	case members.VerdictAmneziaWG:
 		resp.Form = members.Form{AmneziaWG: true, Port: res.Port}.Key()
+	case members.VerdictOutline:
+		resp.Form = members.Form{Outline: true}.Key()
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
@@ -417,12 +460,14 @@ func (h *inviteHandler) connected(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, connectedResponse{Connected: ok})
 }
 
-// parseForm reads form=wireguard|amneziawg (and port= for wireguard) of a
-// reveal; nil (form empty) means the peer's own form.
+// parseForm reads form=wireguard|amneziawg|outline (and port= for
+// wireguard) of a reveal; nil (form empty) means the peer's own form.
 func parseForm(q url.Values) (*members.Form, error) {
 	switch q.Get("form") {
 	case "":
 		return nil, nil
+	case "outline":
+		return &members.Form{Outline: true}, nil
 	case "amneziawg":
 		return &members.Form{AmneziaWG: true}, nil
 	case "wireguard":
@@ -496,4 +541,50 @@ func (h *inviteHandler) creds(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, credsResponse{Username: c.Username, Credential: c.Credential})
+}
+
+// maxProbeWait bounds how long the WebSocket probe waits for the page to
+// close it.
+const maxProbeWait = 10 * time.Second
+
+// probeUpgrader is the WebSocket probe's: same-origin only (gorilla's
+// default check), no compression, small buffers.
+var probeUpgrader = websocket.Upgrader{ReadBufferSize: 512, WriteBufferSize: 512, HandshakeTimeout: maxProbeWait}
+
+// ws answers the check's WebSocket probe: an upgrade on the HTTPS port,
+// as the Outline app makes one, which the page closes once open; the
+// server answers the close and hangs up (RFC 6455 §5.5.1), or hangs up
+// after maxProbeWait. Only a link's page may probe (same origin, while
+// the page may talk to the server); anything else gets the answer any unknown path gets. It takes from the
+// link's budget for the check's posts (a page probes once, with its two
+// posts), not from the confirmation's polls.
+func (h *inviteHandler) ws(w http.ResponseWriter, r *http.Request) {
+	token := r.PathValue("token")
+	if !websocket.IsWebSocketUpgrade(r) {
+		http.NotFound(w, r)
+		return
+	}
+	err := h.admit(r, h.posts, token, func() error {
+		_, _, err := h.invites.Page(token)
+		return err
+	})
+	if err != nil {
+		status, _, _ := messageFor(err)
+		http.Error(w, http.StatusText(status), status)
+		return
+	}
+	c, err := probeUpgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(maxProbeWait))
+	for {
+		// The page sends nothing but its close, which ReadMessage
+		// answers (gorilla's default close handler) and returns as an
+		// error.
+		if _, _, err := c.ReadMessage(); err != nil {
+			return
+		}
+	}
 }

@@ -50,6 +50,7 @@ func Handler(info func() Info, invites Invites, checks Checks) http.Handler {
 		mux.HandleFunc("POST /join/{token}/check", h.check)
 		mux.HandleFunc("POST /join/{token}/turn", h.creds)
 		mux.HandleFunc("GET /join/{token}/connected", h.connected)
+		mux.HandleFunc("GET /join/{token}/ws", h.ws)
 		mux.HandleFunc("GET /assets/reach.js", serveReachJS)
 	}
 	sec := SecurityHeaders(mux)

@@ -11,7 +11,9 @@
 //   - TURN over UDP, and whether UDP stays usable: two relay-only peer
 //     connections through turn:...?transport=udp place a call with each
 //     other and send a voice-like stream (50 small packets a second) over an
-//     unreliable data channel; most of it must arrive.
+//     unreliable data channel; most of it must arrive;
+//   - the Outline app's path: a WebSocket over TLS to this same HTTPS port
+//     (the link's own probe path), opened and closed at once.
 // It posts what it found to the server (same origin), which records it for
 // the sysadmin and answers with the advice; the page then shows it, and
 // points the reveal at the form advised.
@@ -29,6 +31,8 @@
 // countdown started by that button gives the handshake data.confirmMs.
 // Connected: it says so. Not connected: it offers the AmneziaWG form
 // (data.switch: a reveal of it, which the link allows once more for this),
+// or, with the Outline key on offer (data.outline) and its WebSocket not
+// found blocked, the Outline key (a reveal of form=outline, once too),
 // or says to try another network. A poll that gets no answer counts as not
 // connected: a tunnel that is on but blocked swallows the page's own
 // requests too.
@@ -58,11 +62,15 @@
           el(id).hidden = true;
         }
         el('revealed').hidden = false;
-        el('download').href = answer.download;
-        el('download').hidden = false;
-        el('qr').src = answer.qr;
-        el('qr').hidden = false;
-        el('scan-hint').hidden = false;
+        if (answer.key) {
+          showOutline(answer);
+        } else {
+          el('download').href = answer.download;
+          el('download').hidden = false;
+          el('qr').src = answer.qr;
+          el('qr').hidden = false;
+          el('scan-hint').hidden = false;
+        }
         confirm.revealed(answer.form);
       });
     }
@@ -199,6 +207,39 @@
       });
     }
 
+    // wsProbe resolves whether a WebSocket to url opens within
+    // data.timeoutMs; it closes it at once (the server answers the close).
+    function wsProbe(url) {
+      return new Promise((resolve) => {
+        let ws;
+        try {
+          ws = new WebSocket(url);
+        } catch (e) {
+          resolve(false);
+          return;
+        }
+        let done = false;
+        const finish = (ok) => {
+          if (done) {
+            return;
+          }
+          done = true;
+          clearTimeout(timer);
+          resolve(ok);
+        };
+        const timer = setTimeout(() => {
+          finish(false);
+          ws.close();
+        }, data.timeoutMs);
+        ws.onopen = () => {
+          finish(true);
+          ws.close(1000);
+        };
+        ws.onerror = () => finish(false);
+        ws.onclose = () => finish(false);
+      });
+    }
+
     // The TURN probes' short-lived credentials come by POST, so that no
     // GET of the page (a link preview) carries them.
     async function turnCreds() {
@@ -225,6 +266,9 @@
       }
       for (const p of (creds ? data.turn : null) || []) {
         jobs.push(gather(turnServer(p.url), 'relay', 'relay').then((ok) => { results[p.id] = ok; }));
+      }
+      if (data.ws) {
+        jobs.push(wsProbe('wss://' + location.host + data.ws.url).then((ok) => { results[data.ws.id] = ok; }));
       }
       if (data.stream && creds) {
         jobs.push(stream(turnServer(data.stream.url)).then((r) => {
@@ -286,7 +330,7 @@
         useForm(answer.form);
       }
       const awg = (data.stun || []).find((p) => p.id.startsWith('awg-'));
-      confirm.checked(!!awg && usable.has(awg.id));
+      confirm.checked(!!awg && usable.has(awg.id), data.ws ? usable.has(data.ws.id) : null);
     }
 
     // useForm points the reveal at another form of the settings (same
@@ -297,11 +341,53 @@
       if (revealForm && !revealForm.hidden) {
         revealForm.elements.form.value = form;
         revealForm.elements.port.value = form === 'wireguard' ? port : '';
+        if (form === 'outline') {
+          outlineSteps();
+        }
       }
       section.dataset.form = key;
     }
 
     run();
+  }
+
+  // outlineSteps replaces the WireGuard steps with the Outline app's.
+  function outlineSteps() {
+    const el = (id) => document.getElementById(id);
+    el('steps').hidden = true;
+    for (const id of ['outline-steps', 'outline-stores']) {
+      if (el(id)) {
+        el(id).hidden = false;
+      }
+    }
+  }
+
+  // showOutline shows a revealed Outline key (answer.key, an ssconf://
+  // link, and its QR code): "Add to Outline" opens it in the app, the
+  // copy button puts it on the clipboard.
+  function showOutline(answer) {
+    const el = (id) => document.getElementById(id);
+    outlineSteps();
+    for (const id of ['download', 'scan-hint']) {
+      el(id).hidden = true;
+    }
+    el('outline-add').href = answer.key;
+    el('outline-key').value = answer.key;
+    el('outline-box').hidden = false;
+    el('qr').src = answer.qr;
+    el('qr').hidden = false;
+    el('outline-scan-hint').hidden = false;
+    const copy = el('outline-copy');
+    copy.hidden = false;
+    copy.onclick = async () => {
+      try {
+        await navigator.clipboard.writeText(answer.key);
+      } catch (e) {
+        el('outline-key').select(); // the member copies it by hand
+        return;
+      }
+      el('outline-copied').hidden = false;
+    };
   }
 
   // onReveal makes form (a reveal: the member's deliberate step, which
@@ -342,7 +428,7 @@
       } catch (err) {
         answer = null;
       }
-      if (!resp.ok || !answer || !answer.download) {
+      if (!resp.ok || !answer || !(answer.download || answer.key)) {
         form.submit();
         return;
       }
@@ -369,6 +455,7 @@
     let asking = false;
     let countdown = null;
     let awgReached = null; // whether the check reached the AmneziaWG port; null: no check
+    let wsReached = null; // whether the check's WebSocket got through; null: not tested
 
     function state(s) {
       box.hidden = false;
@@ -379,7 +466,10 @@
       if (el('confirm-amneziawg')) {
         el('confirm-amneziawg').hidden = s !== 'switch';
       }
-      el('confirm-button').hidden = s !== 'ask' && !(s === 'switch' && switched);
+      if (el('confirm-outline')) {
+        el('confirm-outline').hidden = s !== 'outline';
+      }
+      el('confirm-button').hidden = s !== 'ask' && !((s === 'switch' || s === 'outline') && switched);
     }
 
     // ask resolves whether the server has seen the device connect; no
@@ -454,14 +544,23 @@
     // offer and its port not found blocked by the check: offer it (the old
     // download and QR code go, they do not work here); else nothing more
     // this page can hand out.
+    //
+    // Without the AmneziaWG form, the Outline key if on offer and its
+    // WebSocket was not found blocked: TCP on the web port.
     function giveUp() {
-      if (data.switch && awgReached !== false && !form.startsWith('amneziawg-')) {
+      const hide = () => {
         for (const id of ['steps', 'download', 'qr', 'scan-hint']) {
           if (el(id)) {
             el(id).hidden = true;
           }
         }
+      };
+      if (data.switch && awgReached !== false && !form.startsWith('amneziawg-') && !switched) {
+        hide();
         state('switch');
+      } else if (data.outline && wsReached !== false && form !== 'outline' && !switched && el('reveal-outline')) {
+        hide();
+        state('outline');
       } else {
         state('blocked');
       }
@@ -482,6 +581,17 @@
         poll(10 * 60 * 1000);
       }, () => {});
     }
+    if (el('reveal-outline')) {
+      // The switch to the Outline key, as above.
+      onReveal(el('reveal-outline'), (answer) => {
+        el('reveal-outline').hidden = true;
+        showOutline(answer);
+        form = answer.form;
+        switched = true;
+        state('outline');
+        poll(10 * 60 * 1000);
+      }, () => {});
+    }
     el('confirm-button').addEventListener('click', start);
     return {
       // revealed: the member has the settings in form key. Importing them
@@ -494,9 +604,11 @@
           poll(10 * 60 * 1000);
         }
       },
-      // checked: whether the check reached the AmneziaWG port.
-      checked(reached) {
+      // checked: whether the check reached the AmneziaWG port, and its
+      // WebSocket got through (null: not tested).
+      checked(reached, ws) {
         awgReached = reached;
+        wsReached = ws;
       },
     };
   }
