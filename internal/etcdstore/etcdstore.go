@@ -189,7 +189,7 @@ func (s *Store) Prefix() string { return s.opts.Prefix }
 // Node returns this node's name.
 func (s *Store) Node() string { return s.opts.Node }
 
-func (s *Store) stateKey() string { return s.opts.Prefix + "/state" }
+func (s *Store) stateKey() string    { return s.opts.Prefix + "/state" }
 func (s *Store) usagePrefix() string { return s.opts.Prefix + "/usage/" }
 func (s *Store) usageKey(month string) string {
 	return s.usagePrefix() + month + "/" + s.opts.Node
@@ -250,6 +250,11 @@ func Describe(err error) string {
 
 // read reads P/state and P/usage/ at one revision.
 func (s *Store) read(ctx context.Context) (snapshot, error) {
+	return s.readFor(ctx, "reading the shared state")
+}
+
+// readFor is read, naming action in an error.
+func (s *Store) readFor(ctx context.Context, action string) (snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
 	resp, err := s.cli.Txn(ctx).Then(
@@ -257,7 +262,7 @@ func (s *Store) read(ctx context.Context) (snapshot, error) {
 		clientv3.OpGet(s.usagePrefix(), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
-		return snapshot{}, s.fail("reading the shared state", err)
+		return snapshot{}, s.fail(action, err)
 	}
 	snap := snapshot{rev: resp.Header.Revision, usage: map[string]map[string]map[string]store.Usage{}}
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
@@ -485,7 +490,7 @@ func (s *Store) Update(fn func(*store.State) error) (*store.State, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.Timeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
-		snap, err := s.read(ctx)
+		snap, err := s.readFor(ctx, "storing the change")
 		if err != nil {
 			s.mu.Lock()
 			s.down = true

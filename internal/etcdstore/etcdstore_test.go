@@ -251,3 +251,205 @@ func TestUsageSums(t *testing.T) {
 		t.Error("Get of the state key returned usage keys")
 	}
 }
+
+// TestEtcdDown: with etcd stopped, a node keeps serving the state it last
+// saw (Load answers at once), a write fails within the timeout with one
+// line naming the endpoints, and a node restarted meanwhile serves from
+// its cache. Once etcd is back, a change made on one node reaches the
+// others, the restarted one included.
+func TestEtcdDown(t *testing.T) {
+	c := testutil.Etcd(t, 1)
+	prefix := testPrefix(t)
+	a, _ := open(t, c.Endpoints(), prefix, "a")
+	b, dirB := open(t, c.Endpoints(), prefix, "b")
+	cfg := testConfig(t)
+	sa := service(t, a, cfg)
+	if _, err := sa.Add(members.AddRequest{Name: "mom"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "b sees mom", func() bool { st, _ := b.Load(); return st.Peer("mom") != nil })
+	waitFor(t, 5*time.Second, "b's cache holds mom", func() bool {
+		raw, _ := os.ReadFile(filepath.Join(dirB, etcdstore.CacheFile))
+		return strings.Contains(string(raw), `"mom"`)
+	})
+	if fi, err := os.Stat(filepath.Join(dirB, etcdstore.CacheFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("cache file: %v, %v", fi, err)
+	}
+
+	c.Stop()
+	start := time.Now()
+	st, err := b.Load()
+	if err != nil || st.Peer("mom") == nil {
+		t.Fatalf("b with etcd down: %v, mom %v", err, st.Peer("mom"))
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Load waited %v on etcd", d)
+	}
+	sb := service(t, b, cfg)
+	_, err = sb.Add(members.AddRequest{Name: "dad"})
+	if !errors.Is(err, etcdstore.ErrUnavailable) || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), c.Endpoints()[0]) {
+		t.Fatalf("peer add with etcd down: %v", err)
+	}
+	t.Logf("peer add with etcd down: %v", err)
+	if err := b.AddUsage([]store.MemberUsage{{Member: "mom", Usage: store.Usage{Month: members.Month(time.Now()), In: 1}}}); !errors.Is(err, etcdstore.ErrUnavailable) {
+		t.Errorf("usage with etcd down: %v", err)
+	}
+	// b restarts while etcd is away: it serves its cache, identity included.
+	b.Close()
+	b2 := openIn(t, c.Endpoints(), prefix, "b", dirB)
+	st2, err := b2.Load()
+	if err != nil || st2.Peer("mom") == nil || st2.VPN.PrivateKey != st.VPN.PrivateKey {
+		t.Fatalf("b restarted with etcd down: %v, %+v", err, st2)
+	}
+	sb2 := service(t, b2, cfg)
+	if _, err := sb2.Identity(); err != nil {
+		t.Fatalf("identity of a node restarted with etcd down: %v", err)
+	}
+	if !b2.Down() {
+		t.Error("b2 does not say etcd is down")
+	}
+
+	c.Start()
+	if _, err := sa.Add(members.AddRequest{Name: "dad"}); err != nil {
+		t.Fatalf("peer add once etcd is back: %v", err)
+	}
+	waitFor(t, 15*time.Second, "the restarted node converges", func() bool { st, _ := b2.Load(); return st.Peer("dad") != nil })
+	if b2.Down() {
+		t.Error("b2 still says etcd is down")
+	}
+	if _, err := sb2.Add(members.AddRequest{Name: "kid"}); err != nil {
+		t.Fatalf("peer add on the restarted node: %v", err)
+	}
+	waitFor(t, 5*time.Second, "a sees kid", func() bool { st, _ := a.Load(); return st.Peer("kid") != nil })
+}
+
+// TestOpenWithoutEtcdOrCache: a node that never reached etcd has nothing
+// to serve, and says so in one line.
+func TestOpenWithoutEtcdOrCache(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := etcdstore.Open(ctx, etcdstore.Options{Endpoints: []string{"http://127.0.0.1:1"}, Prefix: "/x", Node: "a", DataDir: dir, Timeout: time.Second})
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "http://127.0.0.1:1") || !strings.Contains(err.Error(), "no cache") {
+		t.Fatalf("open: %v", err)
+	}
+	t.Logf("open: %v", err)
+}
+
+// TestStateNotLost: when the state key vanishes (a wiped cluster, a
+// wrong prefix after a restore), the nodes keep serving the network they
+// had and refuse to write a new identity over it.
+func TestStateNotLost(t *testing.T) {
+	c := testutil.Etcd(t, 1)
+	prefix := testPrefix(t)
+	a, _ := open(t, c.Endpoints(), prefix, "a")
+	sa := service(t, a, testConfig(t))
+	if _, err := sa.Add(members.AddRequest{Name: "mom"}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := a.Load()
+	if _, err := a.Client().Delete(context.Background(), prefix+"/state"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // the watch and a resync
+	if st, _ := a.Load(); st.Peer("mom") == nil || st.VPN.PrivateKey != before.VPN.PrivateKey {
+		t.Fatal("the node dropped its network when the key vanished")
+	}
+	_, err := sa.Add(members.AddRequest{Name: "dad"})
+	if !errors.Is(err, etcdstore.ErrNoState) {
+		t.Fatalf("add over a vanished state: %v", err)
+	}
+	kv, _ := c.Get(0, prefix+"/state")
+	if len(kv) != 0 {
+		t.Fatalf("a state was written over the vanished one: %v", kv)
+	}
+}
+
+// TestMigrate: a one-server state, usage and certificates go into an empty
+// prefix, and are what a node there serves; a prefix holding anything is
+// refused, with nothing written.
+func TestMigrate(t *testing.T) {
+	c := testutil.Etcd(t, 1)
+	prefix := testPrefix(t)
+	cfg := testConfig(t)
+	fs, err := store.Open(cfg.Server.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := service(t, fs, cfg)
+	if _, err := one.Add(members.AddRequest{Name: "mom"}); err != nil {
+		t.Fatal(err)
+	}
+	month := members.Month(time.Now())
+	if err := fs.AddUsage([]store.MemberUsage{{Member: "mom", Usage: store.Usage{Month: month, In: 5, Out: 7}}}); err != nil {
+		t.Fatal(err)
+	}
+	src, _ := fs.Load()
+	m, _ := open(t, c.Endpoints(), prefix, "first")
+	certs := []etcdstore.CertFile{{Key: "certificates/ca/vpn.example.com/vpn.example.com.crt", Value: []byte("pem")}}
+	if err := m.Migrate(context.Background(), src, certs); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := open(t, c.Endpoints(), prefix, "second")
+	got, _ := n.Load()
+	if got.VPN.PrivateKey != src.VPN.PrivateKey || got.Peer("mom") == nil || got.Peer("mom").IPv4 != src.Peer("mom").IPv4 ||
+		got.Member("mom").Usage != (store.Usage{Month: month, In: 5, Out: 7}) {
+		t.Fatalf("migrated state: %+v", got)
+	}
+	if v, err := n.CertStorage().Load(context.Background(), certs[0].Key); err != nil || string(v) != "pem" {
+		t.Fatalf("migrated certificate: %q, %v", v, err)
+	}
+	// Not again, and not into any prefix holding keys.
+	before, _ := c.Get(0, prefix+"/")
+	err = m.Migrate(context.Background(), src, nil)
+	if !errors.Is(err, etcdstore.ErrNotEmpty) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("second migration: %v", err)
+	}
+	t.Logf("second migration: %v", err)
+	other := prefix + "-other"
+	if err := c.Put(0, other+"/nodes/x", "{}"); err != nil {
+		t.Fatal(err)
+	}
+	o, _ := open(t, c.Endpoints(), other, "first")
+	if err := o.Migrate(context.Background(), src, nil); !errors.Is(err, etcdstore.ErrNotEmpty) {
+		t.Fatalf("migration into a prefix with a node key: %v", err)
+	}
+	if after, _ := c.Get(0, prefix+"/"); len(after) != len(before) {
+		t.Errorf("a refused migration wrote: %d keys before, %d after", len(before), len(after))
+	}
+	if kv, _ := c.Get(0, other+"/state"); len(kv) != 0 {
+		t.Errorf("a refused migration wrote %v", kv)
+	}
+}
+
+// TestNodes: a node's entry shows while it registers and is gone soon
+// after it stops.
+func TestNodes(t *testing.T) {
+	c := testutil.Etcd(t, 1)
+	prefix := testPrefix(t)
+	a, _ := open(t, c.Endpoints(), prefix, "a")
+	b, _ := open(t, c.Endpoints(), prefix, "b")
+	started := time.Now().UTC().Truncate(time.Second)
+	ctxA, stopA := context.WithCancel(context.Background())
+	ctxB, stopB := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		a.Register(ctxA, func() etcdstore.Node {
+			return etcdstore.Node{PublicHost: "a.example", Version: "v1", StartedAt: started, Health: "ok"}
+		})
+	})
+	wg.Go(func() {
+		b.Register(ctxB, func() etcdstore.Node {
+			return etcdstore.Node{PublicHost: "203.0.113.2", Version: "v1", StartedAt: started, Health: "ok"}
+		})
+	})
+	defer wg.Wait()
+	defer stopB()
+	waitFor(t, 5*time.Second, "both nodes listed", func() bool { n, _ := a.Nodes(context.Background()); return len(n) == 2 })
+	nodes, _ := b.Nodes(context.Background())
+	if nodes[0].Name != "a" || nodes[0].PublicHost != "a.example" || nodes[1].Name != "b" || nodes[1].PublicHost != "203.0.113.2" || !nodes[0].StartedAt.Equal(started) {
+		t.Fatalf("nodes: %+v", nodes)
+	}
+	stopA()
+	waitFor(t, 5*time.Second, "a gone", func() bool { n, _ := b.Nodes(context.Background()); return len(n) == 1 && n[0].Name == "b" })
+}
