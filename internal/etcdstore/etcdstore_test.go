@@ -453,3 +453,80 @@ func TestNodes(t *testing.T) {
 	stopA()
 	waitFor(t, 5*time.Second, "a gone", func() bool { n, _ := b.Nodes(context.Background()); return len(n) == 1 && n[0].Name == "b" })
 }
+
+// recordingPath is a members.Path that keeps what it was told.
+type recordingPath struct {
+	mu      sync.Mutex
+	devices map[string]bool
+	applied int
+}
+
+func (p *recordingPath) Apply(d members.Desired) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.devices = map[string]bool{}
+	for _, dev := range d.Devices {
+		p.devices[dev.Name] = true
+	}
+	p.applied++
+	return nil
+}
+func (p *recordingPath) Usage() map[string]members.Traffic { return nil }
+func (p *recordingPath) Live() map[string]members.Live     { return nil }
+
+func (p *recordingPath) has(name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.devices[name]
+}
+
+// TestLiveOnEveryNode: a device added, disabled, enabled or removed on one
+// node is on (or off) the other node's path soon after, through the
+// watch: the other node's limits loop ticks only once a minute here, so
+// the watch alone carries the change.
+func TestLiveOnEveryNode(t *testing.T) {
+	c := testutil.Etcd(t, 1)
+	prefix := testPrefix(t)
+	a, _ := open(t, c.Endpoints(), prefix, "a")
+	b, _ := open(t, c.Endpoints(), prefix, "b")
+	cfg := testConfig(t)
+	sa := service(t, a, cfg)
+	pb := &recordingPath{}
+	sb, err := members.New(members.Deps{Store: b, Config: func() *config.Config { return cfg }, Paths: []members.Path{pb}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- sb.Serve(ctx, members.Timings{Tick: time.Minute, Flush: time.Minute}) }()
+	defer func() { cancel(); <-served }()
+	if _, err := sa.Add(members.AddRequest{Name: "dad"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "dad on b's path", func() bool { return pb.has("dad") })
+	if _, err := sa.Add(members.AddRequest{Name: "mom"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "mom on b's path", func() bool { return pb.has("mom") })
+	if err := sa.SetEnabled("mom", false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "mom off b's path", func() bool { return !pb.has("mom") })
+	if !pb.has("dad") {
+		t.Fatal("disabling mom took dad off")
+	}
+	if err := sa.SetEnabled("mom", true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "mom back on b's path", func() bool { return pb.has("mom") })
+	if err := sa.Remove("mom"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "mom removed from b's path", func() bool { return !pb.has("mom") })
+	if !pb.has("dad") {
+		t.Fatal("removing mom took dad off")
+	}
+}
