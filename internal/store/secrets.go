@@ -108,11 +108,18 @@ func StoredSecrets(st *State) []config.Secret {
 }
 
 // AddSecret generates a REST secret and keeps it in st, verifying but not
-// signing, and returns it.
+// signing (unless no stored secret signs: then it does, as soon as
+// relay.secrets is empty), and returns it.
 func (st *State) AddSecret(now time.Time) SecretInfo {
 	s := RESTSecret{Secret: NewSecret(32), CreatedAt: now.UTC().Truncate(time.Second)}
+	id := SecretID(s.Secret)
+	signer := st.stored()
 	st.Relay.Secrets = append(st.Relay.Secrets, s)
-	return SecretInfo{ID: SecretID(s.Secret), Source: SourceAdded, Secret: s.Secret, CreatedAt: s.CreatedAt}
+	info := SecretInfo{ID: id, Source: SourceAdded, Secret: s.Secret, CreatedAt: s.CreatedAt}
+	if len(signer) == 0 || !signer[0].Signing {
+		st.Relay.Signing, info.Signing = id, true
+	}
+	return info
 }
 
 // find returns the stored secret whose ID is id.
