@@ -147,7 +147,13 @@ func (b backend) Status(ctx context.Context) (*admin.Status, error) {
 	if es, ok := d.state.(*etcdstore.Store); ok {
 		cfg := d.config()
 		cs := &admin.ClusterStatus{Endpoints: cfg.Server.Etcd.Endpoints, Prefix: es.Prefix(), Node: es.Node()}
-		nodes, err := es.Nodes(ctx)
+		var nodes []etcdstore.Node
+		err := es.Unreachable()
+		if err == nil {
+			nctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			nodes, err = es.Nodes(nctx)
+			cancel()
+		}
 		if err != nil {
 			cs.Unreachable = err.Error()
 		}

@@ -85,7 +85,8 @@ type Store struct {
 	mu   sync.Mutex // guards snap, subs and down
 	snap snapshot
 	subs map[chan struct{}]struct{}
-	down bool // the last read failed: serving the state last seen
+	down    bool  // the last read failed: serving the state last seen
+	lastErr error // why, when down
 
 	cacheMu sync.Mutex // serialises writes of the cache file
 
@@ -170,7 +171,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("%w; and no cache of the shared state to serve meanwhile: %v", err, cerr)
 		}
 		s.snap = cached
-		s.down = true
+		s.down, s.lastErr = true, err
 		s.log.Warn("etcd unreachable; serving the shared state last seen, from the cache", "err", err,
 			"cache", s.opts.DataDir+"/"+CacheFile)
 	}
@@ -209,10 +210,27 @@ func (s *Store) Close() error {
 
 // Down reports whether the cluster did not answer the last read: the
 // node then serves the state last seen.
-func (s *Store) Down() bool {
+func (s *Store) Down() bool { return s.Unreachable() != nil }
+
+// Unreachable returns why the cluster did not answer the last read, or
+// nil when it did.
+func (s *Store) Unreachable() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.down
+	if !s.down {
+		return nil
+	}
+	if s.lastErr == nil {
+		return s.fail("reading the shared state", errors.New("no answer yet"))
+	}
+	return s.lastErr
+}
+
+// setDown records that etcd did not answer, and why.
+func (s *Store) setDown(err error) {
+	s.mu.Lock()
+	s.down, s.lastErr = true, err
+	s.mu.Unlock()
 }
 
 // Load returns the shared state as last seen, with every member's usage
@@ -325,9 +343,7 @@ func merge(st *store.State, usage map[string]map[string]map[string]store.Usage) 
 func (s *Store) resync(ctx context.Context) error {
 	snap, err := s.read(ctx)
 	if err != nil {
-		s.mu.Lock()
-		s.down = true
-		s.mu.Unlock()
+		s.setDown(err)
 		return err
 	}
 	s.install(snap)
@@ -443,9 +459,7 @@ func (s *Store) watch() {
 		case resp, ok := <-wch:
 			if !ok || resp.Err() != nil || resp.Canceled {
 				if s.ctx.Err() == nil {
-					s.mu.Lock()
-					s.down = true
-					s.mu.Unlock()
+					s.setDown(s.fail("watching the shared state", fmt.Errorf("watch ended: %v", resp.Err())))
 					s.log.Debug("etcd watch ended; reading again", "err", resp.Err())
 				}
 				return
@@ -492,9 +506,7 @@ func (s *Store) Update(fn func(*store.State) error) (*store.State, error) {
 	for attempt := 0; ; attempt++ {
 		snap, err := s.readFor(ctx, "storing the change")
 		if err != nil {
-			s.mu.Lock()
-			s.down = true
-			s.mu.Unlock()
+			s.setDown(err)
 			return nil, err
 		}
 		s.mu.Lock()
