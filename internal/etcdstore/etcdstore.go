@@ -82,9 +82,9 @@ type Store struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the sync loop has stopped
 
-	mu   sync.Mutex // guards snap, subs and down
-	snap snapshot
-	subs map[chan struct{}]struct{}
+	mu      sync.Mutex // guards snap, subs and down
+	snap    snapshot
+	subs    map[chan struct{}]struct{}
 	down    bool  // the last read failed: serving the state last seen
 	lastErr error // why, when down
 
