@@ -88,7 +88,8 @@ type Store struct {
 	down    bool  // the last read failed: serving the state last seen
 	lastErr error // why, when down
 
-	cacheMu sync.Mutex // serialises writes of the cache file
+	cacheMu  sync.Mutex // serialises writes of the cache file, and guards cacheRev
+	cacheRev int64      // revision of the snapshot last written to it
 
 	started   bool // sync runs (set by Open)
 	closeOnce sync.Once
@@ -655,7 +656,12 @@ func (s *Store) writeCache(snap snapshot) {
 		b, err = json.MarshalIndent(cache{Prefix: s.opts.Prefix, Revision: snap.rev, State: st}, "", "  ")
 		if err == nil {
 			s.cacheMu.Lock()
-			err = writeFile(s.opts.DataDir, CacheFile, append(b, '\n'))
+			if snap.rev >= s.cacheRev { // an older snapshot installed concurrently never overwrites a newer one
+				err = writeFile(s.opts.DataDir, CacheFile, append(b, '\n'))
+				if err == nil {
+					s.cacheRev = snap.rev
+				}
+			}
 			s.cacheMu.Unlock()
 		}
 	}
