@@ -564,7 +564,14 @@ func stripUsage(st *store.State) *store.State {
 // AddUsage adds bytes this node counted to its own counters
 // (P/usage/<month>/<node>), compare-and-swap, so that nothing counted is
 // lost even if two processes share a node name.
+//
+// While etcd is known to be away it fails at once, without a request: the
+// members model keeps what it counted and calls again a minute later, and
+// must not wait meanwhile (it holds its lock).
 func (s *Store) AddUsage(add []store.MemberUsage) error {
+	if err := s.Unreachable(); err != nil {
+		return err
+	}
 	byMonth := map[string][]store.MemberUsage{}
 	for _, a := range add {
 		byMonth[a.Month] = append(byMonth[a.Month], a)
@@ -576,7 +583,9 @@ func (s *Store) AddUsage(add []store.MemberUsage) error {
 		for {
 			resp, err := s.cli.Get(ctx, key)
 			if err != nil {
-				return s.fail("storing usage", err)
+				err = s.fail("storing usage", err)
+				s.setDown(err)
+				return err
 			}
 			cur := map[string]store.Usage{}
 			var modRev int64
