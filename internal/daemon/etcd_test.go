@@ -21,6 +21,12 @@ import (
 // directory (a new one if empty), returned with it.
 func etcdNode(t *testing.T, c *testutil.EtcdCluster, prefix, node, dir string) (*running, string) {
 	t.Helper()
+	return etcdNodeWith(t, c, prefix, node, dir, 0)
+}
+
+// etcdNodeWith is etcdNode with Options.StoreTimeout.
+func etcdNodeWith(t *testing.T, c *testutil.EtcdCluster, prefix, node, dir string, timeout time.Duration) (*running, string) {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -30,7 +36,7 @@ func etcdNode(t *testing.T, c *testutil.EtcdCluster, prefix, node, dir string) (
 	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r, _ := runDaemon(t, file, nil)
+	r, _ := runDaemon(t, file, nil, func(o *Options) { o.StoreTimeout = timeout })
 	return r, dir
 }
 
@@ -125,7 +131,7 @@ func TestDaemonStartsWithEtcdDown(t *testing.T) {
 	})
 	a.stop(t)
 	c.Stop()
-	a2, _ := etcdNode(t, c, prefix, "a", dir)
+	a2, _ := etcdNodeWith(t, c, prefix, "a", dir, 2*time.Second)
 	if _, err := a2.allocate(t, creds.Username, creds.Password); err != nil {
 		t.Fatalf("allocate on a node started with etcd down: %v", err)
 	}
