@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
+	"github.com/tariq-vpn/tariq/internal/certs"
 	"github.com/tariq-vpn/tariq/internal/etcdstore"
 	"github.com/tariq-vpn/tariq/internal/testutil"
 	"github.com/tariq-vpn/tariq/relay"
@@ -149,3 +151,74 @@ func mint(secret string) relay.Credentials {
 }
 
 func mintFor(secret, username string) string { return relay.RESTPassword(secret, username) }
+
+// TestDaemonsShareACME: with certmagic's storage in etcd, the first node
+// orders the certificate (answering TLS-ALPN-01 on its shared port) and
+// a second node on the same prefix and public host serves that same
+// certificate without ordering one: the CA sees one order.
+func TestDaemonsShareACME(t *testing.T) {
+	testutil.LeakCheck(t, testutil.PebbleLeakOptions()...)
+	c := testutil.Etcd(t, 1)
+	const ip, ipB, prefix = "127.0.0.5", "127.0.0.6", "/tariq-acme"
+	webPort := freePortOn(t, ip)
+	p := testutil.NewPebble(t, testutil.PebbleOptions{TLSPort: webPort,
+		Profiles: map[string]time.Duration{"default": 90 * 24 * time.Hour, certs.ProfileShortlived: 160 * time.Hour}})
+	p.Start()
+	node := func(name, listen string, port int) *running {
+		dir := t.TempDir()
+		file := writeConfig(t, dir, fmt.Sprintf(`server:
+  public_host: %[2]s
+  data_dir: %[1]s/data
+  admin_socket: %[1]s/admin.sock
+  metrics_listen: ""
+  store: etcd
+  node_name: %[7]s
+  etcd:
+    endpoints: [%[8]s]
+    prefix: %[9]s
+tls:
+  mode: auto
+  acme_ca: %[3]s
+  acme_ca_roots: %[4]s
+vpn:
+  enabled: false
+web:
+  listen: ["%[6]s:%[5]d"]
+relay:
+  listen_udp: ["127.0.0.1:0"]
+  listen_tcp: ["127.0.0.1:0"]
+  listen_tls: ["127.0.0.1:0"]
+  relay_bind: 127.0.0.1
+  allow_peers: [127.0.0.1/32]
+`, dir, ip, p.DirectoryURL, p.RootsFile, port, listen, name, c.Endpoints()[0], prefix))
+		r, _ := runDaemon(t, file, func(d *certs.Deps) {
+			d.PublicIP = func(a netip.Addr) bool { return a.IsLoopback() || config.IsPublicIP(a) }
+			d.ACMEListenHost = listen
+			d.ACMETLSALPNPort = port
+			d.ACMEDisableHTTP01 = true
+			d.ACMERetry = 200 * time.Millisecond
+		})
+		return r
+	}
+	a := node("a", ip, webPort)
+	waitCert(t, a, certs.SourceACME)
+	served, err := handshake(a.d.WebAddrs()[0].String(), "", p.RootPool(), "h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := node("b", ipB, freePortOn(t, ipB))
+	waitCert(t, b, certs.SourceACME)
+	got, err := handshake(b.d.WebAddrs()[0].String(), ip, p.RootPool(), "h2") // as a client that resolved the shared name to b
+	if err != nil {
+		t.Fatalf("the second node, trusting only the CA's root: %v", err)
+	}
+	if !got.Equal(served) {
+		t.Errorf("the second node serves another certificate (serial %v, the first's %v)", got.SerialNumber, served.SerialNumber)
+	}
+	if n := len(p.OrderLog()); n != 1 {
+		t.Errorf("%d orders, want one: the second node ordered its own", n)
+	}
+	if kv, err := c.Get(0, prefix+"/certmagic/"); err != nil || len(kv) == 0 {
+		t.Errorf("no certmagic key in etcd: %v", err)
+	}
+}

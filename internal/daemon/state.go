@@ -56,7 +56,12 @@ type statePart struct {
 
 func (p statePart) Serve(ctx context.Context) error {
 	if p.es != nil {
-		go p.es.Register(ctx, p.d.nodeInfo)
+		registered := make(chan struct{})
+		go func() {
+			defer close(registered)
+			p.es.Register(ctx, p.d.nodeInfo)
+		}()
+		defer func() { <-registered }() // its entry deleted before the connection closes
 	}
 	changed := p.d.state.Watch(ctx)
 	for {
