@@ -44,6 +44,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/tariq-vpn/tariq/internal/store"
 )
@@ -156,8 +158,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		DialKeepAliveTimeout: 3 * time.Second,
 		TLS:                  opts.TLS,
 		Logger:               zap.NewNop(),
-		AutoSyncInterval:     0,
-		RejectOldCluster:     false,
+		DialOptions:          dialOptions(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(opts.Endpoints, ", "), err)
@@ -179,6 +180,16 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s.started = true
 	go s.sync()
 	return s, nil
+}
+
+// dialOptions make gRPC try a lost endpoint again at least every two
+// seconds: its default backoff grows to two minutes, and a node would
+// take that long to see etcd come back.
+func dialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+		MinConnectTimeout: 2 * time.Second,
+	})}
 }
 
 // Client returns the etcd client (for the node registry and certmagic's

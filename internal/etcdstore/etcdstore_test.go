@@ -139,6 +139,7 @@ func TestConcurrentAdds(t *testing.T) {
 // TestWatch: a change made through one node reaches the other's Watch
 // and Load.
 func TestWatch(t *testing.T) {
+	testutil.LeakCheck(t)
 	c := testutil.Etcd(t, 1)
 	prefix := testPrefix(t)
 	a, _ := open(t, c.Endpoints(), prefix, "a")
@@ -258,6 +259,7 @@ func TestUsageSums(t *testing.T) {
 // its cache. Once etcd is back, a change made on one node reaches the
 // others, the restarted one included.
 func TestEtcdDown(t *testing.T) {
+	testutil.LeakCheck(t)
 	c := testutil.Etcd(t, 1)
 	prefix := testPrefix(t)
 	a, _ := open(t, c.Endpoints(), prefix, "a")
@@ -425,6 +427,7 @@ func TestMigrate(t *testing.T) {
 // TestNodes: a node's entry shows while it registers and is gone soon
 // after it stops.
 func TestNodes(t *testing.T) {
+	testutil.LeakCheck(t)
 	c := testutil.Etcd(t, 1)
 	prefix := testPrefix(t)
 	a, _ := open(t, c.Endpoints(), prefix, "a")
@@ -485,6 +488,7 @@ func (p *recordingPath) has(name string) bool {
 // watch: the other node's limits loop ticks only once a minute here, so
 // the watch alone carries the change.
 func TestLiveOnEveryNode(t *testing.T) {
+	testutil.LeakCheck(t)
 	c := testutil.Etcd(t, 1)
 	prefix := testPrefix(t)
 	a, _ := open(t, c.Endpoints(), prefix, "a")
