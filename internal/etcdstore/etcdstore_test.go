@@ -39,10 +39,15 @@ func open(t *testing.T, endpoints []string, prefix, node string) (*etcdstore.Sto
 
 func openIn(t *testing.T, endpoints []string, prefix, node, dir string) *etcdstore.Store {
 	t.Helper()
+	return openWith(t, etcdstore.Options{Endpoints: endpoints, Prefix: prefix, Node: node, DataDir: dir, Timeout: 3 * time.Second})
+}
+
+func openWith(t *testing.T, opts etcdstore.Options) *etcdstore.Store {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := etcdstore.Open(ctx, etcdstore.Options{Endpoints: endpoints, Prefix: prefix, Node: node, DataDir: dir,
-		Timeout: 3 * time.Second, Resync: time.Second})
+	opts.Resync = time.Second
+	s, err := etcdstore.Open(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -532,5 +537,42 @@ func TestLiveOnEveryNode(t *testing.T) {
 	waitFor(t, 2*time.Second, "mom removed from b's path", func() bool { return !pb.has("mom") })
 	if !pb.has("dad") {
 		t.Fatal("removing mom took dad off")
+	}
+}
+
+// TestMemberKilled: on a three-member cluster, killing one member (the
+// leader, the worst case) changes nothing a node does: writes and the
+// watch go on through the other two.
+func TestMemberKilled(t *testing.T) {
+	testutil.LeakCheck(t)
+	c := testutil.Etcd(t, 3)
+	prefix := testPrefix(t)
+	// The test cluster's election timeout is 2 s (a loaded machine): the
+	// writes below may wait out an election.
+	a := openWith(t, etcdstore.Options{Endpoints: c.Endpoints(), Prefix: prefix, Node: "a", Timeout: 15 * time.Second})
+	b := openWith(t, etcdstore.Options{Endpoints: c.Endpoints(), Prefix: prefix, Node: "b", Timeout: 15 * time.Second})
+	cfg := testConfig(t)
+	sa, sb := service(t, a, cfg), service(t, b, cfg)
+	if _, err := sa.Add(members.AddRequest{Name: "mom"}); err != nil {
+		t.Fatal(err)
+	}
+	leader, err := c.Leader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(leader)
+	for i, s := range []*members.Service{sb, sa} {
+		if _, err := s.Add(members.AddRequest{Name: fmt.Sprintf("dev%d", i)}); err != nil {
+			t.Fatalf("add with one member of three killed: %v", err)
+		}
+	}
+	for _, s := range []*etcdstore.Store{a, b} {
+		waitFor(t, 10*time.Second, "both nodes see both devices", func() bool {
+			st, _ := s.Load()
+			return st.Peer("dev0") != nil && st.Peer("dev1") != nil
+		})
+		if s.Down() {
+			t.Error("a node says etcd is down with two members of three up")
+		}
 	}
 }
