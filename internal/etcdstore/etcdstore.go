@@ -166,15 +166,19 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	sctx, cancel := context.WithCancel(context.Background())
 	s := &Store{opts: opts, log: opts.Logger, cli: cli, ctx: sctx, cancel: cancel, done: make(chan struct{}),
 		subs: map[chan struct{}]struct{}{}}
+	// The cache first: what this node served before, which etcd's
+	// answer replaces, unless etcd has lost the state (see lostLocked).
+	cached, cerr := s.readCache()
+	if cerr == nil {
+		s.snap = cached
+	}
 	if err := s.resync(ctx); err != nil {
-		cached, cerr := s.readCache()
 		if cerr != nil {
 			s.Close()
 			return nil, fmt.Errorf("%w; and no cache of the shared state to serve meanwhile: %v", err, cerr)
 		}
-		s.snap = cached
 		s.down, s.lastErr = true, err
-		s.log.Warn("etcd unreachable; serving the shared state last seen, from the cache", "err", err,
+		s.log.Warn("shared state not read from etcd; serving the shared state last seen, from the cache", "err", err,
 			"cache", s.opts.DataDir+"/"+CacheFile)
 	}
 	s.started = true
@@ -372,8 +376,9 @@ func (s *Store) lostLocked(snap snapshot) bool {
 }
 
 func (s *Store) noState() error {
-	return fmt.Errorf("%w: etcd key %s is missing although this node served the network (from etcd or its cache %s): "+
-		"check server.etcd.prefix, or restore the cluster; tariq will not start a new network over it", ErrNoState, s.stateKey(), CacheFile)
+	return fmt.Errorf("%w: etcd key %s is missing although this node served the network (from etcd or its cache): "+
+		"check server.etcd.prefix, or restore the cluster; tariq will not start a new network over it "+
+		"(to start one on purpose, stop tariq and delete %s/%s)", ErrNoState, s.stateKey(), s.opts.DataDir, CacheFile)
 }
 
 // install makes snap the snapshot unless a newer one is in place, writes

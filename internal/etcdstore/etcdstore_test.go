@@ -349,12 +349,16 @@ func TestOpenWithoutEtcdOrCache(t *testing.T) {
 func TestStateNotLost(t *testing.T) {
 	c := testutil.Etcd(t, 1)
 	prefix := testPrefix(t)
-	a, _ := open(t, c.Endpoints(), prefix, "a")
+	a, dir := open(t, c.Endpoints(), prefix, "a")
 	sa := service(t, a, testConfig(t))
 	if _, err := sa.Add(members.AddRequest{Name: "mom"}); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := a.Load()
+	waitFor(t, 5*time.Second, "the cache written", func() bool {
+		raw, _ := os.ReadFile(filepath.Join(dir, etcdstore.CacheFile))
+		return strings.Contains(string(raw), `"mom"`)
+	})
 	if _, err := a.Client().Delete(context.Background(), prefix+"/state"); err != nil {
 		t.Fatal(err)
 	}
@@ -365,6 +369,22 @@ func TestStateNotLost(t *testing.T) {
 	_, err := sa.Add(members.AddRequest{Name: "dad"})
 	if !errors.Is(err, etcdstore.ErrNoState) {
 		t.Fatalf("add over a vanished state: %v", err)
+	}
+	// Restarted on its data directory, the node still knows it served a
+	// network there, from its cache.
+	a.Close()
+	a2 := openIn(t, c.Endpoints(), prefix, "a", dir)
+	if st, _ := a2.Load(); st.Peer("mom") == nil || st.VPN.PrivateKey != before.VPN.PrivateKey {
+		t.Fatal("the restarted node dropped its network")
+	}
+	s2 := service(t, a2, testConfig(t))
+	if _, err := s2.Identity(); err != nil {
+		t.Fatalf("identity on the restarted node: %v", err)
+	}
+	if _, err := s2.Add(members.AddRequest{Name: "dad"}); !errors.Is(err, etcdstore.ErrNoState) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("add on the restarted node: %v", err)
+	} else {
+		t.Logf("add over a vanished state: %v", err)
 	}
 	kv, _ := c.Get(0, prefix+"/state")
 	if len(kv) != 0 {
