@@ -76,7 +76,9 @@ type labOptions struct {
 
 // lab is one end-to-end topology with its daemon.
 type lab struct {
-	t                     *testing.T
+	// t is the test the lab's helpers report to: root, or one of its
+	// subtests (reportTo). What the lab starts lives as long as root.
+	t, root               *testing.T
 	bin, conf, dir, iface string
 	server, inet, isp     *testutil.NetNS
 	serveArgs             []string
@@ -100,7 +102,7 @@ func newLab(t *testing.T, opts labOptions) *lab {
 	}
 	var rnd [3]byte
 	rand.Read(rnd[:])
-	l := &lab{t: t, bin: bin, dir: t.TempDir(), iface: "tq" + hex.EncodeToString(rnd[:]), serveArgs: opts.ServeArgs}
+	l := &lab{t: t, root: t, bin: bin, dir: t.TempDir(), iface: "tq" + hex.EncodeToString(rnd[:]), serveArgs: opts.ServeArgs}
 	l.server = testutil.NewNetNS(t)
 	if !opts.Isolated {
 		l.inet = testutil.NewNetNS(t)
@@ -224,7 +226,7 @@ func (l *lab) serveInternet() {
 		}
 		io.CopyN(c, zeros{}, n)
 	})
-	l.t.Cleanup(func() { srv.Close(); sink.Close(); source.Close() })
+	l.root.Cleanup(func() { srv.Close(); sink.Close(); source.Close() })
 }
 
 // zeros reads as endless zero bytes.
@@ -270,15 +272,15 @@ func (l *lab) startDaemon() {
 	}
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()
 	l.daemon = p
-	t.Cleanup(func() {
+	l.root.Cleanup(func() {
 		select {
 		case <-p.done:
 		default:
 			p.cmd.Process.Kill()
 			<-p.done
 		}
-		if t.Failed() {
-			t.Logf("daemon (pid %d) output:\n%s", p.cmd.Process.Pid, p.out)
+		if l.root.Failed() {
+			l.root.Logf("daemon (pid %d) output:\n%s", p.cmd.Process.Pid, p.out)
 		}
 	})
 	deadline := time.Now().Add(20 * time.Second)
@@ -462,7 +464,7 @@ func (l *lab) newDevice(name string) *device {
 	if l.isp != nil {
 		router = l.isp
 	}
-	d := &device{l: l, ns: testutil.NewNetNS(t), name: name}
+	d := &device{l: l, ns: testutil.NewNetNS(l.root), name: name}
 	testutil.Veth(t, testutil.VethEnd{NS: d.ns, Name: "eth0", Addrs: []netip.Prefix{pfx(addr + "/24")}},
 		testutil.VethEnd{NS: router, Name: "dev" + name, Addrs: []netip.Prefix{pfx(gw + "/24")}})
 	d.ns.Run("ip", "route", "add", "default", "via", gw)
@@ -734,7 +736,9 @@ func hexKey(t *testing.T, b64 string) string {
 // reportTo has the lab's helpers (and its devices') report to t, a
 // subtest of the lab's test running now, until the returned function puts
 // the lab's own test back: a subtest's failure is then its own, and
-// `go test -run` reruns it alone. Subtests of one lab run one at a time.
+// `go test -run` reruns it alone. What the helpers start meanwhile (the
+// daemon, device namespaces) still lives as long as the lab's own test.
+// Subtests of one lab run one at a time.
 func (l *lab) reportTo(t *testing.T) (restore func()) {
 	parent := l.t
 	l.t = t
