@@ -138,6 +138,9 @@ func TestMemberLimits(t *testing.T) {
 			t.Errorf("metered's usage this month: %d bytes (in %.0f, out %.0f), want 16-20 MiB: never past the limit", used, in, out)
 		}
 		l.checkBlocked("metered", "over-limit", "blocked_over_limit_body")
+		if testing.Verbose() {
+			t.Logf("tariq status with metered cut off:\n%s", l.cli("status"))
+		}
 
 		// Lifted: the same client, with the same config, passes traffic
 		// again.
