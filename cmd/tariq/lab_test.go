@@ -579,20 +579,25 @@ func (d *device) down() {
 }
 
 // handshake returns the client's latest handshake with the server; zero
-// if none.
+// if none. It fails the test if the client does not say.
 func (d *device) handshake() time.Time {
 	t := d.l.t
 	t.Helper()
-	var sec int64
+	var v string
+	var ok bool
 	if d.amnezia() {
-		for _, line := range strings.Split(testutil.AmneziaWGGet(t, d.sock), "\n") {
-			if v, ok := strings.CutPrefix(line, "last_handshake_time_sec="); ok {
-				sec, _ = strconv.ParseInt(v, 10, 64)
+		dump := testutil.AmneziaWGGet(t, d.sock)
+		for _, line := range strings.Split(dump, "\n") {
+			if s, found := strings.CutPrefix(line, "last_handshake_time_sec="); found {
+				v, ok = s, true
 			}
 		}
 	} else {
-		_, v, _ := strings.Cut(strings.TrimSpace(d.ns.Run("wg", "show", d.ifname(), "latest-handshakes")), "\t")
-		sec, _ = strconv.ParseInt(v, 10, 64)
+		_, v, ok = strings.Cut(strings.TrimSpace(d.ns.Run("wg", "show", d.ifname(), "latest-handshakes")), "\t")
+	}
+	sec, err := strconv.ParseInt(v, 10, 64)
+	if !ok || err != nil {
+		t.Fatalf("%s: no latest handshake in what its client reports (%q)", d.name, v)
 	}
 	if sec == 0 {
 		return time.Time{}
