@@ -62,7 +62,10 @@ type GroupLimits struct {
 	Rate uint64
 	// Budgeted says Remaining applies: past AsOf (the group's Total when
 	// Remaining was worked out) it may pass Remaining more bytes, both
-	// directions together, and no more.
+	// directions together, and no more. The first packet that does not
+	// fit what is left is dropped and spends the rest, so that the
+	// group's Total reaches the budget exactly: a budget that stops
+	// traffic reads as used up, never as a few bytes short of it.
 	Budgeted  bool
 	Remaining uint64
 	AsOf      uint64
@@ -72,22 +75,46 @@ type GroupLimits struct {
 // shaper, so that counters never go backwards while a member's devices
 // come and go.
 type group struct {
-	name     string
-	in, out  atomic.Uint64
-	cutAt    atomic.Uint64 // Total beyond which packets drop; MaxUint64: no budget
+	name    string
+	in, out atomic.Uint64
+	// sum is in + out, taken before either grows: the budget is checked
+	// and counted on it in one compare-and-swap, so that packets passing
+	// at once from the device's goroutines and the TUN reader never take
+	// the group past its budget together.
+	sum      atomic.Uint64
+	cutAt    atomic.Uint64 // sum beyond which packets drop; MaxUint64: no budget
 	up, down bucket
 }
 
-func (g *group) total() uint64 { return g.in.Load() + g.out.Load() }
+func (g *group) total() uint64 { return g.sum.Load() }
 
 // pass reports whether n more bytes fit the group's budget, and counts
-// them if so.
+// them toward dir (g.in or g.out) if so. A packet that does not fit
+// spends what is left of the budget (counted toward dir).
 func (g *group) pass(n int, dir *atomic.Uint64) bool {
-	if cut := g.cutAt.Load(); cut != math.MaxUint64 && g.total()+uint64(n) > cut {
-		return false
+	cut := g.cutAt.Load()
+	if cut == math.MaxUint64 {
+		g.sum.Add(uint64(n))
+		dir.Add(uint64(n))
+		return true
 	}
-	dir.Add(uint64(n))
-	return true
+	for {
+		t := g.sum.Load()
+		if t+uint64(n) <= cut {
+			if g.sum.CompareAndSwap(t, t+uint64(n)) {
+				dir.Add(uint64(n))
+				return true
+			}
+			continue
+		}
+		if t >= cut {
+			return false
+		}
+		if g.sum.CompareAndSwap(t, cut) {
+			dir.Add(cut - t)
+			return false
+		}
+	}
 }
 
 // shapePolicy maps device addresses to their groups; it is replaced

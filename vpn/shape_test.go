@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -185,8 +186,10 @@ func TestShaperBudgetCutsAtOnce(t *testing.T) {
 		if got := h.inner.takeWritten(); len(got) != 2 {
 			t.Errorf("%d packets from mom and dad, want 2 (mom's first, and dad's)", len(got))
 		}
-		if got := h.s.Usage()["mom"].Total(); got != total+1000 {
-			t.Errorf("mom's total %d, want %d", got, total+1000)
+		// The packet that did not fit spent the 200 bytes left: her count
+		// reaches the budget, which the members model reads as used up.
+		if got := h.s.Usage()["mom"].Total(); got != total+1200 {
+			t.Errorf("mom's total %d, want %d (the budget, used up)", got, total+1200)
 		}
 		// A raised budget lets her through again.
 		h.s.SetGroups(map[netip.Addr]string{netip.MustParseAddr(momAddr): "mom"},
@@ -197,6 +200,46 @@ func TestShaperBudgetCutsAtOnce(t *testing.T) {
 			t.Errorf("after raising the budget %d packets passed, want 1", got)
 		}
 	})
+}
+
+// TestShaperBudgetReadsUsedUp: the packet that does not fit a group's
+// budget spends what is left, so that its count reaches the budget
+// exactly, and packets passing at once from several goroutines (the
+// device's receivers, the TUN reader) never take it past. The members
+// model cuts a member off when their count reaches the data limit: a
+// count left a packet short of it, as it was, stopped the member's
+// traffic while status, the metrics and the invite page called them
+// active and their devices still handshook.
+func TestShaperBudgetReadsUsedUp(t *testing.T) {
+	const budget = 1 << 20
+	for range 20 {
+		var g group
+		g.cutAt.Store(budget)
+		var passed atomic.Uint64
+		var wg sync.WaitGroup
+		for i := range 8 {
+			dir := &g.in
+			if i%2 == 1 {
+				dir = &g.out
+			}
+			n := 40 + i*197 // sizes that do not add up to the budget
+			wg.Go(func() {
+				for g.pass(n, dir) {
+					passed.Add(uint64(n))
+				}
+			})
+		}
+		wg.Wait()
+		if p := passed.Load(); p > budget {
+			t.Fatalf("%d bytes passed a budget of %d", p, budget)
+		}
+		if got := g.in.Load() + g.out.Load(); got != budget || g.total() != budget {
+			t.Fatalf("count %d (sum %d) once the budget of %d stopped every packet, want the budget, used up", got, g.total(), budget)
+		}
+		if g.pass(20, &g.in) || g.total() != budget {
+			t.Fatalf("a packet passed a used-up budget, or the count moved: %d", g.total())
+		}
+	}
 }
 
 func TestShaperRate(t *testing.T) {

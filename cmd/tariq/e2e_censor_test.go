@@ -3,21 +3,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
 	"maps"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,10 +31,13 @@ import (
 // The censor lab (issue 6): which of tariq's paths still carry traffic
 // under each kind of blocking, measured with real clients.
 //
+// The lab's topology with its ISP (lab_test.go):
+//
 //	device namespaces ── ISP (routes, NATs, applies one censor profile) ── server (tariq) ── internet
-//	  stock  10.10.6.2   upstream wireguard-go, the stock config (UDP 51820)
-//	  awg    10.10.5.2   amneziawg-go, the obfuscated config (UDP 51821)
-//	  web    10.10.8.2   headless Chromium: relay-only WebRTC calls; the invite page
+//	  awg    10.10.3.2   amneziawg-go, the obfuscated config (UDP 51821)
+//	  stock  10.10.4.2   upstream wireguard-go, the stock config (UDP 51820)
+//	  web    10.10.5.2   headless Chromium: relay-only WebRTC calls; the invite page;
+//	                     the member's own client, either form
 //	ISP 10.10.1.2 ── 10.10.1.1 server: WireGuard on UDP 51820 and 443 (stock) and 51821
 //	                 (AmneziaWG), TURN on UDP+TCP 3478 and TLS 5349, the HTTPS page and
 //	                 TURN over TLS on 443; NAT out of 10.10.2.1 ── 10.10.2.2 internet
@@ -108,10 +106,8 @@ var censorProfiles = []censorProfile{
 
 // censorLab is the topology, brought up once for every profile.
 type censorLab struct {
-	*vpnLab
-	isp        *isp
+	*lab
 	stock, awg *device
-	web        *testutil.NetNS
 	member     *device // the family member's client, in the browser's namespace (interface wgweb)
 	memberName string  // the member's peer, whose one-time link invite is
 	browser    *testutil.Browser
@@ -124,77 +120,34 @@ type censorLab struct {
 	roots      *x509.CertPool
 }
 
-const labServer = "10.10.1.1"
-
 func newCensorLab(t *testing.T) *censorLab {
 	testutil.RequireRoot(t)
-	for _, b := range []string{"wg", "ip", "nft", "chromium"} {
-		testutil.RequireBinary(t, b)
-	}
-	bin, err := buildTariq()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rnd [3]byte
-	rand.Read(rnd[:])
-	l := &vpnLab{t: t, bin: bin, dir: t.TempDir(), iface: "tq" + hex.EncodeToString(rnd[:])}
-	l.server, l.inet = testutil.NewNetNS(t), testutil.NewNetNS(t)
-	testutil.Veth(t, testutil.VethEnd{NS: l.server, Name: "up0", Addrs: []netip.Prefix{pfx("10.10.2.1/24")}},
-		testutil.VethEnd{NS: l.inet, Name: "inet0", Addrs: []netip.Prefix{pfx("10.10.2.2/24")}})
-	l.server.Run("ip", "route", "add", "default", "via", "10.10.2.2")
-	l.conf = filepath.Join(l.dir, "tariq.yaml")
-	err = os.WriteFile(l.conf, []byte(fmt.Sprintf(`server:
-  public_host: %[3]s
-  data_dir: %[1]s/data
-  admin_socket: %[1]s/admin.sock
-  metrics_listen: ""
-tls:
-  mode: self-signed
-vpn:
-  interface: %[2]s
-  allow_destinations: [10.10.2.0/24]   # the lab's internet host has a private address
-  extra_ports: [443]
-  obfuscation:
-    enabled: true
-    listen_port: 51821
-relay:
-  relay_ip: [%[3]s]
-web:
-  listen: [":443"]
-`, l.dir, l.iface, labServer)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.serveInternet()
-	l.startDaemon()
-
-	c := &censorLab{vpnLab: l}
-	c.isp = l.newISP()
+	testutil.RequireBinary(t, "chromium")
+	l := newLab(t, labOptions{ISP: true, Config: map[string]string{
+		"server.metrics_listen":       `""`,
+		"tls.mode":                    "self-signed",
+		"vpn.extra_ports":             "[443]",
+		"vpn.obfuscation.enabled":     "true",
+		"vpn.obfuscation.listen_port": "51821",
+		"relay.enabled":               "true",
+		"relay.relay_ip":              "[" + labServer + "]",
+		"web.enabled":                 "true",
+		"web.listen":                  `[":443"]`,
+	}})
+	c := &censorLab{lab: l}
 	// ct packets (profile 4) needs conntrack accounting where the ISP forwards.
-	c.isp.ns.Run("sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
-	c.awg, _ = c.isp.addDevice("awg", 5, "--obfuscated")
-	c.stock, _ = c.isp.addDevice("stock", 6)
-	c.web = testutil.NewNetNS(t)
-	testutil.Veth(t, testutil.VethEnd{NS: c.web, Name: "eth0", Addrs: []netip.Prefix{pfx("10.10.8.2/24")}},
-		testutil.VethEnd{NS: c.isp.ns, Name: "devweb", Addrs: []netip.Prefix{pfx("10.10.8.1/24")}})
-	c.web.Run("ip", "route", "add", "default", "via", "10.10.8.1")
+	l.isp.Run("sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
+	c.awg = l.addDevice("awg", "--obfuscated")
+	c.stock = l.addDevice("stock")
+	// The member's client runs beside the browser, so while it is on it
+	// takes the browser's traffic too, as the WireGuard app does a phone's.
+	c.member = l.newDevice("web")
 	// veth carries GSO superpackets (wireguard-go and tariq send UDP GSO):
 	// a router on a real link sees every datagram, so have the senders
 	// segment before the ISP does (a packet-counting censor, profile 4,
 	// would otherwise count 64 KB as one).
-	for _, ns := range []*testutil.NetNS{c.awg.ns, c.stock.ns, c.web} {
-		ns.Run("ip", "link", "set", "dev", "eth0", "gso_max_segs", "1")
-	}
-	// wg-quick's policy routing, once per device: the rules outlive the
-	// clients, whose default route in table 51820 comes and goes with them.
-	// The member's client runs beside the browser, so while it is on it
-	// takes the browser's traffic too, as the WireGuard app does a phone's.
-	c.member = &device{l: l, ns: c.web, name: "web"}
 	for _, d := range []*device{c.awg, c.stock, c.member} {
-		for _, fam := range []string{"-4", "-6"} {
-			d.ns.Run("ip", fam, "rule", "add", "not", "fwmark", "51820", "table", "51820")
-			d.ns.Run("ip", fam, "rule", "add", "table", "main", "suppress_prefixlength", "0")
-		}
+		d.ns.Run("ip", "link", "set", "dev", "eth0", "gso_max_segs", "1")
 	}
 	l.server.Run("ip", "link", "set", "dev", "isp0", "gso_max_segs", "1")
 
@@ -206,23 +159,13 @@ web:
 		t.Fatalf("turn credentials: %d %s %s", code, out, errOut)
 	}
 	c.turnUser, c.turnPass = cred.Username, cred.Password
-
-	pemBytes, err := os.ReadFile(filepath.Join(l.dir, "data", "tls", "self-signed.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := pem.Decode(pemBytes)
-	cert, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.roots = x509.NewCertPool()
-	c.roots.AddCert(cert)
+	cert, roots := l.selfSigned()
+	c.roots = roots
 
 	// The calls' page, served inside the device network on its loopback
 	// (a secure context for WebRTC, and no path through the censor).
 	var ln net.Listener
-	if err := c.web.Do(func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
+	if err := c.member.ns.Do(func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -233,7 +176,7 @@ web:
 	t.Cleanup(func() { srv.Close() })
 	c.callPage = "http://" + ln.Addr().String() + "/"
 
-	c.browser = browserIn(t, c.web, testutil.BrowserOptions{
+	c.browser = browserIn(t, c.member.ns, testutil.BrowserOptions{
 		Timeout: 5 * time.Minute,
 		// The offline resolver rules catch IP literals too, and Chromium
 		// resolves the TURN server of a TCP or TLS allocation.
@@ -287,107 +230,19 @@ func (c *censorLab) peerShow(name string) string {
 	return out
 }
 
-// clientUp starts a fresh WireGuard client for d (upstream wireguard-go
-// with the stock config, or amneziawg-go with the AmneziaWG one), set up
-// the way wg-quick/awg-quick would, and returns a function that stops it
-// and waits until its interface is gone.
-func (c *censorLab) clientUp(d *device, amnezia bool) (stop func()) {
-	t := c.t
-	ifname := "wg" + d.name
-	var bin, sock string
-	if amnezia {
-		bin, sock = testutil.BuildAmneziaWGGo(t), d.ns.AmneziaWGSocket(ifname)
-	} else {
-		bin, sock = testutil.BuildWireGuardGo(t), d.ns.WireGuardSocket(ifname)
-	}
-	os.Remove(sock)
-	cmd := d.ns.Start(bin, "-f", ifname)
-	stop = func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		os.Remove(sock) // killed, it cannot remove it itself
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if _, err := d.ns.TryRun("ip", "link", "show", ifname); err != nil {
-				return
-			}
-		}
-		t.Errorf("%s outlived its process", ifname)
-	}
-	if err := testutil.WaitListening(sock, 10*time.Second); err != nil {
-		stop()
-		t.Fatalf("%s did not open its UAPI socket: %v", bin, err)
-	}
-	v := confValues(d.conf)
-	var set strings.Builder
-	fmt.Fprintf(&set, "private_key=%s\nfwmark=51820\n", hexKey(t, v["Interface.PrivateKey"]))
-	if amnezia {
-		for _, k := range []string{"Jc", "Jmin", "Jmax", "S1", "S2", "H1", "H2", "H3", "H4"} {
-			fmt.Fprintf(&set, "%s=%s\n", strings.ToLower(k), v["Interface."+k])
-		}
-	}
-	fmt.Fprintf(&set, "replace_peers=true\npublic_key=%s\npreshared_key=%s\nendpoint=%s\npersistent_keepalive_interval=%s\n",
-		hexKey(t, v["Peer.PublicKey"]), hexKey(t, v["Peer.PresharedKey"]), v["Peer.Endpoint"], v["Peer.PersistentKeepalive"])
-	for _, a := range strings.Split(v["Peer.AllowedIPs"], ",") {
-		fmt.Fprintf(&set, "allowed_ip=%s\n", strings.TrimSpace(a))
-	}
-	if amnezia {
-		testutil.AmneziaWGSet(t, sock, set.String())
-	} else {
-		uapiSet(t, sock, set.String())
-	}
-	for _, a := range strings.Split(v["Interface.Address"], ",") {
-		d.ns.Run("ip", "addr", "add", strings.TrimSpace(a), "dev", ifname)
-	}
-	d.ns.Run("ip", "link", "set", "mtu", "1420", "up", "dev", ifname)
-	for _, fam := range []string{"-4", "-6"} {
-		def := map[string]string{"-4": "0.0.0.0/0", "-6": "::/0"}[fam]
-		d.ns.Run("ip", fam, "route", "add", def, "dev", ifname, "table", "51820")
-	}
-	return stop
-}
-
-// uapiSet sends a UAPI set to the wireguard-go listening on sock.
-func uapiSet(t *testing.T, sock, set string) {
-	t.Helper()
-	conn, err := net.DialTimeout("unix", sock, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "set=1\n%s\n", set)
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if line != "errno=0\n" {
-		t.Fatalf("wireguard-go refused the configuration: %q %v", line, err)
-	}
-}
-
 // tunnelWorks brings a fresh client up on d and reports whether a 2 MiB
 // TCP transfer crossed the tunnel to the internet host, NATed out of the
 // server, within bounded time.
-func (c *censorLab) tunnelWorks(d *device, amnezia bool) (bool, string) {
-	stop := c.clientUp(d, amnezia)
-	defer stop()
+func (c *censorLab) tunnelWorks(d *device) (bool, string) {
+	d.up()
+	defer d.down()
 	const size = 2 << 20
-	var conn net.Conn
-	// wireguard-go sends its handshake initiation at once and again after
-	// 5 s (REKEY_TIMEOUT): 7 s covers two.
-	if err := d.ns.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp", "10.10.2.2:5001", 7*time.Second)
-		return err
-	}); err != nil {
-		return false, "no connection through the tunnel: " + err.Error()
+	got, err := d.transfer("10.10.2.2:5001", size, 10*time.Second)
+	if err != nil {
+		return false, err.Error()
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.CopyN(conn, rand.Reader, size); err != nil {
-		return false, fmt.Sprintf("sending %d bytes: %v", size, err)
-	}
-	conn.(*net.TCPConn).CloseWrite()
-	b, err := io.ReadAll(conn)
-	got := strings.TrimSpace(string(b))
-	if err != nil || !strings.HasPrefix(got, fmt.Sprintf("%d 10.10.2.1:", size)) {
-		return false, fmt.Sprintf("the sink answered %q (%v)", got, err)
+	if !strings.HasPrefix(got, fmt.Sprintf("%d 10.10.2.1:", size)) {
+		return false, fmt.Sprintf("the sink answered %q", got)
 	}
 	return true, got
 }
@@ -536,6 +391,10 @@ type labRow struct {
 // then says connected. A network blocking only the stock ports gets the
 // AmneziaWG advice and download from the start; the results survive a
 // restart.
+//
+// Each profile is a subtest on the one lab (named by profile.key:
+// `-run 'TestCensorLab/2'` reruns profile 2 alone, its row the table's
+// only one), and so is the stock-ports network with the restart.
 func TestCensorLab(t *testing.T) {
 	start := time.Now()
 	c := newCensorLab(t)
@@ -543,98 +402,13 @@ func TestCensorLab(t *testing.T) {
 	en, ar := inviteStrings(t, "en"), inviteStrings(t, "ar")
 
 	var rows []labRow
+	ran := map[string]bool{}
 	for _, prof := range censorProfiles {
-		t0 := time.Now()
-		row := labRow{profile: prof}
-		if prof.file != "" {
-			rules, err := os.ReadFile(filepath.Join("..", "..", "internal", "testutil", "censor", prof.file))
-			if err != nil {
-				t.Fatal(err)
-			}
-			testutil.Censor(t, c.isp.ns, string(rules))
-		}
-		lang, tr, dir := "", en, "ltr"
-		if prof.file == "wg-fingerprint.nft" {
-			// One profile read in Arabic, right to left: the one whose
-			// confirmation switches.
-			lang, tr, dir = "?lang=ar", ar, "rtl"
-		}
-		var wg sync.WaitGroup
-		var took [5]time.Duration
-		timed := func(i int, fn func()) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				t0 := time.Now()
-				fn()
-				took[i] = time.Since(t0).Round(100 * time.Millisecond)
-			}()
-		}
-		timed(0, func() { row.works[0], row.why[0] = c.tunnelWorks(c.stock, false) })
-		timed(1, func() { row.works[1], row.why[1] = c.tunnelWorks(c.awg, true) })
-		timed(2, func() {
-			ok, why := c.turnWorks()
-			for i := 2; i < 6; i++ {
-				row.works[i], row.why[i] = ok[censorPaths[i]], why[censorPaths[i]]
-			}
+		t.Run(prof.key(), func(t *testing.T) {
+			defer c.reportTo(t)()
+			ran[prof.key()] = true
+			rows = append(rows, c.runProfile(t, prof, en, ar))
 		})
-		timed(3, func() { row.page, row.pageErr = c.runPage(lang) })
-		wg.Wait()
-
-		// The page's check, from the same network, under the same profile.
-		c.checkPage(row, tr, dir)
-		// The member follows the advice, under the same profile; then she
-		// (or, once switched, a new member) gets a new link.
-		if prof.final != "" && row.pageErr == nil && row.page.Verdict == prof.page {
-			t1 := time.Now()
-			row.final, row.switched = c.confirmPage(prof, tr, dir)
-			took[4] = time.Since(t1).Round(100 * time.Millisecond)
-			if row.switched {
-				c.newMember("dad", true)
-			} else {
-				c.newMember(c.memberName, false)
-			}
-		}
-		if prof.file != "" {
-			row.drops = testutil.CensorDrops(t, c.isp.ns, prof.counter)
-			testutil.Uncensor(t, c.isp.ns)
-		}
-		row.took = time.Since(t0)
-		rows = append(rows, row)
-		n := 0
-		for _, ok := range row.works {
-			if ok {
-				n++
-			}
-		}
-		t.Logf("%s: %d of %d paths work, in %s (stock %s, obfuscated %s, calls %s, page %s, confirmation %s; censor dropped %d packets)", prof.name,
-			n, len(row.works), row.took.Round(100*time.Millisecond), took[0], took[1], took[2], took[3], took[4], row.drops)
-
-		for i, ok := range row.works {
-			if !ok {
-				first, _, _ := strings.Cut(row.why[i], "\n")
-				t.Logf("\t%s blocked: %s", censorPaths[i], first)
-			}
-		}
-
-		// The table.
-		for i, want := range prof.want {
-			if row.works[i] != want {
-				t.Errorf("%s: %s works=%v, want %v: %s", prof.name, censorPaths[i], row.works[i], want, row.why[i])
-			}
-		}
-		if !slices.Contains(row.works[:], true) {
-			t.Errorf("%s: no path works", prof.name)
-		}
-		if prof.file != "" && row.drops == 0 {
-			t.Errorf("%s: the censor dropped nothing", prof.name)
-		}
-		// The advice the member ends with is a path the table finds working.
-		if row.final != prof.final || (row.final == "wireguard" && !row.works[0]) || (row.final == "amneziawg" && !row.works[1]) ||
-			row.switched != (row.final == "amneziawg" && row.page.Verdict == "wireguard") {
-			t.Errorf("%s: the page ends on %q (switched %v), want %q; stock works %v, obfuscated %v", prof.name,
-				row.final, row.switched, prof.final, row.works[0], row.works[1])
-		}
 	}
 
 	table := censorTable(rows)
@@ -645,50 +419,162 @@ func TestCensorLab(t *testing.T) {
 		}
 	}
 
-	// A network that blocks only the stock WireGuard ports: the page
-	// advises AmneziaWG and its download serves that form, same keys.
-	testutil.Censor(t, c.isp.ns, `table inet tariq_censor {
+	t.Run("stock-ports-blocked", func(t *testing.T) {
+		defer c.reportTo(t)()
+		// A network that blocks only the stock WireGuard ports: the page
+		// advises AmneziaWG and its download serves that form, same keys.
+		testutil.Censor(t, c.isp, `table inet tariq_censor {
 	chain forward {
 		type filter hook forward priority filter; policy accept;
 		udp dport { 51820, 443 } drop
 	}
 }
 `)
-	r, err := c.runPage("")
-	testutil.Uncensor(t, c.isp.ns)
-	if err != nil || r.Verdict != "amneziawg" || r.Form != "amneziawg-51821" || !slices.Equal(r.Shown, []string{"verdict-amneziawg"}) ||
-		r.Paths["wg-51820"] || r.Paths["wg-443"] || !r.Paths["awg-51821"] || r.Reveal != "amneziawg" || r.Secret {
-		t.Fatalf("stock ports blocked: page %+v %v", r, err)
-	}
-	stockConf := c.peerShow(c.memberName)
-	got, err := c.revealDownload()
-	if err != nil {
-		t.Fatalf("stock ports blocked: %v", err)
-	}
-	v, own := confValues(got), confValues(stockConf)
-	if v["Peer.Endpoint"] != labServer+":51821" || v["Interface.Jc"] == "" || v["Interface.PrivateKey"] != own["Interface.PrivateKey"] ||
-		v["Interface.Address"] != own["Interface.Address"] || v["Peer.PresharedKey"] != own["Peer.PresharedKey"] {
-		t.Errorf("the AmneziaWG download:\n%s\nthe peer's own config:\n%s", got, stockConf)
-	}
-	if shown := c.peerShow(c.memberName); shown != got {
-		t.Errorf("after the AmneziaWG download, peer show %s prints\n%s\nwant what was downloaded:\n%s", c.memberName, shown, got)
-	}
-	if resp := c.reveal("form=amneziawg"); resp.StatusCode != http.StatusGone {
-		t.Errorf("a second reveal: %d, want 410 (used; no switch from AmneziaWG)", resp.StatusCode)
-	}
-	c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "-")
+		r, err := c.runPage("")
+		testutil.Uncensor(t, c.isp)
+		if err != nil || r.Verdict != "amneziawg" || r.Form != "amneziawg-51821" || !slices.Equal(r.Shown, []string{"verdict-amneziawg"}) ||
+			r.Paths["wg-51820"] || r.Paths["wg-443"] || !r.Paths["awg-51821"] || r.Reveal != "amneziawg" || r.Secret {
+			t.Fatalf("stock ports blocked: page %+v %v", r, err)
+		}
+		stockConf := c.peerShow(c.memberName)
+		got, err := c.revealDownload()
+		if err != nil {
+			t.Fatalf("stock ports blocked: %v", err)
+		}
+		v, own := confValues(got), confValues(stockConf)
+		if v["Peer.Endpoint"] != labServer+":51821" || v["Interface.Jc"] == "" || v["Interface.PrivateKey"] != own["Interface.PrivateKey"] ||
+			v["Interface.Address"] != own["Interface.Address"] || v["Peer.PresharedKey"] != own["Peer.PresharedKey"] {
+			t.Errorf("the AmneziaWG download:\n%s\nthe peer's own config:\n%s", got, stockConf)
+		}
+		if shown := c.peerShow(c.memberName); shown != got {
+			t.Errorf("after the AmneziaWG download, peer show %s prints\n%s\nwant what was downloaded:\n%s", c.memberName, shown, got)
+		}
+		if resp := c.reveal("form=amneziawg"); resp.StatusCode != http.StatusGone {
+			t.Errorf("a second reveal: %d, want 410 (used; no switch from AmneziaWG)", resp.StatusCode)
+		}
+		c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "-")
 
-	// Kept in the store: a restart still shows the last checks, and the
-	// switch under profile 2 with its confirmation.
-	c.stopDaemon()
-	c.startDaemon()
-	c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "-")
-	c.checkStatus("mom", "AmneziaWG app, UDP 51821", "connected (stock handshake never arrived, switched to AmneziaWG)")
-	if _, out, _ := tariq(t, "status", "--config", c.conf); testing.Verbose() {
-		t.Logf("tariq status after a restart:\n%s", out)
-	}
-	c.stopDaemon() // a clean exit, which removes its UAPI socket and nftables table
+		// Kept in the store: a restart still shows the last checks, and the
+		// switch under profile 2 with its confirmation.
+		c.stopDaemon()
+		c.startDaemon()
+		c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "-")
+		if ran[censorProfiles[2].key()] {
+			c.checkStatus("mom", "AmneziaWG app, UDP 51821", "connected (stock handshake never arrived, switched to AmneziaWG)")
+		}
+		if out := c.cli("status"); testing.Verbose() {
+			t.Logf("tariq status after a restart:\n%s", out)
+		}
+		c.stopDaemon() // a clean exit, which removes its UAPI socket and nftables table
+	})
 	t.Logf("whole lab: %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+// key names prof's subtest: "none", or its number and ruleset
+// ("2-wg-fingerprint").
+func (prof censorProfile) key() string {
+	if prof.file == "" {
+		return "none"
+	}
+	n, _, _ := strings.Cut(prof.name, ".")
+	return n + "-" + strings.TrimSuffix(prof.file, ".nft")
+}
+
+// runProfile measures every path under prof, runs the invite page's check
+// and, where it advises a VPN app, the member's confirmation, and checks
+// the row against prof.
+func (c *censorLab) runProfile(t *testing.T, prof censorProfile, en, ar map[string]string) labRow {
+	t0 := time.Now()
+	row := labRow{profile: prof}
+	if prof.file != "" {
+		rules, err := os.ReadFile(filepath.Join("..", "..", "internal", "testutil", "censor", prof.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.Censor(t, c.isp, string(rules))
+	}
+	lang, tr, dir := "", en, "ltr"
+	if prof.file == "wg-fingerprint.nft" {
+		// One profile read in Arabic, right to left: the one whose
+		// confirmation switches.
+		lang, tr, dir = "?lang=ar", ar, "rtl"
+	}
+	var wg sync.WaitGroup
+	var took [5]time.Duration
+	timed := func(i int, fn func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			fn()
+			took[i] = time.Since(t0).Round(100 * time.Millisecond)
+		}()
+	}
+	timed(0, func() { row.works[0], row.why[0] = c.tunnelWorks(c.stock) })
+	timed(1, func() { row.works[1], row.why[1] = c.tunnelWorks(c.awg) })
+	timed(2, func() {
+		ok, why := c.turnWorks()
+		for i := 2; i < 6; i++ {
+			row.works[i], row.why[i] = ok[censorPaths[i]], why[censorPaths[i]]
+		}
+	})
+	timed(3, func() { row.page, row.pageErr = c.runPage(lang) })
+	wg.Wait()
+
+	// The page's check, from the same network, under the same profile.
+	c.checkPage(row, tr, dir)
+	// The member follows the advice, under the same profile; then she
+	// (or, once switched, a new member) gets a new link.
+	if prof.final != "" && row.pageErr == nil && row.page.Verdict == prof.page {
+		t1 := time.Now()
+		row.final, row.switched = c.confirmPage(prof, tr, dir)
+		took[4] = time.Since(t1).Round(100 * time.Millisecond)
+		if row.switched {
+			c.newMember("dad", true)
+		} else {
+			c.newMember(c.memberName, false)
+		}
+	}
+	if prof.file != "" {
+		row.drops = testutil.CensorDrops(t, c.isp, prof.counter)
+		testutil.Uncensor(t, c.isp)
+	}
+	row.took = time.Since(t0)
+	n := 0
+	for _, ok := range row.works {
+		if ok {
+			n++
+		}
+	}
+	t.Logf("%s: %d of %d paths work, in %s (stock %s, obfuscated %s, calls %s, page %s, confirmation %s; censor dropped %d packets)", prof.name,
+		n, len(row.works), row.took.Round(100*time.Millisecond), took[0], took[1], took[2], took[3], took[4], row.drops)
+
+	for i, ok := range row.works {
+		if !ok {
+			first, _, _ := strings.Cut(row.why[i], "\n")
+			t.Logf("\t%s blocked: %s", censorPaths[i], first)
+		}
+	}
+
+	// The table.
+	for i, want := range prof.want {
+		if row.works[i] != want {
+			t.Errorf("%s: %s works=%v, want %v: %s", prof.name, censorPaths[i], row.works[i], want, row.why[i])
+		}
+	}
+	if !slices.Contains(row.works[:], true) {
+		t.Errorf("%s: no path works", prof.name)
+	}
+	if prof.file != "" && row.drops == 0 {
+		t.Errorf("%s: the censor dropped nothing", prof.name)
+	}
+	// The advice the member ends with is a path the table finds working.
+	if row.final != prof.final || (row.final == "wireguard" && !row.works[0]) || (row.final == "amneziawg" && !row.works[1]) ||
+		row.switched != (row.final == "amneziawg" && row.page.Verdict == "wireguard") {
+		t.Errorf("%s: the page ends on %q (switched %v), want %q; stock works %v, obfuscated %v", prof.name,
+			row.final, row.switched, prof.final, row.works[0], row.works[1])
+	}
+	return row
 }
 
 // pageExpect maps a lab row to what the page must tick: its probes test
@@ -816,10 +702,10 @@ func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir st
 		return "", false
 	}
 	c.member.conf = conf
-	stop := c.clientUp(c.member, false)
+	c.member.up()
 	if prof.want[0] {
 		v, err := c.waitConfirm("connected", 20*time.Second)
-		stop()
+		c.member.down()
 		if err != nil || v.Text != tr["confirm_connected"] || v.Dir != dir || v.Button {
 			t.Errorf("%s: a stock tunnel that works: %+v %v", name, v, err)
 			return "", false
@@ -830,7 +716,7 @@ func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir st
 
 	// Blocked: she says it is on, and the countdown finds no handshake.
 	if err := chromedp.Run(c.pageTab, chromedp.Click("#confirm-button", chromedp.ByID)); err != nil {
-		stop()
+		c.member.down()
 		t.Errorf("%s: pressing %q: %v", name, tr["confirm_button"], err)
 		return "", false
 	}
@@ -838,7 +724,7 @@ func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir st
 		t.Errorf("%s: the countdown: %+v %v", name, v, err)
 	}
 	v, err := c.waitConfirm("switch", 45*time.Second)
-	stop() // she switches WireGuard off, as the page says
+	c.member.down() // she switches WireGuard off, as the page says
 	if err != nil {
 		t.Errorf("%s: no switch to AmneziaWG: %v", name, err)
 		return "", false
@@ -875,12 +761,12 @@ func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir st
 	}
 	c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "stock handshake never arrived, switched to AmneziaWG")
 	c.member.conf = awgConf
-	stop = c.clientUp(c.member, true)
+	c.member.up()
 	err = chromedp.Run(c.pageTab, chromedp.Click("#confirm-button", chromedp.ByID))
 	if err == nil {
 		v, err = c.waitConfirm("connected", 20*time.Second)
 	}
-	stop()
+	c.member.down()
 	if err != nil || v.Text != tr["confirm_connected"] || v.Dir != dir {
 		t.Errorf("%s: AmneziaWG after the switch: %+v %v", name, v, err)
 		return "", true
@@ -987,7 +873,7 @@ func (c *censorLab) reveal(fields string) *http.Response {
 	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: c.roots, ServerName: labServer},
 		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-			err = c.web.Do(func() error {
+			err = c.member.ns.Do(func() error {
 				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 				return err
 			})

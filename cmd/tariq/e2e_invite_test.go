@@ -4,15 +4,11 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -106,27 +102,6 @@ func browserIn(t *testing.T, ns *testutil.NetNS, opts testutil.BrowserOptions) *
 		t.FailNow()
 	}
 	return b
-}
-
-// nsClient is an HTTPS client for the page from inside ns, connecting from
-// the loopback address src (each address has its own rate limit) and
-// trusting only the daemon's self-signed certificate. It does not follow
-// redirects.
-func nsClient(t *testing.T, ns *testutil.NetNS, src string, roots *x509.CertPool) *http.Client {
-	tr := &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: roots},
-		DialContext: func(ctx context.Context, _, _ string) (c net.Conn, err error) {
-			err = ns.Do(func() error {
-				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-				c, err = d.DialContext(ctx, "tcp", inviteWebAddr)
-				return err
-			})
-			return c, err
-		},
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 func get(t *testing.T, c *http.Client, url, acceptLanguage string) (*http.Response, string) {
@@ -261,31 +236,15 @@ func TestInviteBrowser(t *testing.T) {
 		os.Unsetenv("TARIQ_KEEP_SCREENSHOTS")
 		t.Cleanup(func() { os.Setenv("TARIQ_KEEP_SCREENSHOTS", keepShots) })
 	}
-	bin, err := buildTariq()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "tariq.yaml")
-	err = os.WriteFile(conf, []byte(fmt.Sprintf(`server:
-  public_host: %[2]s
-  data_dir: %[1]s/data
-  admin_socket: %[1]s/admin.sock
-  metrics_listen: ""
-tls:
-  mode: self-signed
-vpn:
-  nat: false
-relay:
-  enabled: false
-web:
-  listen: [%[3]q]
-`, dir, invitePublicHost, inviteWebAddr)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &vpnLab{t: t, bin: bin, conf: conf, dir: dir, server: testutil.NewNetNS(t)}
-	l.startDaemon()
+	l := newLab(t, labOptions{Isolated: true, Config: map[string]string{
+		"server.public_host":    invitePublicHost,
+		"server.metrics_listen": `""`,
+		"tls.mode":              "self-signed",
+		"vpn.nat":               "false",
+		"web.enabled":           "true",
+		"web.listen":            fmt.Sprintf("[%q]", inviteWebAddr),
+	}})
+	conf := l.conf
 
 	// The sysadmin's side: the CLI, through the running daemon's admin socket.
 	code, out, errOut := tariq(t, "peer", "add", "mom", "--invite", "--config", conf)
@@ -309,20 +268,7 @@ web:
 		t.Fatalf("peer show mom has no private key:\n%s", wantConf)
 	}
 
-	pemBytes, err := os.ReadFile(filepath.Join(dir, "data", "tls", "self-signed.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := pem.Decode(pemBytes)
-	if blk == nil {
-		t.Fatal("no PEM in self-signed.crt")
-	}
-	cert, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(cert)
+	cert, roots := l.selfSigned()
 
 	// Headers of the live page, and what link previews and mail scanners
 	// get: a GET (any user agent, redirects followed) or a HEAD shows
@@ -340,14 +286,14 @@ web:
 			}
 		}
 	}
-	other := nsClient(t, l.server, "127.0.0.2", roots)
+	other := nsClient(t, l.server, "127.0.0.2", inviteWebAddr, roots)
 	resp, body := get(t, other, link, "en")
 	if resp.StatusCode != 200 || !strings.Contains(body, `id="reveal"`) {
 		t.Fatalf("invite page: %d\n%s", resp.StatusCode, body)
 	}
 	secretFree("the invite page", body)
 	checkSecurityHeaders(t, "invite page", resp.Header)
-	following := nsClient(t, l.server, "127.0.0.2", roots)
+	following := nsClient(t, l.server, "127.0.0.2", inviteWebAddr, roots)
 	following.CheckRedirect = nil
 	for _, ua := range []string{"WhatsApp/2.23.20.0 A", "facebookexternalhit/1.1", "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
 		"TelegramBot (like TwitterBot)", "Mozilla/5.0 (compatible; Microsoft Defender for Office 365 link scanner)"} {
@@ -440,7 +386,8 @@ web:
 			t.Fatal(err)
 		}
 		if keepShots != "" {
-			if err := os.MkdirAll(keepShots, 0o755); err == nil {
+			err := os.MkdirAll(keepShots, 0o755)
+			if err == nil {
 				err = os.WriteFile(filepath.Join(keepShots, name), png, 0o644)
 			}
 			if err != nil {
@@ -683,7 +630,7 @@ web:
 	// member behind that same address (one CGNAT address for a whole
 	// family) still opens and reveals a genuine fresh link.
 	fresh := newLink()
-	guesser := nsClient(t, l.server, "127.0.0.3", roots)
+	guesser := nsClient(t, l.server, "127.0.0.3", inviteWebAddr, roots)
 	limited := 0
 	for i := range 30 {
 		guess := make([]byte, 18)

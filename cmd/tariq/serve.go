@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/daemon"
+	"github.com/tariq-vpn/tariq/internal/members"
 )
 
 // invocation is how a person runs this tariq's CLI against the daemon being
@@ -72,7 +74,8 @@ func shellQuote(s string) string {
 }
 
 func (a *app) serveCmd() *cobra.Command {
-	return &cobra.Command{
+	var limits members.Timings
+	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon in the foreground (systemd runs this)",
 		Long: `Run the daemon in the foreground until SIGINT or SIGTERM. SIGHUP rereads the
@@ -109,6 +112,7 @@ are named in the log and keep their running values.`,
 				Command: a.invocation(),
 				Reload:  hup,
 				Version: versionString(),
+				Limits:  limits,
 			})
 			if err != nil {
 				return &exitError{exitFailure, err} // printed once, by run
@@ -116,4 +120,23 @@ are named in the log and keep their running values.`,
 			return nil
 		},
 	}
+	// For tests only, and hidden: how often members' usage is counted and
+	// stored, so that an end-to-end test of a kill -9 need not wait the
+	// minute between stores. Flags rather than the environment: config.Load
+	// refuses unknown TARIQ_* variables, and a variable would reach every
+	// daemon and CLI the test starts, while a flag is on the one command
+	// line it changes, visible in ps.
+	f := serve.Flags()
+	f.DurationVar(&limits.Tick, "test-usage-tick", 0, "test only: how often usage is counted and limits enforced (default 1s)")
+	f.DurationVar(&limits.Flush, "test-usage-flush", 0, "test only: how often counted usage is stored (default 1m)")
+	for _, name := range []string{"test-usage-tick", "test-usage-flush"} {
+		f.MarkHidden(name)
+	}
+	serve.PreRunE = func(*cobra.Command, []string) error {
+		if limits.Tick < 0 || limits.Flush < 0 {
+			return usageErr(errors.New("--test-usage-tick and --test-usage-flush must be positive"))
+		}
+		return nil
+	}
+	return serve
 }
