@@ -78,10 +78,11 @@ func (a *app) peers(cmd *cobra.Command, change bool) (members.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, running, err := daemon.Members(ctxOf(cmd), l.Config)
+	p, running, closeFn, err := daemon.Members(ctxOf(cmd), l.Config)
 	if err != nil {
 		return nil, err
 	}
+	a.onExit(closeFn)
 	if !running && change {
 		fmt.Fprintln(a.stderr, "tariq: no daemon is running; changing the state directly (it applies when tariq starts)")
 	}
