@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -312,4 +313,213 @@ func (al *turnAllocation) echo(within time.Duration) error {
 		}
 	}
 	return fmt.Errorf("nothing came back through the allocation within %v", within)
+}
+
+// TestClusterFaults plays what a deployment meets. One etcd member killed
+// (the leader): the cluster keeps quorum and nothing changes. All of etcd
+// stopped: tunnels and allocations keep flowing, `peer add` fails with one
+// line and adds nothing, and a node restarted now still serves its members
+// from its cache. etcd back: a change made then reaches every node, the
+// restarted one too. A node killed (-9) in the middle of `peer add`: the
+// member is on every node, complete, or on none.
+func TestClusterFaults(t *testing.T) {
+	c := newClusterLab(t, clusterOptions{Nodes: 3})
+	a, b, cn := c.node("a"), c.node("b"), c.node("c")
+
+	dad := c.newDevice("dad", a)
+	dad.conf = b.cli("peer", "add", "dad")
+	dad.up()
+	if err := reachVia(dad, a, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var creds struct{ Username, Password string }
+	if err := json.Unmarshal([]byte(b.cli("turn", "credentials", "--json")), &creds); err != nil {
+		t.Fatal(err)
+	}
+	caller := c.newDevice("caller", cn)
+	alloc := turnAllocate(t, caller, cn, creds.Username, creds.Password)
+	if err := alloc.echo(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// flowing checks dad's tunnel through node-a and the allocation on
+	// node-c.
+	flowing := func(when string) {
+		t.Helper()
+		if err := reachVia(dad, a, 5*time.Second); err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		if err := alloc.echo(5 * time.Second); err != nil {
+			t.Fatalf("%s: the allocation on node-c: %v", when, err)
+		}
+	}
+	// everywhere waits until the device of conf is on every node's
+	// WireGuard device.
+	everywhere := func(what, conf string, within time.Duration, nodes ...*clusterNode) {
+		t.Helper()
+		key := confPublicKey(t, conf)
+		for _, n := range nodes {
+			took, err := waitUntil(within, func() error {
+				peers, err := n.wgPeers()
+				if err == nil && !peers[key] {
+					return fmt.Errorf("not on the device")
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatalf("%s on %s: %v after %v", what, n.name, err, took)
+			}
+		}
+	}
+
+	// One member down, the leader: the other two elect another and
+	// nothing changes for the nodes.
+	leader, err := c.etcd.Leader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.etcd.Kill(leader)
+	grandma, err := b.run("peer", "add", "grandma")
+	if err != nil {
+		t.Fatalf("etcd member %d (the leader) killed: %v", leader, err)
+	}
+	everywhere("grandma, added on node-b with etcd member "+fmt.Sprint(leader)+" down", grandma, 2*time.Second, a, cn)
+	flowing("one etcd member down")
+	c.etcd.Start()
+
+	// All of etcd down.
+	c.etcd.Stop()
+	flowing("etcd down")
+	if err := turnAllocate(t, caller, b, creds.Username, creds.Password).echo(5 * time.Second); err != nil {
+		t.Fatalf("etcd down: a new allocation on node-b with credentials minted before: %v", err)
+	}
+	_, err = a.run("peer", "add", "ghost")
+	var cerr *cliError
+	if !errors.As(err, &cerr) {
+		t.Fatalf("etcd down: peer add on node-a: %v, want a failure", err)
+	}
+	if line := strings.TrimSpace(cerr.stderr); strings.Count(line, "\n") != 0 || !strings.Contains(line, "etcd") {
+		t.Fatalf("etcd down: peer add says %q, want one line naming etcd", cerr.stderr)
+	}
+	t.Logf("etcd down: peer add says %q", strings.TrimSpace(cerr.stderr))
+	// node-a restarted now comes up from its cache and serves dad and
+	// grandma. dad's client still holds session keys the new process does
+	// not know: it starts a new handshake once it has heard nothing for
+	// keepalive + rekey timeouts (about 15 s).
+	a.stop()
+	a.start()
+	everywhere("dad, node-a restarted while etcd is down", dad.conf, 5*time.Second, a)
+	everywhere("grandma, node-a restarted while etcd is down", grandma, 5*time.Second, a)
+	if err := reachVia(dad, a, 45*time.Second); err != nil {
+		t.Fatalf("etcd down, node-a restarted: %v", err)
+	}
+
+	// etcd back: a change made now on any node reaches every other node,
+	// node-a too, whose process has never seen etcd. Each node adds one
+	// device: every node's writes and watch are back.
+	c.etcd.Start()
+	var late string
+	for _, n := range []*clusterNode{cn, a, b} {
+		name := "late-" + strings.TrimPrefix(n.name, "node-")
+		var conf string
+		took, err := waitUntil(30*time.Second, func() (err error) {
+			conf, err = n.run("peer", "add", name)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("etcd back: peer add on %s: %v after %v", n.name, err, took)
+		}
+		t.Logf("etcd back: peer add %s on %s went through %v after etcd was healthy", name, n.name, took.Round(time.Millisecond))
+		var others []*clusterNode
+		for _, o := range c.nodes {
+			if o != n {
+				others = append(others, o)
+			}
+		}
+		everywhere(name+", added once etcd was back", conf, 5*time.Second, others...)
+		if late == "" {
+			late = conf
+		}
+	}
+	for _, n := range c.nodes {
+		if listed := peerListIPv4(t, n.cli("peer", "list")); listed["ghost"] != "" {
+			t.Fatalf("%s lists ghost, whose peer add failed while etcd was down", n.name)
+		}
+	}
+	lateDev := c.newDevice("late", a)
+	lateDev.conf = late
+	lateDev.up()
+	if err := reachVia(lateDev, a, 20*time.Second); err != nil {
+		t.Fatalf("late, added on node-c once etcd was back, through node-a: %v", err)
+	}
+	flowing("etcd back")
+
+	// kill -9 node-b while it adds a device, at several moments: whatever
+	// the CLI saw, the device is then on every node with the same config
+	// and on every node's WireGuard device, or nowhere.
+	added := 0
+	// The CLI process takes some 20-40 ms to reach the daemon here: the
+	// kills land before, during and after the request.
+	for i, delay := range []time.Duration{0, 10 * time.Millisecond, 15 * time.Millisecond, 20 * time.Millisecond,
+		25 * time.Millisecond, 30 * time.Millisecond, 40 * time.Millisecond, 250 * time.Millisecond} {
+		name := fmt.Sprintf("half%d", i)
+		res := make(chan error, 1)
+		go func() { _, err := b.run("peer", "add", name); res <- err }()
+		time.Sleep(delay)
+		b.kill()
+		cliErr := <-res
+		b.start()
+		var shown []string
+		for _, n := range c.nodes {
+			out, err := n.run("peer", "show", name)
+			switch {
+			case err == nil:
+				shown = append(shown, out)
+			case !strings.Contains(err.Error(), name):
+				t.Fatalf("%s: peer show %s: %v", n.name, name, err)
+			}
+		}
+		t.Logf("node-b killed %v into peer add %s: the CLI said %v; %d of 3 nodes show it", delay, name, cliErr, len(shown))
+		switch {
+		case len(shown) == 0 && cliErr == nil:
+			t.Fatalf("peer add %s succeeded, but no node has it", name)
+		case len(shown) == 0:
+			continue
+		case len(shown) != len(c.nodes):
+			// A node that has not heard yet: give the watch its 2 s.
+			time.Sleep(2 * time.Second)
+			shown = shown[:0]
+			for _, n := range c.nodes {
+				if out, err := n.run("peer", "show", name); err == nil {
+					shown = append(shown, out)
+				}
+			}
+			if len(shown) != len(c.nodes) {
+				for _, n := range c.nodes {
+					out, err := n.run("peer", "show", name)
+					peers, _ := n.wgPeers()
+					list, _ := n.run("peer", "list")
+					t.Logf("%s: peer show %s: %v %.60q; wg %d peers; list:\n%s", n.name, name, err, out, len(peers), list)
+				}
+				t.Fatalf("%s is on %d of %d nodes", name, len(shown), len(c.nodes))
+			}
+		}
+		for _, s := range shown[1:] {
+			if s != shown[0] {
+				t.Fatalf("the nodes show %s differently:\n%s\n%s", name, shown[0], s)
+			}
+		}
+		everywhere(name, shown[0], 2*time.Second, c.nodes...)
+		if added++; added == 1 { // one of them, end to end through a node that did not add it
+			d := c.newDevice(name, cn)
+			d.conf = shown[0]
+			d.up()
+			if err := reachVia(d, cn, 20*time.Second); err != nil {
+				t.Fatalf("%s, added as node-b was killed, through node-c: %v", name, err)
+			}
+		}
+	}
+	if added == 0 {
+		t.Logf("node-b never lived long enough to add a device: only the nothing-anywhere outcome was seen")
+	}
+	flowing("after node-b's deaths")
 }
