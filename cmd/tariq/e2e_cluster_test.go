@@ -415,13 +415,16 @@ func TestClusterFaults(t *testing.T) {
 
 	// etcd back: a change made now on any node reaches every other node,
 	// node-a too, whose process has never seen etcd. Each node adds one
-	// device: every node's writes and watch are back.
+	// device: every node's writes and watch are back. A node's client has
+	// been retrying all along; once etcd answers, its next attempt must
+	// come within seconds, however long etcd was away (here about a
+	// minute), or the operator's first commands fail.
 	c.etcd.Start()
 	var late string
 	for _, n := range []*clusterNode{cn, a, b} {
 		name := "late-" + strings.TrimPrefix(n.name, "node-")
 		var conf string
-		took, err := waitUntil(30*time.Second, func() (err error) {
+		took, err := waitUntil(10*time.Second, func() (err error) {
 			conf, err = n.run("peer", "add", name)
 			return err
 		})
