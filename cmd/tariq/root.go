@@ -176,7 +176,7 @@ automatic TLS, so a family can route calls through a server they trust.`,
 	pf.StringVar(&a.dataDir, "data-dir", "", "data directory (server.data_dir)")
 	pf.StringVar(&a.adminSocket, "admin-socket", "", "admin socket (server.admin_socket)")
 	pf.StringArrayVar(&a.sets, "set", nil, "set any config key, e.g. --set relay.realm=example.org (repeatable)")
-	root.AddCommand(a.serveCmd(), a.initCmd(), a.checkCmd(), a.peerCmd(), a.turnCmd(), a.statusCmd(), a.portsCmd(), a.versionCmd())
+	root.AddCommand(a.serveCmd(), a.initCmd(), a.checkCmd(), a.peerCmd(), a.turnCmd(), a.statusCmd(), a.portsCmd(), a.nodeCmd(), a.storeCmd(), a.versionCmd())
 	root.SetHelpCommand(helpCmd(root))
 	root.InitDefaultCompletionCmd()
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })

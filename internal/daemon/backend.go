@@ -10,6 +10,7 @@ import (
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/certs"
+	"github.com/tariq-vpn/tariq/internal/etcdstore"
 	"github.com/tariq-vpn/tariq/internal/members"
 )
 
@@ -143,6 +144,24 @@ func (b backend) Status(ctx context.Context) (*admin.Status, error) {
 		}
 		st.VPN = vs
 	}
+	if es, ok := d.state.(*etcdstore.Store); ok {
+		cfg := d.config()
+		cs := &admin.ClusterStatus{Endpoints: cfg.Server.Etcd.Endpoints, Prefix: es.Prefix(), Node: es.Node()}
+		var nodes []etcdstore.Node
+		err := es.Unreachable()
+		if err == nil {
+			nctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			nodes, err = es.Nodes(nctx)
+			cancel()
+		}
+		if err != nil {
+			cs.Unreachable = err.Error()
+		}
+		for _, n := range nodes {
+			cs.Nodes = append(cs.Nodes, nodeStatus(n))
+		}
+		st.Cluster = cs
+	}
 	if d.certs != nil {
 		info := d.certs.Info()
 		st.TLS = &admin.CertStatus{Mode: string(info.Mode), Source: info.Source, CA: info.CA, ACMEError: info.ACMEError,
@@ -177,4 +196,9 @@ func Members(ctx context.Context, cfg *config.Config) (m members.Manager, runnin
 		return nil, false, nil, fmt.Errorf("members: %w", err)
 	}
 	return members.Local{S: s}, false, func() { st.Close() }, nil
+}
+
+// nodeStatus is a registry entry as the admin API shows it.
+func nodeStatus(n etcdstore.Node) admin.NodeStatus {
+	return admin.NodeStatus{Name: n.Name, PublicHost: n.PublicHost, Version: n.Version, StartedAt: n.StartedAt, Health: n.Health}
 }

@@ -61,6 +61,11 @@ type Options struct {
 	// Limits are how often members' usage is counted and stored; zero
 	// means members.DefaultTimings (tests shorten them).
 	Limits members.Timings
+	// StoreTimeout bounds each request to etcd (server.store: etcd),
+	// including the first read at start, after which a node whose etcd
+	// does not answer serves from its cache; zero means 5 seconds (tests
+	// shorten it).
+	StoreTimeout time.Duration
 	// AllowDestinations are let through the VPN paths' destination policy
 	// although it refuses them (tests' targets on loopback).
 	AllowDestinations []netip.Prefix
@@ -196,7 +201,7 @@ func (d *Daemon) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	state, es, err := openState(ctx, cfg, d.log.With("component", "store"))
+	state, es, err := openState(ctx, cfg, d.log.With("component", "store"), d.opts.StoreTimeout)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/certs"
@@ -16,11 +17,11 @@ import (
 // the data directory, or the etcd cluster (its cache in the data
 // directory). The caller closes it.
 func OpenState(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.Backend, error) {
-	b, _, err := openState(ctx, cfg, log)
+	b, _, err := openState(ctx, cfg, log, 0)
 	return b, err
 }
 
-func openState(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.Backend, *etcdstore.Store, error) {
+func openState(ctx context.Context, cfg *config.Config, log *slog.Logger, timeout time.Duration) (store.Backend, *etcdstore.Store, error) {
 	if cfg.Server.Store != config.StoreEtcd {
 		st, err := store.Open(cfg.Server.DataDir)
 		if err != nil {
@@ -35,7 +36,7 @@ func openState(ctx context.Context, cfg *config.Config, log *slog.Logger) (store
 	if err != nil {
 		return nil, nil, err
 	}
-	opts.Logger = log
+	opts.Logger, opts.Timeout = log, timeout
 	es, err := etcdstore.Open(ctx, opts)
 	if err != nil {
 		return nil, nil, err
@@ -55,7 +56,12 @@ type statePart struct {
 
 func (p statePart) Serve(ctx context.Context) error {
 	if p.es != nil {
-		go p.es.Register(ctx, p.d.nodeInfo)
+		registered := make(chan struct{})
+		go func() {
+			defer close(registered)
+			p.es.Register(ctx, p.d.nodeInfo)
+		}()
+		defer func() { <-registered }() // its entry deleted before the connection closes
 	}
 	changed := p.d.state.Watch(ctx)
 	for {

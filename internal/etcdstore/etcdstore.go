@@ -82,12 +82,14 @@ type Store struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the sync loop has stopped
 
-	mu   sync.Mutex // guards snap, subs and down
-	snap snapshot
-	subs map[chan struct{}]struct{}
-	down bool // the last read failed: serving the state last seen
+	mu      sync.Mutex // guards snap, subs and down
+	snap    snapshot
+	subs    map[chan struct{}]struct{}
+	down    bool  // the last read failed: serving the state last seen
+	lastErr error // why, when down
 
-	cacheMu sync.Mutex // serialises writes of the cache file
+	cacheMu  sync.Mutex // serialises writes of the cache file, and guards cacheRev
+	cacheRev int64      // revision of the snapshot last written to it
 
 	started   bool // sync runs (set by Open)
 	closeOnce sync.Once
@@ -170,7 +172,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("%w; and no cache of the shared state to serve meanwhile: %v", err, cerr)
 		}
 		s.snap = cached
-		s.down = true
+		s.down, s.lastErr = true, err
 		s.log.Warn("etcd unreachable; serving the shared state last seen, from the cache", "err", err,
 			"cache", s.opts.DataDir+"/"+CacheFile)
 	}
@@ -209,10 +211,27 @@ func (s *Store) Close() error {
 
 // Down reports whether the cluster did not answer the last read: the
 // node then serves the state last seen.
-func (s *Store) Down() bool {
+func (s *Store) Down() bool { return s.Unreachable() != nil }
+
+// Unreachable returns why the cluster did not answer the last read, or
+// nil when it did.
+func (s *Store) Unreachable() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.down
+	if !s.down {
+		return nil
+	}
+	if s.lastErr == nil {
+		return s.fail("reading the shared state", errors.New("no answer yet"))
+	}
+	return s.lastErr
+}
+
+// setDown records that etcd did not answer, and why.
+func (s *Store) setDown(err error) {
+	s.mu.Lock()
+	s.down, s.lastErr = true, err
+	s.mu.Unlock()
 }
 
 // Load returns the shared state as last seen, with every member's usage
@@ -325,9 +344,7 @@ func merge(st *store.State, usage map[string]map[string]map[string]store.Usage) 
 func (s *Store) resync(ctx context.Context) error {
 	snap, err := s.read(ctx)
 	if err != nil {
-		s.mu.Lock()
-		s.down = true
-		s.mu.Unlock()
+		s.setDown(err)
 		return err
 	}
 	s.install(snap)
@@ -443,9 +460,7 @@ func (s *Store) watch() {
 		case resp, ok := <-wch:
 			if !ok || resp.Err() != nil || resp.Canceled {
 				if s.ctx.Err() == nil {
-					s.mu.Lock()
-					s.down = true
-					s.mu.Unlock()
+					s.setDown(s.fail("watching the shared state", fmt.Errorf("watch ended: %v", resp.Err())))
 					s.log.Debug("etcd watch ended; reading again", "err", resp.Err())
 				}
 				return
@@ -492,9 +507,7 @@ func (s *Store) Update(fn func(*store.State) error) (*store.State, error) {
 	for attempt := 0; ; attempt++ {
 		snap, err := s.readFor(ctx, "storing the change")
 		if err != nil {
-			s.mu.Lock()
-			s.down = true
-			s.mu.Unlock()
+			s.setDown(err)
 			return nil, err
 		}
 		s.mu.Lock()
@@ -551,7 +564,14 @@ func stripUsage(st *store.State) *store.State {
 // AddUsage adds bytes this node counted to its own counters
 // (P/usage/<month>/<node>), compare-and-swap, so that nothing counted is
 // lost even if two processes share a node name.
+//
+// While etcd is known to be away it fails at once, without a request: the
+// members model keeps what it counted and calls again a minute later, and
+// must not wait meanwhile (it holds its lock).
 func (s *Store) AddUsage(add []store.MemberUsage) error {
+	if err := s.Unreachable(); err != nil {
+		return err
+	}
 	byMonth := map[string][]store.MemberUsage{}
 	for _, a := range add {
 		byMonth[a.Month] = append(byMonth[a.Month], a)
@@ -563,7 +583,9 @@ func (s *Store) AddUsage(add []store.MemberUsage) error {
 		for {
 			resp, err := s.cli.Get(ctx, key)
 			if err != nil {
-				return s.fail("storing usage", err)
+				err = s.fail("storing usage", err)
+				s.setDown(err)
+				return err
 			}
 			cur := map[string]store.Usage{}
 			var modRev int64
@@ -643,7 +665,12 @@ func (s *Store) writeCache(snap snapshot) {
 		b, err = json.MarshalIndent(cache{Prefix: s.opts.Prefix, Revision: snap.rev, State: st}, "", "  ")
 		if err == nil {
 			s.cacheMu.Lock()
-			err = writeFile(s.opts.DataDir, CacheFile, append(b, '\n'))
+			if snap.rev >= s.cacheRev { // an older snapshot installed concurrently never overwrites a newer one
+				err = writeFile(s.opts.DataDir, CacheFile, append(b, '\n'))
+				if err == nil {
+					s.cacheRev = snap.rev
+				}
+			}
 			s.cacheMu.Unlock()
 		}
 	}
