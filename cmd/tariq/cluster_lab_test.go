@@ -64,9 +64,15 @@ type clusterOptions struct {
 	// starts no etcd: separate one-server networks, the benchmark's
 	// baseline.
 	FileStore bool
+	// TLS starts etcd with TLS client certificates required, and gives the
+	// nodes the CA and a client certificate (server.etcd.ca_file,
+	// cert_file, key_file).
+	TLS bool
 	// Config holds config keys by path with YAML values, over the lab's
 	// own, for every node.
 	Config map[string]string
+	// NoStart leaves the nodes' daemons to the test (clusterNode.start).
+	NoStart bool
 }
 
 // clusterLab is one cluster topology with its nodes.
@@ -89,6 +95,7 @@ type clusterNode struct {
 	ns     *testutil.NetNS
 	dir    string
 	conf   string
+	keys   map[string]string // what conf holds: config keys by path, YAML values
 	iface  string
 	daemon *daemonProc
 }
@@ -126,7 +133,7 @@ func newClusterLab(t testing.TB, opts clusterOptions) *clusterLab {
 			ns := c.onBridge(fmt.Sprintf("e%d", i), fmt.Sprintf("10.10.0.%d", 21+i))
 			nss, addrs = append(nss, ns), append(addrs, netip.AddrFrom4([4]byte{10, 10, 0, byte(21 + i)}))
 		}
-		c.etcd = testutil.EtcdIn(t, nss, addrs)
+		c.etcd = testutil.NewEtcd(t, testutil.EtcdOptions{NS: nss, Addrs: addrs, TLS: opts.TLS})
 		endpoints = c.etcd.Endpoints()
 	}
 	for i := range opts.Nodes {
@@ -158,19 +165,21 @@ func newClusterLab(t testing.TB, opts clusterOptions) *clusterLab {
 		if !opts.FileStore {
 			keys["server.store"] = "etcd"
 			keys["server.etcd.endpoints"] = "[" + strings.Join(endpoints, ", ") + "]"
+			if opts.TLS {
+				f := c.etcd.ClientTLS()
+				keys["server.etcd.ca_file"], keys["server.etcd.cert_file"], keys["server.etcd.key_file"] = f.CAFile, f.CertFile, f.KeyFile
+			}
 		} else { // the defaults: a network of its own
 			for _, k := range []string{"server.store", "server.node_name", "server.etcd.endpoints", "server.etcd.prefix"} {
 				delete(keys, k)
 			}
 		}
-		for k, v := range opts.Config {
-			keys[k] = v
-		}
-		n.conf = filepath.Join(n.dir, "tariq.yaml")
-		if err := os.WriteFile(n.conf, []byte(labYAML(keys)), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		n.conf, n.keys = filepath.Join(n.dir, "tariq.yaml"), keys
+		n.configure(opts.Config)
 		c.nodes = append(c.nodes, n)
+	}
+	if opts.NoStart {
+		return c
 	}
 	// The first node makes the network's identity (its key pair, its
 	// ULA); the others find it in etcd.
@@ -178,6 +187,21 @@ func newClusterLab(t testing.TB, opts clusterOptions) *clusterLab {
 		n.start()
 	}
 	return c
+}
+
+// configure changes the node's config keys (an empty value removes one)
+// and rewrites its config file; a running daemon is not told.
+func (n *clusterNode) configure(change map[string]string) {
+	for k, v := range change {
+		if v == "" {
+			delete(n.keys, k)
+		} else {
+			n.keys[k] = v
+		}
+	}
+	if err := os.WriteFile(n.conf, []byte(labYAML(n.keys)), 0o600); err != nil {
+		n.c.t.Fatal(err)
+	}
 }
 
 // onBridge makes a namespace with eth0 at addr/24 on wan's bridge; port

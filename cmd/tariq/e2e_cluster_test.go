@@ -26,6 +26,16 @@ func TestClusterMembers(t *testing.T) {
 	c := newClusterLab(t, clusterOptions{Nodes: 3})
 	a, b, cn := c.node("a"), c.node("b"), c.node("c")
 
+	// Every node sees every node live.
+	for _, n := range c.nodes {
+		list := n.cli("node", "list")
+		for _, o := range c.nodes {
+			if !regexp.MustCompile(`(?m)^` + o.name + `\s+` + regexp.QuoteMeta(clusterHost) + `\s.*\bok$`).MatchString(list) {
+				t.Fatalf("%s: node list does not show %s live and healthy:\n%s", n.name, o.name, list)
+			}
+		}
+	}
+
 	// The same config from every node: the same server key, address and
 	// endpoint name, whichever node is asked.
 	momConf := a.cli("peer", "add", "mom")
@@ -525,4 +535,75 @@ func TestClusterFaults(t *testing.T) {
 		t.Logf("node-b never lived long enough to add a device: only the nothing-anywhere outcome was seen")
 	}
 	flowing("after node-b's deaths")
+}
+
+// TestClusterMigrate: a one-server network grows into several nodes.
+// `tariq store migrate --to etcd` copies the server's state into an empty
+// prefix of an etcd cluster that wants TLS client certificates, refusing
+// to copy twice; the server comes back as the first node and a second node
+// joins; a member's device keeps the config it had, now through the second
+// node, and an invite made before the move opens there. A node whose client
+// certificate the cluster does not trust hears so from `tariq check`, in
+// one line.
+func TestClusterMigrate(t *testing.T) {
+	c := newClusterLab(t, clusterOptions{Nodes: 2, TLS: true, NoStart: true})
+	a, b := c.node("a"), c.node("b")
+	etcdKeys := map[string]string{}
+	oneServer := map[string]string{"server.store": "file"}
+	for k, v := range a.keys {
+		if strings.HasPrefix(k, "server.etcd.") {
+			etcdKeys[k] = v
+			oneServer[k] = ""
+		}
+	}
+	etcdKeys["server.store"] = "etcd"
+	a.configure(oneServer)
+	a.start()
+	mom := c.newDevice("mom", a)
+	mom.conf = a.cli("peer", "add", "mom")
+	mom.up()
+	if err := reachVia(mom, a, 20*time.Second); err != nil {
+		t.Fatalf("one server: %v", err)
+	}
+	link := strings.TrimSpace(a.cli("peer", "add", "aunt", "--invite"))
+
+	a.stop()
+	a.configure(etcdKeys)
+	t.Logf("store migrate: %s", strings.TrimSpace(a.cli("store", "migrate", "--to", "etcd")))
+	if out, err := a.run("store", "migrate", "--to", "etcd"); err == nil {
+		t.Fatalf("a second migration into the same prefix: %q, want a refusal", out)
+	}
+	a.start()
+	b.start()
+	if got := b.cli("peer", "show", "mom"); got != mom.conf {
+		t.Fatalf("node-b shows mom as\n%s\nwant, as the one server gave it:\n%s", got, mom.conf)
+	}
+	pointAt(mom, b)
+	mom.down()
+	mom.up()
+	if err := reachVia(mom, b, 20*time.Second); err != nil {
+		t.Fatalf("mom's config from the one server, through node-b: %v", err)
+	}
+	caller := c.newDevice("caller", b)
+	code, body, err := c.reveal(caller, b, link)
+	if want := b.cli("peer", "show", "aunt"); err != nil || code != http.StatusOK || revealedConf(body) != want {
+		t.Fatalf("aunt's invite from before the move, on node-b: %d %v, the page's download %q, want %q", code, err, revealedConf(body), want)
+	}
+
+	bad := c.etcd.UntrustedClientTLS()
+	b.configure(map[string]string{"server.etcd.cert_file": bad.CertFile, "server.etcd.key_file": bad.KeyFile})
+	out, err := b.run("check")
+	if err == nil {
+		t.Fatalf("check with an untrusted client certificate passed:\n%s", out)
+	}
+	var lines []string
+	for _, line := range strings.Split(out+"\n"+err.(*cliError).stderr, "\n") {
+		if strings.Contains(line, "etcd") {
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], "certificate") && !strings.Contains(lines[0], "TLS") {
+		t.Fatalf("check with an untrusted client certificate: %q, want one line about etcd and the certificate\n%s\n%v", lines, out, err)
+	}
+	t.Logf("check with an untrusted client certificate: %s", lines[0])
 }
