@@ -427,6 +427,19 @@ func (c *clusterLab) https(ns *testutil.NetNS, n *clusterNode) *http.Client {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
+// newLink makes a namespace on a link of its own to wan, its default
+// route there: a machine on the internet.
+func (c *clusterLab) newLink() *testutil.NetNS {
+	c.t.Helper()
+	c.links++
+	gw, addr := fmt.Sprintf("10.10.%d.1", c.links), fmt.Sprintf("10.10.%d.2", c.links)
+	ns := testutil.NewNetNS(c.t)
+	testutil.Veth(c.t, testutil.VethEnd{NS: ns, Name: "eth0", Addrs: []netip.Prefix{pfx(addr + "/24")}},
+		testutil.VethEnd{NS: c.wan, Name: fmt.Sprintf("d%d", c.links), Addrs: []netip.Prefix{pfx(gw + "/24")}})
+	ns.Run("ip", "route", "add", "default", "via", gw)
+	return ns
+}
+
 // newDevice makes a device namespace on a link of its own to wan, with
 // wg-quick's policy routing in place and clusterHost resolving to node at;
 // its config is the caller's to set (device.up brings the client up).
@@ -436,12 +449,7 @@ func (c *clusterLab) newDevice(name string, at *clusterNode) *device {
 		c.t.Fatal("devices are for tests")
 	}
 	t.Helper()
-	c.links++
-	gw, addr := fmt.Sprintf("10.10.%d.1", c.links), fmt.Sprintf("10.10.%d.2", c.links)
-	ns := testutil.NewNetNS(t)
-	testutil.Veth(t, testutil.VethEnd{NS: ns, Name: "eth0", Addrs: []netip.Prefix{pfx(addr + "/24")}},
-		testutil.VethEnd{NS: c.wan, Name: fmt.Sprintf("d%d", c.links), Addrs: []netip.Prefix{pfx(gw + "/24")}})
-	ns.Run("ip", "route", "add", "default", "via", gw)
+	ns := c.newLink()
 	for _, fam := range []string{"-4", "-6"} {
 		ns.Run("ip", fam, "rule", "add", "not", "fwmark", "51820", "table", "51820")
 		ns.Run("ip", fam, "rule", "add", "table", "main", "suppress_prefixlength", "0")
