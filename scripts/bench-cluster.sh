@@ -76,16 +76,17 @@ END {
 		printf "  %-34s %8.1f %8.1f\n", "  the CLI itself", v[p, "cli-p50-ms"], v[p, "cli-p99-ms"]
 		printf "  %-34s %8.1f %8.1f\n", "  CLI returned -> handshake", v[p, "cli-return-to-handshake-p50-ms"], v[p, "cli-return-to-handshake-p99-ms"]
 	}
-	f = "BenchmarkPeerAddThroughput/store=file"; e = "BenchmarkPeerAddThroughput/store=etcd"
-	if ((f, "cli-adds/s-sequential") in v) {
-		printf "\npeer add throughput (%d adds each; file: 1 server; etcd: 3 nodes)\n", adds
-		printf "  %-28s %10s %10s %8s\n", "", "file", "etcd", "etcd/file"
+	t = "BenchmarkPeerAddThroughput/store="
+	if ((t "file/way=cli", "adds/s-sequential") in v) {
+		printf "\npeer add throughput (a fresh network each: %d adds one at a time, then %d more, %d at once;\n", adds, adds, par
+		printf "file: 1 server; etcd: 3 nodes, the adds spread over them)\n"
+		printf "  %-28s %10s %10s %9s\n", "", "file", "etcd", "etcd/file"
+		split("adds/s-sequential adds/s-" par "-parallel add-p50-ms add-p99-ms", m, " ")
 		for (w = 1; w <= 2; w++) {
 			way = (w == 1) ? "cli" : "api"
-			split("adds/s-sequential adds/s-" par "-parallel add-p50-ms add-p99-ms", m, " ")
 			for (j = 1; j <= 4; j++) {
-				k = way "-" m[j]
-				printf "  %-28s %10.1f %10.1f %8.2f\n", k, v[f, k], v[e, k], (v[f, k] > 0 ? v[e, k] / v[f, k] : 0)
+				f = v[t "file/way=" way, m[j]]; e = v[t "etcd/way=" way, m[j]]
+				printf "  %-28s %10.1f %10.1f %9.2f\n", way " " m[j], f, e, (f > 0 ? e / f : 0)
 			}
 		}
 	}
