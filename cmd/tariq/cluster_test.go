@@ -1,9 +1,12 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tariq-vpn/tariq/internal/testutil"
 	"github.com/tariq-vpn/tariq/relay"
@@ -216,5 +219,41 @@ func TestEtcdCheckTLS(t *testing.T) {
 	}
 	if l := check("server.etcd.cert_file="+good.CertFile, "server.etcd.key_file="+good.KeyFile); !strings.HasPrefix(l, "FAIL") || !strings.Contains(l, "TLS handshake") {
 		t.Errorf("check without the cluster's CA: %q", l)
+	}
+}
+
+// TestEtcdCheckAuth: with etcd's authentication on, a node whose client
+// certificate names no etcd user is refused, and check says so in one
+// line.
+func TestEtcdCheckAuth(t *testing.T) {
+	c := testutil.NewEtcd(t, testutil.EtcdOptions{Members: 1, TLS: true})
+	ep := c.Endpoints()[0]
+	files := c.ClientTLS()
+	tc, err := files.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	for _, call := range []struct{ path, body string }{
+		{"/v3/auth/user/add", `{"name":"root","password":"` + strings.Repeat("x", 16) + `"}`},
+		{"/v3/auth/user/grant", `{"user":"root","role":"root"}`},
+		{"/v3/auth/enable", `{}`},
+	} {
+		resp, err := client.Post(ep+call.path, "application/json", strings.NewReader(call.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s %s", call.path, resp.Status, b)
+		}
+	}
+	_, out, _ := tariq(t, append([]string{"check"}, cliNode(t, "server.store=etcd", "server.etcd.endpoints="+ep,
+		"server.etcd.ca_file="+files.CAFile, "server.etcd.cert_file="+files.CertFile, "server.etcd.key_file="+files.KeyFile)...)...)
+	t.Logf("check: %s", checkLine(out, "server.etcd"))
+	if l := checkLine(out, "server.etcd"); !strings.HasPrefix(l, "FAIL") || !strings.Contains(l, "refused this node's credentials") {
+		t.Errorf("check with a certificate naming no etcd user: %q", l)
 	}
 }

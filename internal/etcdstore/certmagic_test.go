@@ -115,6 +115,7 @@ func TestCertStorage(t *testing.T) {
 // that dies without unlocking (its connection gone, like a kill -9) lets
 // go once its lease runs out.
 func TestCertLocks(t *testing.T) {
+	testutil.LeakCheck(t)
 	c := testutil.Etcd(t, 1)
 	prefix := testPrefix(t)
 	a, _ := open(t, c.Endpoints(), prefix, "a")

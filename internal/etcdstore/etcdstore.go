@@ -44,6 +44,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/tariq-vpn/tariq/internal/store"
 )
@@ -156,8 +158,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		DialKeepAliveTimeout: 3 * time.Second,
 		TLS:                  opts.TLS,
 		Logger:               zap.NewNop(),
-		AutoSyncInterval:     0,
-		RejectOldCluster:     false,
+		DialOptions:          dialOptions(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(opts.Endpoints, ", "), err)
@@ -165,20 +166,34 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	sctx, cancel := context.WithCancel(context.Background())
 	s := &Store{opts: opts, log: opts.Logger, cli: cli, ctx: sctx, cancel: cancel, done: make(chan struct{}),
 		subs: map[chan struct{}]struct{}{}}
+	// The cache first: what this node served before, which etcd's
+	// answer replaces, unless etcd has lost the state (see lostLocked).
+	cached, cerr := s.readCache()
+	if cerr == nil {
+		s.snap = cached
+	}
 	if err := s.resync(ctx); err != nil {
-		cached, cerr := s.readCache()
 		if cerr != nil {
 			s.Close()
 			return nil, fmt.Errorf("%w; and no cache of the shared state to serve meanwhile: %v", err, cerr)
 		}
-		s.snap = cached
 		s.down, s.lastErr = true, err
-		s.log.Warn("etcd unreachable; serving the shared state last seen, from the cache", "err", err,
+		s.log.Warn("shared state not read from etcd; serving the shared state last seen, from the cache", "err", err,
 			"cache", s.opts.DataDir+"/"+CacheFile)
 	}
 	s.started = true
 	go s.sync()
 	return s, nil
+}
+
+// dialOptions make gRPC try a lost endpoint again at least every two
+// seconds: its default backoff grows to two minutes, and a node would
+// take that long to see etcd come back.
+func dialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+		MinConnectTimeout: 2 * time.Second,
+	})}
 }
 
 // Client returns the etcd client (for the node registry and certmagic's
@@ -260,8 +275,10 @@ func Describe(err error) string {
 	case strings.Contains(msg, "permission denied") || strings.Contains(msg, "authentication") ||
 		strings.Contains(msg, "Unauthenticated") || strings.Contains(msg, "user name") || strings.Contains(msg, "auth"):
 		return "refused this node's credentials (" + msg + ")"
+	case strings.Contains(msg, "leader changed") || strings.Contains(msg, "no leader"):
+		return "has no leader: an election is under way, or too few members are up (" + msg + ")"
 	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(msg, "deadline exceeded") ||
-		strings.Contains(msg, "connection refused") || strings.Contains(msg, "Unavailable") || strings.Contains(msg, "no leader"):
+		strings.Contains(msg, "connection refused") || strings.Contains(msg, "Unavailable"):
 		return "is unreachable (" + msg + ")"
 	}
 	return "failed (" + msg + ")"
@@ -359,8 +376,9 @@ func (s *Store) lostLocked(snap snapshot) bool {
 }
 
 func (s *Store) noState() error {
-	return fmt.Errorf("%w: etcd key %s is missing although this node served the network (from etcd or its cache %s): "+
-		"check server.etcd.prefix, or restore the cluster; tariq will not start a new network over it", ErrNoState, s.stateKey(), CacheFile)
+	return fmt.Errorf("%w: etcd key %s is missing although this node served the network (from etcd or its cache): "+
+		"check server.etcd.prefix, or restore the cluster; tariq will not start a new network over it "+
+		"(to start one on purpose, stop tariq and delete %s/%s)", ErrNoState, s.stateKey(), s.opts.DataDir, CacheFile)
 }
 
 // install makes snap the snapshot unless a newer one is in place, writes
@@ -507,6 +525,14 @@ func (s *Store) Update(fn func(*store.State) error) (*store.State, error) {
 	for attempt := 0; ; attempt++ {
 		snap, err := s.readFor(ctx, "storing the change")
 		if err != nil {
+			// A leader change or a member going away is over in a moment:
+			// try again within the timeout.
+			if errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
+				sleep(ctx, 100*time.Millisecond)
+				if ctx.Err() == nil {
+					continue
+				}
+			}
 			s.setDown(err)
 			return nil, err
 		}
@@ -535,12 +561,26 @@ func (s *Store) Update(fn func(*store.State) error) (*store.State, error) {
 		}
 		cmp := clientv3.Compare(clientv3.ModRevision(s.stateKey()), "=", snap.stateRev)
 		resp, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(s.stateKey(), string(b))).Commit()
-		if err != nil {
-			return nil, s.fail("storing the change", err)
-		}
-		if resp.Succeeded {
-			s.install(snapshot{rev: resp.Header.Revision, stateRev: resp.Header.Revision, state: next,
-				usage: snap.usage, merged: merge(next, snap.usage)})
+		var rev int64
+		switch {
+		case err != nil:
+			// The answer was lost (a leader change, a member killed): the
+			// write may have happened. Running fn again on a state that
+			// has it would report an error for a change that was made.
+			var applied bool
+			rev, applied, err = s.applied(ctx, s.stateKey(), snap.stateRev, string(b), err)
+			if err != nil {
+				return nil, s.fail("storing the change", err)
+			}
+			if !applied {
+				break
+			}
+			fallthrough
+		case resp != nil && resp.Succeeded:
+			if rev == 0 {
+				rev = resp.Header.Revision
+			}
+			s.install(snapshot{rev: rev, stateRev: rev, state: next, usage: snap.usage, merged: merge(next, snap.usage)})
 			return st, nil
 		}
 		// Another node wrote first: read again and retry, after a short
@@ -549,6 +589,46 @@ func (s *Store) Update(fn func(*store.State) error) (*store.State, error) {
 		if ctx.Err() != nil {
 			return nil, s.fail("storing the change", fmt.Errorf("gave up after %d conflicting writes: %w", attempt+1, ctx.Err()))
 		}
+	}
+}
+
+// applied finds out whether a compare-and-swap of key from mod revision
+// base to value, whose answer was lost with txnErr, happened: the first
+// write of key after base (the one whose compare held) wrote value. It
+// returns that write's revision. If etcd cannot tell (it does not answer,
+// or compacted that history), the error is txnErr.
+func (s *Store) applied(ctx context.Context, key string, base int64, value string, txnErr error) (int64, bool, error) {
+	for {
+		if ctx.Err() != nil {
+			return 0, false, txnErr
+		}
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			sleep(ctx, 100*time.Millisecond) // a new leader may take a moment
+			continue
+		}
+		if len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision == base {
+			return 0, false, nil // nothing written since: not ours either
+		}
+		if string(resp.Kvs[0].Value) == value {
+			return resp.Kvs[0].ModRevision, true, nil
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		wch := s.cli.Watch(wctx, key, clientv3.WithRev(base+1))
+		for wr := range wch {
+			if wr.Err() != nil || len(wr.Events) == 0 {
+				if wr.Err() != nil {
+					cancel()
+					return 0, false, txnErr
+				}
+				continue
+			}
+			ev := wr.Events[0]
+			cancel()
+			return ev.Kv.ModRevision, ev.Type == clientv3.EventTypePut && string(ev.Kv.Value) == value, nil
+		}
+		cancel()
+		return 0, false, txnErr
 	}
 }
 
@@ -609,7 +689,16 @@ func (s *Store) AddUsage(add []store.MemberUsage) error {
 			tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
 				Then(clientv3.OpPut(key, string(b))).Commit()
 			if err != nil {
-				return s.fail("storing usage", err)
+				// Counted twice if retried after a write that happened.
+				rev, applied, err := s.applied(ctx, key, modRev, string(b), err)
+				if err != nil {
+					return s.fail("storing usage", err)
+				}
+				if applied {
+					s.installUsage(rev, month, cur)
+					break
+				}
+				continue
 			}
 			if tr.Succeeded {
 				s.installUsage(tr.Header.Revision, month, cur)

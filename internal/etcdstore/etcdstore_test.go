@@ -39,10 +39,15 @@ func open(t *testing.T, endpoints []string, prefix, node string) (*etcdstore.Sto
 
 func openIn(t *testing.T, endpoints []string, prefix, node, dir string) *etcdstore.Store {
 	t.Helper()
+	return openWith(t, etcdstore.Options{Endpoints: endpoints, Prefix: prefix, Node: node, DataDir: dir, Timeout: 3 * time.Second})
+}
+
+func openWith(t *testing.T, opts etcdstore.Options) *etcdstore.Store {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := etcdstore.Open(ctx, etcdstore.Options{Endpoints: endpoints, Prefix: prefix, Node: node, DataDir: dir,
-		Timeout: 3 * time.Second, Resync: time.Second})
+	opts.Resync = time.Second
+	s, err := etcdstore.Open(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +144,7 @@ func TestConcurrentAdds(t *testing.T) {
 // TestWatch: a change made through one node reaches the other's Watch
 // and Load.
 func TestWatch(t *testing.T) {
+	testutil.LeakCheck(t)
 	c := testutil.Etcd(t, 1)
 	prefix := testPrefix(t)
 	a, _ := open(t, c.Endpoints(), prefix, "a")
@@ -258,6 +264,7 @@ func TestUsageSums(t *testing.T) {
 // its cache. Once etcd is back, a change made on one node reaches the
 // others, the restarted one included.
 func TestEtcdDown(t *testing.T) {
+	testutil.LeakCheck(t)
 	c := testutil.Etcd(t, 1)
 	prefix := testPrefix(t)
 	a, _ := open(t, c.Endpoints(), prefix, "a")
@@ -342,12 +349,16 @@ func TestOpenWithoutEtcdOrCache(t *testing.T) {
 func TestStateNotLost(t *testing.T) {
 	c := testutil.Etcd(t, 1)
 	prefix := testPrefix(t)
-	a, _ := open(t, c.Endpoints(), prefix, "a")
+	a, dir := open(t, c.Endpoints(), prefix, "a")
 	sa := service(t, a, testConfig(t))
 	if _, err := sa.Add(members.AddRequest{Name: "mom"}); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := a.Load()
+	waitFor(t, 5*time.Second, "the cache written", func() bool {
+		raw, _ := os.ReadFile(filepath.Join(dir, etcdstore.CacheFile))
+		return strings.Contains(string(raw), `"mom"`)
+	})
 	if _, err := a.Client().Delete(context.Background(), prefix+"/state"); err != nil {
 		t.Fatal(err)
 	}
@@ -358,6 +369,22 @@ func TestStateNotLost(t *testing.T) {
 	_, err := sa.Add(members.AddRequest{Name: "dad"})
 	if !errors.Is(err, etcdstore.ErrNoState) {
 		t.Fatalf("add over a vanished state: %v", err)
+	}
+	// Restarted on its data directory, the node still knows it served a
+	// network there, from its cache.
+	a.Close()
+	a2 := openIn(t, c.Endpoints(), prefix, "a", dir)
+	if st, _ := a2.Load(); st.Peer("mom") == nil || st.VPN.PrivateKey != before.VPN.PrivateKey {
+		t.Fatal("the restarted node dropped its network")
+	}
+	s2 := service(t, a2, testConfig(t))
+	if _, err := s2.Identity(); err != nil {
+		t.Fatalf("identity on the restarted node: %v", err)
+	}
+	if _, err := s2.Add(members.AddRequest{Name: "dad"}); !errors.Is(err, etcdstore.ErrNoState) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("add on the restarted node: %v", err)
+	} else {
+		t.Logf("add over a vanished state: %v", err)
 	}
 	kv, _ := c.Get(0, prefix+"/state")
 	if len(kv) != 0 {
@@ -425,6 +452,7 @@ func TestMigrate(t *testing.T) {
 // TestNodes: a node's entry shows while it registers and is gone soon
 // after it stops.
 func TestNodes(t *testing.T) {
+	testutil.LeakCheck(t)
 	c := testutil.Etcd(t, 1)
 	prefix := testPrefix(t)
 	a, _ := open(t, c.Endpoints(), prefix, "a")
@@ -485,6 +513,7 @@ func (p *recordingPath) has(name string) bool {
 // watch: the other node's limits loop ticks only once a minute here, so
 // the watch alone carries the change.
 func TestLiveOnEveryNode(t *testing.T) {
+	testutil.LeakCheck(t)
 	c := testutil.Etcd(t, 1)
 	prefix := testPrefix(t)
 	a, _ := open(t, c.Endpoints(), prefix, "a")
@@ -528,5 +557,42 @@ func TestLiveOnEveryNode(t *testing.T) {
 	waitFor(t, 2*time.Second, "mom removed from b's path", func() bool { return !pb.has("mom") })
 	if !pb.has("dad") {
 		t.Fatal("removing mom took dad off")
+	}
+}
+
+// TestMemberKilled: on a three-member cluster, killing one member (the
+// leader, the worst case) changes nothing a node does: writes and the
+// watch go on through the other two.
+func TestMemberKilled(t *testing.T) {
+	testutil.LeakCheck(t)
+	c := testutil.Etcd(t, 3)
+	prefix := testPrefix(t)
+	// The test cluster's election timeout is 2 s (a loaded machine): the
+	// writes below may wait out an election.
+	a := openWith(t, etcdstore.Options{Endpoints: c.Endpoints(), Prefix: prefix, Node: "a", Timeout: 15 * time.Second})
+	b := openWith(t, etcdstore.Options{Endpoints: c.Endpoints(), Prefix: prefix, Node: "b", Timeout: 15 * time.Second})
+	cfg := testConfig(t)
+	sa, sb := service(t, a, cfg), service(t, b, cfg)
+	if _, err := sa.Add(members.AddRequest{Name: "mom"}); err != nil {
+		t.Fatal(err)
+	}
+	leader, err := c.Leader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(leader)
+	for i, s := range []*members.Service{sb, sa} {
+		if _, err := s.Add(members.AddRequest{Name: fmt.Sprintf("dev%d", i)}); err != nil {
+			t.Fatalf("add with one member of three killed: %v", err)
+		}
+	}
+	for _, s := range []*etcdstore.Store{a, b} {
+		waitFor(t, 10*time.Second, "both nodes see both devices", func() bool {
+			st, _ := s.Load()
+			return st.Peer("dev0") != nil && st.Peer("dev1") != nil
+		})
+		if s.Down() {
+			t.Error("a node says etcd is down with two members of three up")
+		}
 	}
 }
