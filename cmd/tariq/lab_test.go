@@ -116,13 +116,15 @@ func newLab(t *testing.T, opts labOptions) *lab {
 		l.newISP()
 	}
 	keys := map[string]string{
-		"server.public_host":     labServer,
-		"server.data_dir":        filepath.Join(l.dir, "data"),
-		"server.admin_socket":    filepath.Join(l.dir, "admin.sock"),
-		"vpn.interface":          l.iface,
+		"server.public_host":  labServer,
+		"server.data_dir":     filepath.Join(l.dir, "data"),
+		"server.admin_socket": filepath.Join(l.dir, "admin.sock"),
+		"vpn.interface":       l.iface,
+		// The lab's internet host has private addresses, which members
+		// may not reach by default.
+		"vpn.allow_destinations": `[10.10.2.0/24, "fd10:2::/64"]`,
 		"relay.enabled":          "false",
 		"web.enabled":            "false",
-		"vpn.allow_destinations": `[10.10.2.0/24, "fd10:2::/64"]`, // the lab's internet host has private addresses
 	}
 	for k, v := range opts.Config {
 		keys[k] = v
