@@ -77,8 +77,8 @@ written.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "copied %d members, %d devices, %d invites and the server's identity into etcd prefix %s\n",
-				len(st.Members), len(st.Peers), len(st.Invites), l.Server.Etcd.Prefix)
+			fmt.Fprintf(a.stdout, "copied %s, %s, %s and the server's identity into etcd prefix %s\n",
+				count(len(st.Members), "member"), count(len(st.Peers), "device"), count(len(st.Invites), "invite"), l.Server.Etcd.Prefix)
 			fmt.Fprintf(a.stdout, "start tariq on this and the other nodes with this config; %s is no longer read\n", l.Server.DataDir+"/state.json")
 			return nil
 		},
@@ -87,4 +87,12 @@ written.`,
 	migrate.MarkFlagRequired("to")
 	st.AddCommand(migrate)
 	return st
+}
+
+// count writes n things, singular or plural.
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
