@@ -132,7 +132,7 @@ func TestEtcdCLI(t *testing.T) {
 		migrate = append(migrate, "--set", s)
 	}
 	code, out, errOut := tariq(t, migrate...)
-	if code != 0 || !strings.Contains(out, "copied 1 members, 1 devices") {
+	if code != 0 || !strings.Contains(out, "copied 1 member, 1 device") {
 		t.Fatalf("migrate: %d %s %s", code, out, errOut)
 	}
 	code, _, errOut = tariq(t, migrate...)
