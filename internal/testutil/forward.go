@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -20,8 +21,10 @@ import (
 //
 // ln and every joined connection are closed when t ends, and the
 // forwarder's goroutines have returned by then; a dial gets 10 seconds.
-func ForwardTCP(t testing.TB, ln net.Listener, dial func(ctx context.Context) (net.Conn, error)) {
+// The returned function says how many connections ln has accepted.
+func ForwardTCP(t testing.TB, ln net.Listener, dial func(ctx context.Context) (net.Conn, error)) (accepted func() int64) {
 	t.Helper()
+	var n atomic.Int64
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex // guards conns and done
@@ -53,6 +56,7 @@ func ForwardTCP(t testing.TB, ln net.Listener, dial func(ctx context.Context) (n
 			if err != nil {
 				return
 			}
+			n.Add(1)
 			if !track(in) {
 				return
 			}
@@ -88,6 +92,7 @@ func ForwardTCP(t testing.TB, ln net.Listener, dial func(ctx context.Context) (n
 		mu.Unlock()
 		wg.Wait()
 	})
+	return n.Load
 }
 
 // pipe copies src to dst, then half-closes dst's write side (or closes it,

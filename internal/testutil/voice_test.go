@@ -114,7 +114,7 @@ func TestForwardTCP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ForwardTCP(t, ln, func(ctx context.Context) (net.Conn, error) {
+		accepted := ForwardTCP(t, ln, func(ctx context.Context) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", far.Addr().String())
 		})
@@ -131,6 +131,9 @@ func TestForwardTCP(t *testing.T) {
 			if err != nil || string(b) != "100000" {
 				t.Errorf("through the forwarder: %q %v", b, err)
 			}
+		}
+		if n := accepted(); n != 3 {
+			t.Errorf("the forwarder counts %d connections, want 3", n)
 		}
 		// One left open when the test ends: closed with it.
 		c, err := net.Dial("tcp", ln.Addr().String())
