@@ -475,9 +475,11 @@ type labRow struct {
 // must end on a path the table finds working: stock WireGuard connects
 // with no profile; under profile 2 the page finds no stock handshake,
 // switches her to the AmneziaWG form (the link's one second download) and
-// then says connected. A network blocking only the stock ports gets the
-// AmneziaWG advice and download from the start; the results survive a
-// restart.
+// then says connected; where no UDP path works (profiles 1, 3 and 4) the
+// page advises the Outline app, shows her key, and says connected once
+// her Outline client used it. A network blocking only the stock ports
+// gets the AmneziaWG advice and download from the start; the results
+// survive a restart.
 //
 // Each profile is a subtest on the one lab (named by profile.key:
 // `-run 'TestCensorLab/2'` reruns profile 2 alone, its row the table's

@@ -64,8 +64,8 @@ import (
 //	             (the server's own without one): the real challenges,
 //	             answered by the daemon as on a VPS
 //
-// and everything of the lab's that dials the server resolves labName from
-// the lab's own table (labHosts), never the host's resolver: the devices'
+// and everything of the lab's that dials the server resolves labName
+// itself (labResolve), never through the host's resolver: the devices'
 // WireGuard clients, as wg(8) resolves an endpoint's name before it
 // configures the device; Chromium, by its host rules; Go clients, by
 // lab.dialer.
@@ -76,11 +76,9 @@ import (
 // labServer is the server's public address, which devices dial.
 const labServer = "10.10.1.1"
 
-// labName is the server's DNS name in a lab with labOptions.ACME; labHosts
-// is how the lab resolves it.
+// labName is the server's DNS name in a lab with labOptions.ACME, which
+// the lab resolves to labServer (labResolve).
 const labName = "tariq.test"
-
-var labHosts = map[string]string{labName: labServer}
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
@@ -255,7 +253,9 @@ func (l *lab) waitACME() {
 		dial = l.dialer(l.isp)
 	}
 	var err error
-	for deadline := start.Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	// About half a second; certmagic retries a failed first issuance a
+	// minute later, which the deadline leaves room for.
+	for deadline := start.Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		var c net.Conn
 		if c, err = dial(ctx, "tcp", labName+":443"); err == nil {
@@ -270,7 +270,7 @@ func (l *lab) waitACME() {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no certificate from Pebble for %s within 30 s: %v\n%s", labName, err, l.daemon.out)
+			t.Fatalf("no certificate from Pebble for %s within 90 s: %v\n%s", labName, err, l.daemon.out)
 		}
 	}
 	// Pebble validated a real challenge: its validation authority
@@ -288,8 +288,7 @@ func (l *lab) waitACME() {
 		strings.Join(validated, ", "))
 }
 
-// dialer dials from ns, resolving the lab's names (labHosts) as the lab's
-// own DNS would.
+// dialer dials from ns, resolving labName as the lab's own DNS would.
 func (l *lab) dialer(ns *testutil.NetNS) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
 		addr = labResolve(addr)
@@ -302,11 +301,11 @@ func (l *lab) dialer(ns *testutil.NetNS) func(ctx context.Context, network, addr
 	}
 }
 
-// labResolve turns host:port with a lab name as host into the address's.
+// labResolve turns labName:port into labServer:port; any other host:port
+// stays as it is.
 func labResolve(hostPort string) string {
-	host, port, err := net.SplitHostPort(hostPort)
-	if a, ok := labHosts[host]; err == nil && ok {
-		return net.JoinHostPort(a, port)
+	if host, port, err := net.SplitHostPort(hostPort); err == nil && host == labName {
+		return net.JoinHostPort(labServer, port)
 	}
 	return hostPort
 }
@@ -739,7 +738,7 @@ func wgStrip(conf string) string {
 	return strings.Join(lines, "\n") + "\n"
 }
 
-// resolveEndpoint resolves a lab name in a config's Endpoint (labHosts),
+// resolveEndpoint resolves labName in a config's Endpoint (labResolve),
 // as wg(8) resolves the name itself before it hands the device an
 // address: the lab's names are in no resolver the device's namespace can
 // reach.
