@@ -34,6 +34,41 @@ type ServerConfig struct {
 	AdminSocket string `mapstructure:"admin_socket"`
 	// MetricsListen is the host:port of the Prometheus endpoint; empty turns it off.
 	MetricsListen string `mapstructure:"metrics_listen"`
+	// Store is where the shared state (the server's identity, members,
+	// devices, invites, REST secrets) lives: StoreFile, state.json in the
+	// data directory, for one server; StoreEtcd, an etcd cluster, for
+	// several nodes serving one network.
+	Store StoreKind `mapstructure:"store"`
+	// NodeName names this node among the nodes sharing an etcd prefix
+	// (tariq node list, its usage counters); empty means the host name.
+	NodeName string `mapstructure:"node_name"`
+	// Etcd is the cluster when Store is StoreEtcd.
+	Etcd EtcdConfig `mapstructure:"etcd"`
+}
+
+// StoreKind names a state store.
+type StoreKind string
+
+// The state stores.
+const (
+	StoreFile StoreKind = "file" // state.json in server.data_dir
+	StoreEtcd StoreKind = "etcd" // an etcd cluster shared by several nodes
+)
+
+// EtcdConfig is the etcd cluster several nodes share their state through.
+type EtcdConfig struct {
+	// Endpoints are the cluster's client URLs (https://10.0.0.1:2379).
+	Endpoints []string `mapstructure:"endpoints"`
+	// Prefix is where this network's keys live, so that several networks
+	// can share one cluster: /tariq, /family-a.
+	Prefix string `mapstructure:"prefix"`
+	// CAFile is the PEM file of the CA the cluster's certificates chain
+	// to; empty means the system's roots (with https:// endpoints).
+	CAFile string `mapstructure:"ca_file"`
+	// CertFile and KeyFile are this node's client certificate, for a
+	// cluster started with --client-cert-auth.
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
 }
 
 // TLSConfig selects where certificates come from.

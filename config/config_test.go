@@ -78,6 +78,23 @@ func TestLoadProblems(t *testing.T) {
 			"vpn.deny_destinations: fd00::1/8 has bits set past the prefix length: write fd00::/8 for the range, or fd00::1 alone for the one address",
 		}},
 		{"log level", "server:\n  log_level: loud\n", []string{`server.log_level: "loud" is not one of debug, info, warn, error`}},
+		{"store", "server:\n  store: consul\n  node_name: -x\n", []string{
+			`server.node_name: "-x" is not a node name (1-63 letters, digits, '.', '_' or '-', starting with a letter or digit)`,
+			`server.store: "consul" is not one of file, etcd`,
+		}},
+		{"etcd without endpoints", "server:\n  store: etcd\n", []string{
+			"server.etcd.endpoints: is required when server.store is etcd (the cluster's client URLs, like https://10.0.0.1:2379)",
+		}},
+		{"etcd keys with the file store", "server:\n  etcd:\n    endpoints: [https://10.0.0.1:2379]\n", []string{
+			"server.etcd.endpoints: set, but server.store is file: set server.store to etcd to use the cluster",
+		}},
+		{"etcd values", "server:\n  store: etcd\n  etcd:\n    endpoints: [10.0.0.1:2379, 'http://10.0.0.2:2379']\n    prefix: /tariq/\n    ca_file: ca.pem\n    cert_file: /etc/c.pem\n", []string{
+			"server.etcd.ca_file: \"ca.pem\" is not an absolute path",
+			"server.etcd.cert_file: cert_file and key_file go together (this node's client certificate and its key)",
+			"server.etcd.cert_file: set, but no endpoint is https://: the cluster is reached without TLS",
+			`server.etcd.endpoints: "10.0.0.1:2379" is not an etcd client URL (like https://10.0.0.1:2379)`,
+			`server.etcd.prefix: "/tariq/" is not a key prefix (like /tariq: a '/' then segments of letters, digits, '.', '_' or '-' separated by '/', no '/' at the end)`,
+		}},
 		{"relative data dir", "server:\n  data_dir: state\n", []string{`server.data_dir: "state" is not an absolute path`}},
 		{"public host with scheme", "server:\n  public_host: https://x.example\n", []string{`server.public_host: "https://x.example" is neither an IP address nor a DNS name (no scheme, no port)`}},
 		{"tls mode", "tls:\n  mode: maybe\n", []string{`tls.mode: "maybe" is not one of auto, acme, self-signed, files, off`}},
@@ -254,6 +271,13 @@ var envValues = map[string][2]string{
 	"server.log_level":               {"debug", "debug"},
 	"server.admin_socket":            {"/tmp/t.sock", "/tmp/t.sock"},
 	"server.metrics_listen":          {"127.0.0.1:9999", "127.0.0.1:9999"},
+	"server.store":                   {"etcd", "etcd"},
+	"server.node_name":               {"node-1", "node-1"},
+	"server.etcd.endpoints":          {"https://10.0.0.1:2379,https://10.0.0.2:2379", "[https://10.0.0.1:2379 https://10.0.0.2:2379]"},
+	"server.etcd.prefix":             {"/family-a", "/family-a"},
+	"server.etcd.ca_file":            {"/etc/tariq/etcd-ca.pem", "/etc/tariq/etcd-ca.pem"},
+	"server.etcd.cert_file":          {"/etc/tariq/etcd.pem", "/etc/tariq/etcd.pem"},
+	"server.etcd.key_file":           {"/etc/tariq/etcd-key.pem", "/etc/tariq/etcd-key.pem"},
 	"tls.mode":                       {"self-signed", "self-signed"},
 	"tls.email":                      {"ops@example.org", "ops@example.org"},
 	"tls.acme_ca":                    {"https://ca.example/dir", "https://ca.example/dir"},
@@ -319,6 +343,14 @@ func TestEveryKeyFromEnv(t *testing.T) {
 				base = ""
 			case "web.enabled":
 				base = ""
+			case "server.store":
+				base += "server: {etcd: {endpoints: ['https://10.0.0.1:2379']}}\n"
+			case "server.etcd.endpoints":
+				base += "server: {store: etcd}\n"
+			case "server.etcd.cert_file":
+				base += "server: {etcd: {key_file: /k.pem}}\n"
+			case "server.etcd.key_file":
+				base += "server: {etcd: {cert_file: /c.pem}}\n"
 			}
 			l, err := Load(Options{File: writeFile(t, base)})
 			if err != nil {

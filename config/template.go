@@ -27,6 +27,14 @@ server:
   log_level: info                  # debug | info | warn | error
   admin_socket: /run/tariq/admin.sock
   metrics_listen: 127.0.0.1:9477   # Prometheus text format; "" turns metrics off
+  store: file                      # file (state.json in data_dir: one server) | etcd (several nodes, one network)
+  node_name: ""                    # this node's name among the nodes; empty = the host name
+  etcd:                            # the cluster the nodes share their state through (server.store: etcd)
+    endpoints: []                  # its client URLs, like [https://10.0.0.1:2379, https://10.0.0.2:2379]
+    prefix: /tariq                 # where this network's keys live; one cluster may hold several networks
+    ca_file: ""                    # PEM roots the cluster's certificates chain to; empty = the system's
+    cert_file: ""                  # this node's client certificate and key (etcd --client-cert-auth)
+    key_file: ""
 
 tls:
   mode: auto          # auto | acme | self-signed | files | off

@@ -6,6 +6,7 @@ import (
 	"net/mail"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -55,6 +56,107 @@ func (c *Config) validateServer(v *validator) {
 			v.add("server.metrics_listen", "%s", msg)
 		}
 	}
+	if s.NodeName != "" && !ValidNodeName(s.NodeName) {
+		v.add("server.node_name", "%q is not a node name (1-63 letters, digits, '.', '_' or '-', starting with a letter or digit)", s.NodeName)
+	}
+	c.validateEtcd(v)
+}
+
+func (c *Config) validateEtcd(v *validator) {
+	s, e := c.Server, c.Server.Etcd
+	switch s.Store {
+	case StoreFile:
+		if len(e.Endpoints) > 0 {
+			v.add("server.etcd.endpoints", "set, but server.store is file: set server.store to etcd to use the cluster")
+		}
+	case StoreEtcd:
+		if len(e.Endpoints) == 0 {
+			v.add("server.etcd.endpoints", "is required when server.store is etcd (the cluster's client URLs, like https://10.0.0.1:2379)")
+		}
+	default:
+		v.add("server.store", "%q is not one of file, etcd", s.Store)
+	}
+	https := false
+	for _, ep := range e.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.Port() == "" ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			v.add("server.etcd.endpoints", "%q is not an etcd client URL (like https://10.0.0.1:2379)", ep)
+			continue
+		}
+		https = https || u.Scheme == "https"
+	}
+	if !ValidEtcdPrefix(e.Prefix) {
+		v.add("server.etcd.prefix", "%q is not a key prefix (like /tariq: a '/' then segments of letters, digits, '.', '_' or '-' separated by '/', no '/' at the end)", e.Prefix)
+	}
+	for key, path := range map[string]string{"server.etcd.ca_file": e.CAFile, "server.etcd.cert_file": e.CertFile, "server.etcd.key_file": e.KeyFile} {
+		switch {
+		case path == "":
+		case !filepath.IsAbs(path):
+			v.add(key, "%q is not an absolute path", path)
+		case len(e.Endpoints) > 0 && !https:
+			v.add(key, "set, but no endpoint is https://: the cluster is reached without TLS")
+		}
+	}
+	if (e.CertFile == "") != (e.KeyFile == "") {
+		v.add("server.etcd.cert_file", "cert_file and key_file go together (this node's client certificate and its key)")
+	}
+}
+
+// ValidNodeName reports whether n may name a node: 1-63 ASCII letters,
+// digits, '.', '_' or '-', starting with a letter or digit (a host name
+// is one). It is a segment of etcd keys and a column of `tariq node list`.
+func ValidNodeName(n string) bool {
+	if len(n) == 0 || len(n) > 63 {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case (c == '.' || c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidEtcdPrefix reports whether p may be server.etcd.prefix: "/" and
+// segments of letters, digits, '.', '_' and '-' joined by "/", with no
+// "/" at the end, so that no network's prefix is another's key.
+func ValidEtcdPrefix(p string) bool {
+	if len(p) < 2 || len(p) > 128 || p[0] != '/' {
+		return false
+	}
+	for _, seg := range strings.Split(p[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+		for i := 0; i < len(seg); i++ {
+			c := seg[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// NodeName returns the node's name: server.node_name, else the host name
+// (which must then be a valid node name).
+func (c *Config) NodeName() (string, error) {
+	if c.Server.NodeName != "" {
+		return c.Server.NodeName, nil
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("server.node_name is empty and the host name is unknown (%w): set server.node_name", err)
+	}
+	if !ValidNodeName(h) {
+		return "", fmt.Errorf("server.node_name is empty and the host name %q cannot name a node: set server.node_name", h)
+	}
+	return h, nil
 }
 
 func (c *Config) validateTLS(v *validator) {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -303,6 +304,9 @@ func (l *lab) memberUsage() map[string]uint64 {
 
 // membersTable returns the members table of `peer list` or `status`
 // output: from its header to the first blank line.
+//
+// The SEEN WORKING column is left out: it is what the daemon saw since it
+// started (a handshake, an Outline connection), not what it keeps.
 func membersTable(out string) string {
 	lines := strings.Split(out, "\n")
 	for i, line := range lines {
@@ -311,7 +315,13 @@ func membersTable(out string) string {
 			for end < len(lines) && strings.TrimSpace(lines[end]) != "" {
 				end++
 			}
-			return strings.Join(lines[i:end], "\n")
+			table := slices.Clone(lines[i:end])
+			if cut := strings.Index(line, "SEEN WORKING"); cut > 0 {
+				for j, l := range table {
+					table[j] = strings.TrimRight(l[:min(cut, len(l))], " ")
+				}
+			}
+			return strings.Join(table, "\n")
 		}
 	}
 	return ""

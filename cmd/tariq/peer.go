@@ -78,10 +78,11 @@ func (a *app) peers(cmd *cobra.Command, change bool) (members.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, running, err := daemon.Members(ctxOf(cmd), l.Config)
+	p, running, closeFn, err := daemon.Members(ctxOf(cmd), l.Config)
 	if err != nil {
 		return nil, err
 	}
+	a.onExit(closeFn)
 	if !running && change {
 		fmt.Fprintln(a.stderr, "tariq: no daemon is running; changing the state directly (it applies when tariq starts)")
 	}
@@ -230,9 +231,9 @@ func (a *app) sayBlocked(d members.DeviceStatus) {
 // memberLine describes a member's limits and usage in one line.
 func memberLine(m members.MemberStatus, now time.Time) string {
 	var parts []string
-	used := "used " + members.FormatBytes(m.Usage.Total()) + " this month"
+	used := "used " + bytesStr(m.Usage.Total()) + " this month"
 	if m.DataLimit > 0 {
-		used += " of " + members.FormatBytes(m.DataLimit)
+		used += " of " + bytesStr(m.DataLimit)
 	}
 	parts = append(parts, used)
 	if m.Rate > 0 {
@@ -488,7 +489,7 @@ func printMembers(out io.Writer, ms []members.MemberStatus, now time.Time) {
 		}
 		limit, rate, expires := "-", "-", "-"
 		if m.DataLimit > 0 {
-			limit = members.FormatBytes(m.DataLimit)
+			limit = bytesStr(m.DataLimit)
 		}
 		if m.Rate > 0 {
 			rate = members.FormatRate(m.Rate)
@@ -499,7 +500,7 @@ func printMembers(out io.Writer, ms []members.MemberStatus, now time.Time) {
 				expires += " (in " + shortDuration(m.Expires.Sub(now)) + ")"
 			}
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, len(m.Devices), state, members.FormatBytes(m.Usage.Total()), limit, rate, expires,
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, len(m.Devices), state, bytesStr(m.Usage.Total()), limit, rate, expires,
 			outlineActivity(m.Outline, now), seenStr(m.Seen))
 	}
 }
@@ -513,7 +514,7 @@ func outlineActivity(o *members.MemberLive, now time.Time) string {
 	case o.Total == 0:
 		return "never connected"
 	}
-	return fmt.Sprintf("%d open, %d since start, %s, last %s ago", o.Open, o.Total, members.FormatBytes(o.In+o.Out),
+	return fmt.Sprintf("%d open, %d since start, %s, last %s ago", o.Open, o.Total, bytesStr(o.In+o.Out),
 		shortDuration(now.Sub(o.LastSeen)))
 }
 

@@ -67,7 +67,13 @@ type app struct {
 	dataDir     string
 	adminSocket string
 	sets        []string
+
+	closers []func() // run when the command is done, last first (onExit)
 }
+
+// onExit runs f when the command is done: what a command opened (an etcd
+// connection) is closed before run returns.
+func (a *app) onExit(f func()) { a.closers = append(a.closers, f) }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
@@ -77,6 +83,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	cmd, err := root.ExecuteContextC(ctx)
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
 	if err == nil {
 		return exitOK
 	}
@@ -167,7 +176,7 @@ automatic TLS, so a family can route calls through a server they trust.`,
 	pf.StringVar(&a.dataDir, "data-dir", "", "data directory (server.data_dir)")
 	pf.StringVar(&a.adminSocket, "admin-socket", "", "admin socket (server.admin_socket)")
 	pf.StringArrayVar(&a.sets, "set", nil, "set any config key, e.g. --set relay.realm=example.org (repeatable)")
-	root.AddCommand(a.serveCmd(), a.initCmd(), a.checkCmd(), a.peerCmd(), a.turnCmd(), a.statusCmd(), a.portsCmd(), a.versionCmd())
+	root.AddCommand(a.serveCmd(), a.initCmd(), a.checkCmd(), a.peerCmd(), a.turnCmd(), a.statusCmd(), a.portsCmd(), a.nodeCmd(), a.storeCmd(), a.versionCmd())
 	root.SetHelpCommand(helpCmd(root))
 	root.InitDefaultCompletionCmd()
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr(err) })

@@ -54,6 +54,9 @@ func printStatus(a *app, st *admin.Status, now time.Time) {
 			fmt.Fprintf(w, "\tlast ACME error: %s\n", c.ACMEError)
 		}
 	}
+	if c := st.Cluster; c != nil {
+		printCluster(w, c, now)
+	}
 	if r := st.Relay; r != nil {
 		fmt.Fprintf(w, "\nRelay\trealm %s, %d allocations, relayed %s to peers, %s from peers\n", r.Realm, r.Allocations,
 			bytesStr(r.BytesToPeers), bytesStr(r.BytesFromPeers))
@@ -252,4 +255,22 @@ func bytesStr(n uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// printCluster shows the etcd store the nodes share and the live nodes.
+func printCluster(w io.Writer, c *admin.ClusterStatus, now time.Time) {
+	fmt.Fprintf(w, "\nCluster\tnode %s, etcd %s, prefix %s\n", c.Node, strings.Join(c.Endpoints, ", "), c.Prefix)
+	if c.Unreachable != "" {
+		fmt.Fprintf(w, "\tetcd unreachable, serving the state last seen: %s\n", c.Unreachable)
+		return
+	}
+	printNodes(w, c.Nodes, now)
+}
+
+// printNodes lists the live nodes.
+func printNodes(w io.Writer, nodes []admin.NodeStatus, now time.Time) {
+	fmt.Fprintf(w, "\nNODE\tPUBLIC HOST\tVERSION\tUP\tHEALTH\n")
+	for _, n := range nodes {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.PublicHost, n.Version, now.Sub(n.StartedAt).Round(time.Second), n.Health)
+	}
 }

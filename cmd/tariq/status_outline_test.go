@@ -32,7 +32,7 @@ func TestStatusOutline(t *testing.T) {
 		"targets refused: tcp loopback 2, udp own-address 1",
 		"connections cut: removed 3",
 		"OUTLINE SEEN WORKING",
-		"2 open, 7 since start, 2MiB, last 1m30s ago outline, wireguard (check)",
+		"2 open, 7 since start, 2.0 MiB, last 1m30s ago outline, wireguard (check)",
 		"never connected -",
 	} {
 		if !strings.Contains(text, want) {

@@ -80,6 +80,6 @@ use-auth-secret. Valid for --ttl (default relay.credential_ttl).`,
 			return nil
 		},
 	}
-	turn.AddCommand(creds, appCmd)
+	turn.AddCommand(creds, appCmd, a.secretCmd())
 	return turn
 }

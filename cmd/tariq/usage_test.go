@@ -25,7 +25,8 @@ func TestUnknownSubcommand(t *testing.T) {
 		{[]string{"statu"}, `tariq: unknown command "statu" for "tariq"; did you mean "status"?` + "\n"},
 		{[]string{"completion", "bassh"}, `tariq: unknown command "bassh" for "tariq completion"; did you mean "bash"?` + "\n"},
 		{[]string{"help", "peer", "ad"}, `tariq: unknown command "ad" for "tariq peer"; did you mean "add"?` + "\n"},
-		{[]string{"help", "nope"}, `tariq: unknown command "nope" for "tariq"` + "\n"},
+		{[]string{"help", "nope"}, `tariq: unknown command "nope" for "tariq"; did you mean "node"?` + "\n"},
+		{[]string{"help", "zzz"}, `tariq: unknown command "zzz" for "tariq"` + "\n"},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			code, out, errOut := tariq(t, tt.args...)

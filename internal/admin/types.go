@@ -14,6 +14,29 @@ type Status struct {
 	Relay      *RelayStatus `json:"relay,omitempty"`
 	VPN        *VPNStatus   `json:"vpn,omitempty"`
 	TLS        *CertStatus  `json:"tls,omitempty"`
+	// Cluster is the etcd store the nodes share; nil on one server.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
+}
+
+// ClusterStatus is the shared etcd store's part of Status.
+type ClusterStatus struct {
+	Endpoints []string `json:"endpoints"`
+	Prefix    string   `json:"prefix"`
+	Node      string   `json:"node"`
+	// Unreachable says why etcd does not answer now (the node serves the
+	// state it last saw), or "".
+	Unreachable string `json:"unreachable,omitempty"`
+	// Nodes are the live nodes, this one included.
+	Nodes []NodeStatus `json:"nodes,omitempty"`
+}
+
+// NodeStatus is one live node.
+type NodeStatus struct {
+	Name       string    `json:"name"`
+	PublicHost string    `json:"public_host"`
+	Version    string    `json:"version"`
+	StartedAt  time.Time `json:"started_at"`
+	Health     string    `json:"health"`
 }
 
 // RelayStatus is the TURN relay's part of Status.

@@ -33,7 +33,7 @@ const acmeTLS1 = "acme-tls/1"
 // when none is stored, retrying on certmagic's schedule; certmagic's cache
 // renews every 10 minutes' check until close.
 type acmeManager struct {
-	storage *rootStorage // closed last
+	storage certmagic.Storage // closed last when it is the data directory's (rootStorage)
 	log     *slog.Logger
 	host    string // an IP address in canonical form (acmeIdentifier)
 	ca      string
@@ -80,9 +80,13 @@ func (s *Source) openACME(ctx context.Context) error {
 			return fmt.Errorf("tls.acme_ca_roots: no PEM certificate in %s", f)
 		}
 	}
-	storage, err := openRootStorage(s.cfg.Server.DataDir)
-	if err != nil {
-		return fmt.Errorf("opening ACME storage: %w", err)
+	var storage certmagic.Storage = s.deps.Storage
+	if storage == nil {
+		rs, err := openRootStorage(s.cfg.Server.DataDir)
+		if err != nil {
+			return fmt.Errorf("opening ACME storage: %w", err)
+		}
+		storage = rs
 	}
 	host, isIP := acmeIdentifier(s.cfg.Server.PublicHost)
 	m := &acmeManager{
@@ -320,7 +324,9 @@ func (m *acmeManager) close() {
 	m.wg.Wait()
 	m.stopCache.Do(func() {
 		m.cache.Stop()
-		m.storage.Close()
+		if rs, ok := m.storage.(*rootStorage); ok {
+			rs.Close()
+		}
 	})
 }
 

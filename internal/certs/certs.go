@@ -30,6 +30,12 @@ type Deps struct {
 	Logger *slog.Logger
 	Now    func() time.Time
 
+	// Storage is where ACME's account, certificates and locks live when
+	// several nodes share them (internal/etcdstore), so that one node
+	// orders and the others reuse its certificate; nil means the data
+	// directory's certmagic/ (one server). It is not closed here.
+	Storage certmagic.Storage
+
 	// ACMEListenHost is the address certmagic's own challenge servers bind;
 	// empty means every interface.
 	ACMEListenHost string

@@ -233,3 +233,36 @@ func (s *rootStorage) Unlock(_ context.Context, lock string) error {
 	close(ch)
 	return nil
 }
+
+// StoredFile is one file of the ACME storage (StoredFiles).
+type StoredFile struct {
+	Key   string
+	Value []byte
+}
+
+// StoredFiles returns every file of the data directory's ACME storage
+// (account, certificates, their keys), for `tariq store migrate`.
+func StoredFiles(dataDir string) ([]StoredFile, error) {
+	s, err := openRootStorage(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	ctx := context.Background()
+	keys, err := s.List(ctx, "", true)
+	if err != nil {
+		return nil, err
+	}
+	var out []StoredFile
+	for _, k := range keys {
+		if fi, err := s.Stat(ctx, k); err != nil || !fi.IsTerminal {
+			continue
+		}
+		v, err := s.Load(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, StoredFile{Key: k, Value: v})
+	}
+	return out, nil
+}

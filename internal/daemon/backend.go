@@ -10,8 +10,8 @@ import (
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/certs"
+	"github.com/tariq-vpn/tariq/internal/etcdstore"
 	"github.com/tariq-vpn/tariq/internal/members"
-	"github.com/tariq-vpn/tariq/internal/store"
 )
 
 // backend answers the admin API from the running daemon: members through
@@ -144,6 +144,24 @@ func (b backend) Status(ctx context.Context) (*admin.Status, error) {
 		}
 		st.VPN = vs
 	}
+	if es, ok := d.state.(*etcdstore.Store); ok {
+		cfg := d.config()
+		cs := &admin.ClusterStatus{Endpoints: cfg.Server.Etcd.Endpoints, Prefix: es.Prefix(), Node: es.Node()}
+		var nodes []etcdstore.Node
+		err := es.Unreachable()
+		if err == nil {
+			nctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			nodes, err = es.Nodes(nctx)
+			cancel()
+		}
+		if err != nil {
+			cs.Unreachable = err.Error()
+		}
+		for _, n := range nodes {
+			cs.Nodes = append(cs.Nodes, nodeStatus(n))
+		}
+		st.Cluster = cs
+	}
 	if d.certs != nil {
 		info := d.certs.Info()
 		st.TLS = &admin.CertStatus{Mode: string(info.Mode), Source: info.Source, CA: info.CA, ACMEError: info.ACMEError,
@@ -154,25 +172,33 @@ func (b backend) Status(ctx context.Context) (*admin.Status, error) {
 
 // Members returns how the CLI manages members: the running daemon's admin
 // API when one answers, else the state store directly (running reports
-// which). Changes through the daemon apply to the live endpoint at once.
-func Members(ctx context.Context, cfg *config.Config) (m members.Manager, running bool, err error) {
+// which): the state file, or etcd, whose nodes apply the change at once.
+// Changes through the daemon apply to the live endpoint at once. close
+// releases what Members opened.
+func Members(ctx context.Context, cfg *config.Config) (m members.Manager, running bool, close func(), err error) {
 	c := admin.NewClient(cfg.Server.AdminSocket)
 	if c.Running(ctx) {
-		return c, true, nil
+		return c, true, func() {}, nil
 	}
 	if !cfg.VPN.Enabled {
-		return nil, false, errors.New("the WireGuard endpoint is disabled (vpn.enabled)")
+		return nil, false, nil, errors.New("the WireGuard endpoint is disabled (vpn.enabled)")
 	}
-	st, err := store.Open(cfg.Server.DataDir)
+	st, err := OpenState(ctx, cfg, nil)
 	if err != nil {
-		return nil, false, err
+		return nil, false, nil, err
 	}
 	c2 := *cfg
 	c2.Server.PublicHost = ResolveHost(cfg)
 	s, err := members.New(members.Deps{Store: st, Config: func() *config.Config { return &c2 },
 		TrustedCert: offlineTrustedCert(&c2, certs.ResolveMode(&c2))})
 	if err != nil {
-		return nil, false, fmt.Errorf("members: %w", err)
+		st.Close()
+		return nil, false, nil, fmt.Errorf("members: %w", err)
 	}
-	return members.Local{S: s}, false, nil
+	return members.Local{S: s}, false, func() { st.Close() }, nil
+}
+
+// nodeStatus is a registry entry as the admin API shows it.
+func nodeStatus(n etcdstore.Node) admin.NodeStatus {
+	return admin.NodeStatus{Name: n.Name, PublicHost: n.PublicHost, Version: n.Version, StartedAt: n.StartedAt, Health: n.Health}
 }

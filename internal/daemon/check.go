@@ -69,6 +69,10 @@ func Check(ctx context.Context, l *config.Loaded) []Finding {
 		add(OK, "server.data_dir", "%s is writable", cfg.Server.DataDir)
 	}
 
+	if cfg.Server.Store == config.StoreEtcd {
+		out = append(out, checkEtcd(ctx, cfg))
+	}
+
 	st, err := admin.NewClient(cfg.Server.AdminSocket).Status(ctx)
 	running := !errors.Is(err, admin.ErrNotRunning)
 	if running {

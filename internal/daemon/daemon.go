@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,11 @@ type Options struct {
 	// Limits are how often members' usage is counted and stored; zero
 	// means members.DefaultTimings (tests shorten them).
 	Limits members.Timings
+	// StoreTimeout bounds each request to etcd (server.store: etcd),
+	// including the first read at start, after which a node whose etcd
+	// does not answer serves from its cache; zero means 5 seconds (tests
+	// shorten it).
+	StoreTimeout time.Duration
 	// AllowDestinations are let through the VPN paths' destination policy
 	// although it refuses them (tests' targets on loopback).
 	AllowDestinations []netip.Prefix
@@ -81,7 +87,8 @@ type Daemon struct {
 	cfg  *config.Config
 	host string
 
-	store   *store.Store
+	store   *store.Store  // the data directory: its lock, temporary files, the generated secret's file
+	state   store.Backend // the shared state: that store, or etcd shared with other nodes
 	members *members.Service
 	certs   *certs.Source
 	vpn     *vpn.Service
@@ -194,12 +201,19 @@ func (d *Daemon) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	if _, err := st.Load(); err != nil {
+	state, es, err := openState(ctx, cfg, d.log.With("component", "store"), d.opts.StoreTimeout)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	d.state = state
+	d.add("store", statePart{d: d, es: es})
+	if _, err := state.Load(); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 
 	if certs.ResolveMode(cfg) != config.TLSOff {
 		deps := certs.Deps{Logger: d.log.With("component", "certs")}
+		d.certStorage(&deps)
 		if d.opts.CertsDeps != nil {
 			d.opts.CertsDeps(&deps)
 		}
@@ -215,13 +229,13 @@ func (d *Daemon) open(ctx context.Context) error {
 	}
 
 	if cfg.VPN.Enabled {
-		if err := d.openVPN(ctx, st); err != nil {
+		if err := d.openVPN(ctx, state); err != nil {
 			return err
 		}
 	}
 
 	if cfg.Relay.Enabled {
-		deps := relay.Deps{Logger: d.log.With("component", "relay"), Store: st}
+		deps := relay.Deps{Logger: d.log.With("component", "relay"), Secrets: d.storedSecrets}
 		if d.certs != nil {
 			deps.TLS = d.certs.TLSConfig("stun.turn")
 		}
@@ -351,6 +365,9 @@ func (d *Daemon) restartOnly(cfg *config.Config) []error {
 		}
 	}
 	need("server.data_dir", old.Server.DataDir != cfg.Server.DataDir, func() { cfg.Server.DataDir = old.Server.DataDir })
+	need("server.store", old.Server.Store != cfg.Server.Store, func() { cfg.Server.Store = old.Server.Store })
+	need("server.node_name", old.Server.NodeName != cfg.Server.NodeName, func() { cfg.Server.NodeName = old.Server.NodeName })
+	need("server.etcd", !reflect.DeepEqual(old.Server.Etcd, cfg.Server.Etcd), func() { cfg.Server.Etcd = old.Server.Etcd })
 	need("server.admin_socket", old.Server.AdminSocket != cfg.Server.AdminSocket, func() { cfg.Server.AdminSocket = old.Server.AdminSocket })
 	need("server.metrics_listen", old.Server.MetricsListen != cfg.Server.MetricsListen,
 		func() { cfg.Server.MetricsListen = old.Server.MetricsListen })
@@ -462,10 +479,13 @@ func (d *Daemon) printSummary(w io.Writer) {
 		for _, e := range d.Endpoints() {
 			fmt.Fprintf(w, "    %s\n", e.URI())
 		}
-		if len(cfg.Relay.Secrets) == 0 {
-			fmt.Fprintf(w, "  REST shared secret: generated and kept in %s (0600)\n", d.store.Path("state.json"))
-		} else {
+		switch {
+		case len(cfg.Relay.Secrets) > 0:
 			fmt.Fprintln(w, "  REST shared secret: relay.secrets in the config file")
+		case cfg.Server.Store == config.StoreEtcd:
+			fmt.Fprintf(w, "  REST shared secret: kept in etcd, shared by every node (%s turn secret list)\n", tariq)
+		default:
+			fmt.Fprintf(w, "  REST shared secret: generated and kept in %s (0600)\n", d.store.Path("state.json"))
 		}
 		fmt.Fprintf(w, "  Try it: %s turn credentials   (a username/password pair valid for relay.credential_ttl)\n", tariq)
 	}

@@ -40,7 +40,7 @@ func (d *Daemon) check(peer string, creds bool) *web.Check {
 		c.OutlinePort = webPort
 	}
 	if creds && d.relay != nil {
-		secret, err := signingSecret(cfg)
+		secret, err := d.signingSecret()
 		if err != nil {
 			d.log.Warn("reachability check without TURN: no REST secret", "err", err)
 			c.TURNUDP, c.TURNTCP, c.TURNTLS = "", "", ""

@@ -15,7 +15,7 @@ import (
 // openVPN opens the WireGuard endpoint with the identity the members
 // model keeps, and the members model with the endpoint as its path, and
 // the Outline path too when vpn.outline is on.
-func (d *Daemon) openVPN(ctx context.Context, st *store.Store) error {
+func (d *Daemon) openVPN(ctx context.Context, st store.Backend) error {
 	path := &wgPath{}
 	paths := []members.Path{path}
 	var op *outlinePath

@@ -62,7 +62,7 @@ func peerOf(t *testing.T, s *Service, name string) (store.Peer, error) {
 // operation wrote nothing.
 func stateBytes(t *testing.T, s *Service) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.deps.Store.Dir(), "state.json"))
+	b, err := os.ReadFile(filepath.Join(s.deps.Store.(*store.Store).Dir(), "state.json"))
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}

@@ -18,8 +18,9 @@ import (
 // Deps is what the members model uses but does not create.
 type Deps struct {
 	Logger *slog.Logger
-	// Store keeps the members, their devices and invites. Required.
-	Store *store.Store
+	// Store keeps the members, their devices and invites: the state file,
+	// or etcd shared with other nodes. Required.
+	Store store.Backend
 	// Config returns the configuration in force; it changes on reload.
 	// Required.
 	Config func() *config.Config
@@ -173,13 +174,30 @@ type Identity struct {
 func (s *Service) Identity() (Identity, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st, err := s.deps.Store.Update(func(st *store.State) error {
-		return ensureIdentity(st, s.deps.Config())
-	})
+	st, err := s.identityStateLocked()
 	if err != nil {
 		return Identity{}, err
 	}
 	return identityOf(st)
+}
+
+// identityStateLocked returns the state with the server's identity,
+// generating what is missing. It writes only then: a node starting while
+// a shared store is away serves the identity it last saw.
+func (s *Service) identityStateLocked() (*store.State, error) {
+	cfg := s.deps.Config()
+	st, err := s.deps.Store.Load()
+	if err != nil {
+		return nil, err
+	}
+	c := store.Clone(st)
+	if err := ensureIdentity(c, cfg); err != nil {
+		return nil, err
+	}
+	if store.Equal(c, st) {
+		return st, nil
+	}
+	return s.deps.Store.Update(func(st *store.State) error { return ensureIdentity(st, cfg) })
 }
 
 func ensureIdentity(st *store.State, cfg *config.Config) error {
@@ -285,7 +303,7 @@ func snapshot(st *store.State) store.State {
 func (s *Service) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st, err := s.deps.Store.Update(func(st *store.State) error { return ensureIdentity(st, s.deps.Config()) })
+	st, err := s.identityStateLocked()
 	if err != nil {
 		return err
 	}

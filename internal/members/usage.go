@@ -135,12 +135,17 @@ func (s *Service) applyLocked(st *store.State) error {
 // Serve counts usage from the paths and enforces limits until ctx is
 // done: every Tick it adds what each path counted since the last read,
 // and reapplies the members (an expiry passing, a limit reached, a new
-// month); every Flush, and when ctx ends, it stores what it counted.
+// month); every Flush, and when ctx ends, it stores what it counted. A
+// change of the store made elsewhere (another node, the CLI) is applied
+// as soon as the store reports it.
 func (s *Service) Serve(ctx context.Context, t Timings) error {
 	tick := time.NewTicker(t.Tick)
 	defer tick.Stop()
 	flush := time.NewTicker(t.Flush)
 	defer flush.Stop()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	changed := s.deps.Store.Watch(wctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -148,6 +153,10 @@ func (s *Service) Serve(ctx context.Context, t Timings) error {
 				s.log.Error("usage not stored at shutdown", "err", err)
 			}
 			return nil
+		case <-changed:
+			if err := s.Tick(); err != nil {
+				s.log.Warn("a change of the store not applied; retried every tick", "err", err)
+			}
 		case <-tick.C:
 			if err := s.Tick(); err != nil {
 				s.log.Warn("limits not enforced this round", "err", err)
@@ -210,23 +219,11 @@ func (s *Service) Flush() error {
 	if len(s.pending) == 0 {
 		return nil
 	}
-	_, err := s.deps.Store.Update(func(st *store.State) error {
-		for key, d := range s.pending {
-			m := st.Member(key.member)
-			switch {
-			case m == nil: // removed since
-				continue
-			case m.Usage.Month > key.month: // a month already over
-				continue
-			case m.Usage.Month < key.month:
-				m.Usage = store.Usage{Month: key.month}
-			}
-			m.Usage.In += d.In
-			m.Usage.Out += d.Out
-		}
-		return nil
-	})
-	if err != nil {
+	add := make([]store.MemberUsage, 0, len(s.pending))
+	for key, d := range s.pending {
+		add = append(add, store.MemberUsage{Member: key.member, Usage: store.Usage{Month: key.month, In: d.In, Out: d.Out}})
+	}
+	if err := s.deps.Store.AddUsage(add); err != nil {
 		return fmt.Errorf("storing usage: %w", err)
 	}
 	clear(s.pending)
