@@ -37,11 +37,17 @@ import (
 //	  awg    10.10.3.2   amneziawg-go, the obfuscated config (UDP 51821)
 //	  stock  10.10.4.2   upstream wireguard-go, the stock config (UDP 51820)
 //	  web    10.10.5.2   headless Chromium: relay-only WebRTC calls; the invite page;
-//	                     the member's own client, either form
-//	ISP 10.10.1.2 ── 10.10.1.1 server: WireGuard on UDP 51820 and 443 (stock) and 51821
-//	                 (AmneziaWG), TURN on UDP+TCP 3478 and TLS 5349, the HTTPS page and
-//	                 TURN over TLS on 443; NAT out of 10.10.2.1 ── 10.10.2.2 internet
-//	                 (HTTP, a TCP sink)
+//	                     the member's own client, either WireGuard form or Outline
+//	  ol     10.10.6.2   an Outline client (outline-sdk, the Outline app's code path)
+//	ISP 10.10.1.2 ── 10.10.1.1 server tariq.test: WireGuard on UDP 51820 and 443 (stock)
+//	                 and 51821 (AmneziaWG), TURN on UDP+TCP 3478 and TLS 5349, the HTTPS
+//	                 page, TURN over TLS and Outline (Shadowsocks over WebSocket) on 443;
+//	                 NAT out of 10.10.2.1 ── 10.10.2.2 internet (HTTP, a TCP sink, a UDP echo)
+//
+// The server is a DNS name, tariq.test, with a certificate from Pebble
+// (ACME: tls.mode acme, the real HTTP-01 or TLS-ALPN-01 challenge answered
+// by the daemon; see lab_test.go), as the Outline app needs a certificate
+// it trusts.
 //
 // The profiles are nftables rulesets in internal/testutil/censor/, loaded
 // one at a time in the ISP namespace (table inet tariq_censor, never the
@@ -58,8 +64,18 @@ import (
 //	        sends a voice-like stream (50 packets of 160 bytes a second for
 //	        4 s, unordered and unretransmitted) of which 80 % must arrive;
 //	        getStats() must show a relay-to-relay pair over that protocol on
-//	        both sides. TLS is checked against the daemon's self-signed
-//	        certificate, pinned by its SPKI hash.
+//	        both sides. Chromium cannot be given a test root: it pins the
+//	        daemon's certificate from Pebble by its SPKI hash;
+//	Outline an independent client following the Outline app's own code
+//	        path (outline-sdk's x/websocket endpoints under transport/
+//	        shadowsocks dialers, testutil.NewOutlineClient) fetches the
+//	        member's config document from their ssconf:// key over HTTPS,
+//	        trusting Pebble's root alone (the app refetches it on every
+//	        connect: so does the lab, under each profile), sends the sink
+//	        2 MiB over TCP as above, and carries a voice-like UDP stream to
+//	        the internet host's echo (160 bytes, 50 packets a second for
+//	        5 s) with at most 2 % lost; the table gives its round trips'
+//	        median and 99th percentile.
 //
 // In the same run the invite page's reachability check runs from the same
 // device network under each profile (a second browser tab), and its advice
@@ -69,7 +85,10 @@ import (
 // own namespace (a full tunnel, which takes the page's requests too, as on
 // a phone) and keeps the page open, whose confirmation must end on the
 // path the table finds working: under profile 2, after its countdown finds
-// no stock handshake, by switching her to the AmneziaWG form.
+// no stock handshake, by switching her to the AmneziaWG form. Where it
+// advises the Outline app (no UDP path: profiles 1, 3 and 4), she shows
+// her key on the page, her Outline client connects with it from the
+// browser's namespace, and the page must say connected.
 //
 // -censor-lab.table FILE writes the table as Markdown (scripts/censor-lab.sh
 // uses it).
@@ -82,7 +101,7 @@ type censorProfile struct {
 	file    string // in internal/testutil/censor; "" for no censor
 	counter string // the ruleset's drop counter
 	// want is the paths expected to work, in censorPaths order.
-	want [6]bool
+	want [7]bool
 	// page is the invite page's expected first advice, from its check.
 	// Under profile 2 the check advises stock WireGuard although the lab
 	// finds it blocked: a browser can only send STUN, which a censor keyed
@@ -90,18 +109,22 @@ type censorProfile struct {
 	page string
 	// final is the advice the member ends with once the page's
 	// confirmation has run (only where the check advises a VPN app): under
-	// profile 2, AmneziaWG, switched to when no stock handshake arrived.
+	// profile 2, AmneziaWG, switched to when no stock handshake arrived;
+	// where no UDP path works, Outline.
 	final string
 }
 
-var censorPaths = [6]string{"Stock WireGuard", "Obfuscated WireGuard", "TURN UDP", "TURN TCP", "TURN TLS 5349", "TURN TLS 443"}
+var censorPaths = [7]string{"Stock WireGuard", "Obfuscated WireGuard", "TURN UDP", "TURN TCP", "TURN TLS 5349", "TURN TLS 443", "Outline"}
+
+// outlinePath is Outline's index in censorPaths.
+const outlinePath = 6
 
 var censorProfiles = []censorProfile{
-	{"none", "", "", [6]bool{true, true, true, true, true, true}, "wireguard", "wireguard"},
-	{"1. all UDP dropped except DNS", "udp-blocked.nft", "udp_dropped", [6]bool{false, false, false, true, true, true}, "calls", ""},
-	{"2. WireGuard fingerprint dropped", "wg-fingerprint.nft", "wg_fingerprint", [6]bool{false, true, true, true, true, true}, "wireguard", "amneziawg"},
-	{"3. only TCP 80 and 443", "tcp-web-only.nft", "blocked", [6]bool{false, false, false, false, false, true}, "calls", ""},
-	{"4. UDP throttled after 3 s / 150 packets", "udp-throttle.nft", "throttled", [6]bool{false, false, false, true, true, true}, "calls", ""},
+	{"none", "", "", [7]bool{true, true, true, true, true, true, true}, "wireguard", "wireguard"},
+	{"1. all UDP dropped except DNS", "udp-blocked.nft", "udp_dropped", [7]bool{false, false, false, true, true, true, true}, "outline", "outline"},
+	{"2. WireGuard fingerprint dropped", "wg-fingerprint.nft", "wg_fingerprint", [7]bool{false, true, true, true, true, true, true}, "wireguard", "amneziawg"},
+	{"3. only TCP 80 and 443", "tcp-web-only.nft", "blocked", [7]bool{false, false, false, false, false, true, true}, "outline", "outline"},
+	{"4. UDP throttled after 3 s / 150 packets", "udp-throttle.nft", "throttled", [7]bool{false, false, false, true, true, true, true}, "outline", "outline"},
 }
 
 // censorLab is the topology, brought up once for every profile.
@@ -110,6 +133,8 @@ type censorLab struct {
 	stock, awg *device
 	member     *device // the family member's client, in the browser's namespace (interface wgweb)
 	memberName string  // the member's peer, whose one-time link invite is
+	outline    *device // the Outline column's client's namespace (no WireGuard client)
+	outlineKey string  // its member's ssconf:// key
 	browser    *testutil.Browser
 	callTab    context.Context // the lab's calls
 	pageTab    context.Context // the invite page
@@ -123,9 +148,9 @@ type censorLab struct {
 func newCensorLab(t *testing.T) *censorLab {
 	testutil.RequireRoot(t)
 	testutil.RequireBinary(t, "chromium")
-	l := newLab(t, labOptions{ISP: true, Config: map[string]string{
+	l := newLab(t, labOptions{ISP: true, ACME: true, Config: map[string]string{
 		"server.metrics_listen":       `""`,
-		"tls.mode":                    "self-signed",
+		"vpn.outline.enabled":         "true",
 		"vpn.extra_ports":             "[443]",
 		"vpn.obfuscation.enabled":     "true",
 		"vpn.obfuscation.listen_port": "51821",
@@ -142,11 +167,14 @@ func newCensorLab(t *testing.T) *censorLab {
 	// The member's client runs beside the browser, so while it is on it
 	// takes the browser's traffic too, as the WireGuard app does a phone's.
 	c.member = l.newDevice("web")
+	// The Outline column's member, whose key prints in one line.
+	c.outline = l.newDevice("ol")
+	c.outlineKey = strings.TrimSpace(l.cli("peer", "add", "ol", "--outline"))
 	// veth carries GSO superpackets (wireguard-go and tariq send UDP GSO):
 	// a router on a real link sees every datagram, so have the senders
 	// segment before the ISP does (a packet-counting censor, profile 4,
 	// would otherwise count 64 KB as one).
-	for _, d := range []*device{c.awg, c.stock, c.member} {
+	for _, d := range []*device{c.awg, c.stock, c.member, c.outline} {
 		d.ns.Run("ip", "link", "set", "dev", "eth0", "gso_max_segs", "1")
 	}
 	l.server.Run("ip", "link", "set", "dev", "isp0", "gso_max_segs", "1")
@@ -159,8 +187,7 @@ func newCensorLab(t *testing.T) *censorLab {
 		t.Fatalf("turn credentials: %d %s %s", code, out, errOut)
 	}
 	c.turnUser, c.turnPass = cred.Username, cred.Password
-	cert, roots := l.selfSigned()
-	c.roots = roots
+	c.roots = l.roots
 
 	// The calls' page, served inside the device network on its loopback
 	// (a secure context for WebRTC, and no path through the censor).
@@ -179,10 +206,12 @@ func newCensorLab(t *testing.T) *censorLab {
 	c.browser = browserIn(t, c.member.ns, testutil.BrowserOptions{
 		Timeout: 5 * time.Minute,
 		// The offline resolver rules catch IP literals too, and Chromium
-		// resolves the TURN server of a TCP or TLS allocation.
-		HostMap: map[string]string{labServer: labServer},
+		// resolves the TURN server of a TCP or TLS allocation. WebRTC asks
+		// for a STUN or TURN server's name over UDP as a fully qualified
+		// one, with the final dot.
+		HostMap: map[string]string{labServer: labServer, labName: labServer, labName + ".": labServer},
 		Flags: map[string]any{
-			"ignore-certificate-errors-spki-list": certs.SPKIHash(cert),
+			"ignore-certificate-errors-spki-list": certs.SPKIHash(l.cert),
 			// Two tabs run at once: keep the one in the background from
 			// having its timers (the stream's 20 ms ticks) throttled.
 			"disable-background-timer-throttling":    true,
@@ -247,6 +276,61 @@ func (c *censorLab) tunnelWorks(d *device) (bool, string) {
 	return true, got
 }
 
+// outlineWorks measures the Outline path from the Outline column's
+// namespace, as the app would connect there: it fetches the config
+// document from the member's key, builds the client from it, sends the
+// internet host's sink 2 MiB over TCP (which must see the server's uplink
+// address), then a voice-like UDP stream to its echo, of which at most
+// 2 % may be lost. It reports whether both got through, why not, and the
+// stream's measurements.
+func (c *censorLab) outlineWorks() (bool, string, testutil.VoiceResult) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := c.outlineClient(ctx, c.outline.ns, c.outlineKey)
+	if err != nil {
+		return false, err.Error(), testutil.VoiceResult{}
+	}
+	const size = 2 << 20
+	conn, err := cl.Stream.DialStream(ctx, "10.10.2.2:5001")
+	if err != nil {
+		return false, fmt.Sprintf("no TCP stream through Outline: %v", err), testutil.VoiceResult{}
+	}
+	got, err := sinkTransfer(conn, size, 10*time.Second)
+	if err != nil || !strings.HasPrefix(got, fmt.Sprintf("%d 10.10.2.1:", size)) {
+		return false, fmt.Sprintf("TCP through Outline: the sink answered %q (%v)", got, err), testutil.VoiceResult{}
+	}
+	pc, err := cl.Packet.ListenPacket(ctx)
+	if err != nil {
+		return false, fmt.Sprintf("no UDP association through Outline: %v", err), testutil.VoiceResult{}
+	}
+	defer pc.Close()
+	v, err := testutil.Voice(pc, &net.UDPAddr{IP: net.IPv4(10, 10, 2, 2), Port: 5003}, testutil.CallVoice(5*time.Second))
+	switch {
+	case err != nil:
+		return false, fmt.Sprintf("UDP through Outline: %v (%v)", err, v), v
+	case v.LossPercent() > 2:
+		return false, fmt.Sprintf("UDP through Outline: %v, want at most 2 %% lost", v), v
+	}
+	return true, fmt.Sprintf("TCP: %s; UDP: %v", got, v), v
+}
+
+// outlineClient fetches key's config document from ns as the Outline app
+// does on every connect (HTTPS, trusting Pebble's root alone; the lab's
+// names resolved by the lab) and builds the client from it, dialling from
+// ns.
+func (c *censorLab) outlineClient(ctx context.Context, ns *testutil.NetNS, key string) (*testutil.OutlineClient, error) {
+	dial := c.dialer(ns)
+	f, err := testutil.FetchOutlineConfig(ctx, key, c.roots, dial)
+	if err != nil {
+		return nil, fmt.Errorf("fetching the Outline config document of %s: %w", key, err)
+	}
+	cl, err := testutil.NewOutlineClient(f.Config, c.roots, dial)
+	if err != nil {
+		return nil, fmt.Errorf("building the Outline client: %w", err)
+	}
+	return cl, nil
+}
+
 // labCall is one relay-only call's outcome, from labCallPage.
 type labCall struct {
 	Error     string                  `json:"error"`
@@ -286,10 +370,10 @@ func (c *censorLab) turnWorks() (map[string]bool, map[string]string) {
 	servers := map[string]map[string]string{}
 	proto := map[string]string{"TURN UDP": "udp", "TURN TCP": "tcp", "TURN TLS 5349": "tls", "TURN TLS 443": "tls"}
 	for name, url := range map[string]string{
-		"TURN UDP":      "turn:" + labServer + ":3478?transport=udp",
-		"TURN TCP":      "turn:" + labServer + ":3478?transport=tcp",
-		"TURN TLS 5349": "turns:" + labServer + ":5349?transport=tcp",
-		"TURN TLS 443":  "turns:" + labServer + ":443?transport=tcp",
+		"TURN UDP":      "turn:" + c.host + ":3478?transport=udp",
+		"TURN TCP":      "turn:" + c.host + ":3478?transport=tcp",
+		"TURN TLS 5349": "turns:" + c.host + ":5349?transport=tcp",
+		"TURN TLS 443":  "turns:" + c.host + ":443?transport=tcp",
 	} {
 		servers[name] = map[string]string{"urls": url, "username": c.turnUser, "credential": c.turnPass}
 	}
@@ -318,7 +402,8 @@ type pageResult struct {
 	Paths   map[string]bool `json:"paths"`  // ticked (true) or crossed (false); untested paths absent
 	Shown   []string        `json:"shown"`  // ids of the verdict paragraphs shown
 	Text    string          `json:"text"`   // their text
-	Reveal  string          `json:"reveal"` // the form the reveal asks for: "" (the peer's own), amneziawg, wireguard-PORT
+	Reveal  string          `json:"reveal"` // the form the reveal asks for: "" (the peer's own), amneziawg, wireguard-PORT, outline
+	Steps   []string        `json:"steps"`  // the steps shown: steps (WireGuard's), outline-steps
 	Secret  bool            `json:"secret"` // the page carries a download or a QR code
 	Dir     string          `json:"dir"`
 	Confirm string          `json:"confirm"` // the confirmation's state
@@ -337,6 +422,7 @@ const readCheck = `(() => {
 		secret: /data:/.test(document.documentElement.outerHTML),
 		dir: getComputedStyle(s).direction,
 		confirm: (document.getElementById('confirm') || {dataset: {}}).dataset.state || '',
+		steps: ['steps', 'outline-steps'].filter((id) => { const e = document.getElementById(id); return e && !e.hidden; }),
 	};
 })()`
 
@@ -368,8 +454,9 @@ func (c *censorLab) runPage(q string) (pageResult, error) {
 // labRow is one profile's measurements.
 type labRow struct {
 	profile censorProfile
-	works   [6]bool
-	why     [6]string
+	works   [7]bool
+	why     [7]string
+	voice   testutil.VoiceResult // the Outline column's stream
 	page    pageResult
 	pageErr error
 	// final is the advice the page's confirmation ended on ("" if it did
@@ -388,9 +475,11 @@ type labRow struct {
 // must end on a path the table finds working: stock WireGuard connects
 // with no profile; under profile 2 the page finds no stock handshake,
 // switches her to the AmneziaWG form (the link's one second download) and
-// then says connected. A network blocking only the stock ports gets the
-// AmneziaWG advice and download from the start; the results survive a
-// restart.
+// then says connected; where no UDP path works (profiles 1, 3 and 4) the
+// page advises the Outline app, shows her key, and says connected once
+// her Outline client used it. A network blocking only the stock ports
+// gets the AmneziaWG advice and download from the start; the results
+// survive a restart.
 //
 // Each profile is a subtest on the one lab (named by profile.key:
 // `-run 'TestCensorLab/2'` reruns profile 2 alone, its row the table's
@@ -442,7 +531,7 @@ func TestCensorLab(t *testing.T) {
 			t.Fatalf("stock ports blocked: %v", err)
 		}
 		v, own := confValues(got), confValues(stockConf)
-		if v["Peer.Endpoint"] != labServer+":51821" || v["Interface.Jc"] == "" || v["Interface.PrivateKey"] != own["Interface.PrivateKey"] ||
+		if v["Peer.Endpoint"] != c.host+":51821" || v["Interface.Jc"] == "" || v["Interface.PrivateKey"] != own["Interface.PrivateKey"] ||
 			v["Interface.Address"] != own["Interface.Address"] || v["Peer.PresharedKey"] != own["Peer.PresharedKey"] {
 			t.Errorf("the AmneziaWG download:\n%s\nthe peer's own config:\n%s", got, stockConf)
 		}
@@ -500,7 +589,7 @@ func (c *censorLab) runProfile(t *testing.T, prof censorProfile, en, ar map[stri
 		lang, tr, dir = "?lang=ar", ar, "rtl"
 	}
 	var wg sync.WaitGroup
-	var took [5]time.Duration
+	var took [6]time.Duration
 	timed := func(i int, fn func()) {
 		wg.Add(1)
 		go func() {
@@ -519,6 +608,7 @@ func (c *censorLab) runProfile(t *testing.T, prof censorProfile, en, ar map[stri
 		}
 	})
 	timed(3, func() { row.page, row.pageErr = c.runPage(lang) })
+	timed(5, func() { row.works[outlinePath], row.why[outlinePath], row.voice = c.outlineWorks() })
 	wg.Wait()
 
 	// The page's check, from the same network, under the same profile.
@@ -527,7 +617,11 @@ func (c *censorLab) runProfile(t *testing.T, prof censorProfile, en, ar map[stri
 	// (or, once switched, a new member) gets a new link.
 	if prof.final != "" && row.pageErr == nil && row.page.Verdict == prof.page {
 		t1 := time.Now()
-		row.final, row.switched = c.confirmPage(prof, tr, dir)
+		if prof.page == "outline" {
+			row.final = c.confirmOutline(prof, tr, dir)
+		} else {
+			row.final, row.switched = c.confirmPage(prof, tr, dir)
+		}
 		took[4] = time.Since(t1).Round(100 * time.Millisecond)
 		if row.switched {
 			c.newMember("dad", true)
@@ -546,8 +640,11 @@ func (c *censorLab) runProfile(t *testing.T, prof censorProfile, en, ar map[stri
 			n++
 		}
 	}
-	t.Logf("%s: %d of %d paths work, in %s (stock %s, obfuscated %s, calls %s, page %s, confirmation %s; censor dropped %d packets)", prof.name,
-		n, len(row.works), row.took.Round(100*time.Millisecond), took[0], took[1], took[2], took[3], took[4], row.drops)
+	t.Logf("%s: %d of %d paths work, in %s (stock %s, obfuscated %s, calls %s, page %s, Outline %s, confirmation %s; censor dropped %d packets)", prof.name,
+		n, len(row.works), row.took.Round(100*time.Millisecond), took[0], took[1], took[2], took[3], took[5], took[4], row.drops)
+	if row.works[outlinePath] {
+		t.Logf("\tOutline: %s", row.why[outlinePath])
+	}
 
 	for i, ok := range row.works {
 		if !ok {
@@ -570,16 +667,16 @@ func (c *censorLab) runProfile(t *testing.T, prof censorProfile, en, ar map[stri
 	}
 	// The advice the member ends with is a path the table finds working.
 	if row.final != prof.final || (row.final == "wireguard" && !row.works[0]) || (row.final == "amneziawg" && !row.works[1]) ||
-		row.switched != (row.final == "amneziawg" && row.page.Verdict == "wireguard") {
-		t.Errorf("%s: the page ends on %q (switched %v), want %q; stock works %v, obfuscated %v", prof.name,
-			row.final, row.switched, prof.final, row.works[0], row.works[1])
+		(row.final == "outline" && !row.works[outlinePath]) || row.switched != (row.final == "amneziawg" && row.page.Verdict == "wireguard") {
+		t.Errorf("%s: the page ends on %q (switched %v), want %q; stock works %v, obfuscated %v, Outline %v", prof.name,
+			row.final, row.switched, prof.final, row.works[0], row.works[1], row.works[outlinePath])
 	}
 	return row
 }
 
 // pageExpect maps a lab row to what the page must tick: its probes test
 // UDP to each WireGuard port, TURN over UDP (with a sustained stream), TCP
-// and TLS on 443.
+// and TLS on 443, and a WebSocket on 443 (the Outline app's path).
 func pageExpect(row labRow) map[string]bool {
 	stockUDP := row.works[0]
 	if row.profile.file == "wg-fingerprint.nft" {
@@ -588,6 +685,7 @@ func pageExpect(row labRow) map[string]bool {
 	want := map[string]bool{
 		"wg-51820": stockUDP, "wg-443": stockUDP, "awg-51821": row.works[1],
 		"turn-udp": row.works[2], "turn-tcp": row.works[3], "turns-443": row.works[5],
+		"outline-443": row.works[outlinePath],
 	}
 	if row.works[2] || row.profile.file == "udp-throttle.nft" { // the stream runs once a relay is allocated
 		want["udp-sustained"] = row.works[2]
@@ -609,15 +707,22 @@ func (c *censorLab) checkPage(row labRow, tr map[string]string, dir string) {
 	if want := tr["verdict_"+row.profile.page]; r.Text != want || r.Dir != dir {
 		t.Errorf("%s: the page says (%s)\n%s\nwant (%s)\n%s", name, r.Dir, r.Text, dir, want)
 	}
-	if r.Form != "" || r.Reveal != "" {
-		t.Errorf("%s: the page switched the reveal to %q (%s); the member's own form is the advice or there is none", name, r.Form, r.Reveal)
+	// The reveal: the member's own form, or her Outline key where that is
+	// the advice, with Outline's steps instead of WireGuard's.
+	wantForm, wantSteps := "", []string{"steps"}
+	if row.profile.page == "outline" {
+		wantForm, wantSteps = "outline", []string{"outline-steps"}
+	}
+	if r.Form != wantForm || r.Reveal != wantForm || !slices.Equal(r.Steps, wantSteps) {
+		t.Errorf("%s: the page points the reveal at %q (%s), shows steps %v; want %q and %v", name, r.Form, r.Reveal, r.Steps, wantForm, wantSteps)
 	}
 	// Nothing is revealed before the member asks: no settings, and no
 	// confirmation yet.
 	if r.Secret || r.Confirm != "idle" {
 		t.Errorf("%s: after the check, settings on the page %v, the confirmation %q", name, r.Secret, r.Confirm)
 	}
-	advice := map[string]string{"wireguard": "WireGuard app, UDP 51820", "calls": "VPN blocked; relayed calls work"}[row.profile.page]
+	advice := map[string]string{"wireguard": "WireGuard app, UDP 51820", "calls": "VPN blocked; relayed calls work",
+		"outline": "Outline app (no UDP path)"}[row.profile.page]
 	c.checkStatus(c.memberName, advice, "-")
 }
 
@@ -751,7 +856,7 @@ func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir st
 	}
 	awgConf, err := c.clickDownload("#download-amneziawg")
 	av, sv := confValues(awgConf), confValues(conf)
-	if err != nil || av["Peer.Endpoint"] != labServer+":51821" || av["Interface.Jc"] == "" || av["Interface.PrivateKey"] != sv["Interface.PrivateKey"] ||
+	if err != nil || av["Peer.Endpoint"] != c.host+":51821" || av["Interface.Jc"] == "" || av["Interface.PrivateKey"] != sv["Interface.PrivateKey"] ||
 		av["Interface.Address"] != sv["Interface.Address"] || av["Peer.PresharedKey"] != sv["Peer.PresharedKey"] {
 		t.Errorf("%s: the switched download (%v):\n%s\nthe stock one:\n%s", name, err, awgConf, conf)
 		return "", false
@@ -779,6 +884,68 @@ func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir st
 		}
 	}
 	return "amneziawg", true
+}
+
+// confirmOutline is the member's way on from the page's advice of the
+// Outline app, under the current profile: she presses "Show my settings";
+// the page must show her member's key, as `tariq peer show --outline`
+// prints it, as the "Add to Outline" link and in the copy field, no
+// WireGuard download, and ask her to switch it on. Her Outline app
+// connects with the key the page showed, from the browser's namespace,
+// and fetches a page from the internet host through it; the page must
+// then say connected without being told, and `tariq status` agree. It
+// returns the form she ends on.
+func (c *censorLab) confirmOutline(prof censorProfile, tr map[string]string, dir string) string {
+	t := c.t
+	t.Helper()
+	name := prof.name
+	want := strings.TrimSpace(c.cli("peer", "show", c.memberName, "--outline"))
+	var got struct {
+		Href, Value, State string
+		Download           bool
+	}
+	ctx, cancel := context.WithTimeout(c.pageTab, 10*time.Second)
+	err := chromedp.Run(ctx, chromedp.Click("#reveal-button", chromedp.ByID), chromedp.WaitVisible("#outline-box", chromedp.ByID),
+		testutil.EvalJSON(`(() => {
+			const el = (id) => document.getElementById(id);
+			return {Href: el('outline-add').getAttribute('href') || '', Value: el('outline-key').value,
+				State: el('confirm').dataset.state || '', Download: !!el('download') && !el('download').hidden};
+		})()`, &got))
+	cancel()
+	if err != nil || want == "" || got.Href != want || got.Value != want || got.Download || got.State != "ask" {
+		t.Errorf("%s: the reveal shows %+v (%v); want the key %q as the link and in the copy field, no download, the confirmation asking", name, got, err, want)
+		return ""
+	}
+	c.checkStatus(c.memberName, "Outline app (no UDP path)", "-")
+
+	// Her Outline app: the key the page showed, from the page's network.
+	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl, err := c.outlineClient(ctx, c.member.ns, got.Value)
+	if err != nil {
+		t.Errorf("%s: the member's Outline app: %v", name, err)
+		return ""
+	}
+	conn, err := cl.Stream.DialStream(ctx, "10.10.2.2:80")
+	if err != nil {
+		t.Errorf("%s: the member's Outline app connects: %v", name, err)
+		return ""
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: 10.10.2.2\r\n\r\n")
+	body, err := io.ReadAll(conn)
+	conn.Close()
+	if !strings.Contains(string(body), "you are 10.10.2.1:") {
+		t.Errorf("%s: HTTP through the member's Outline app: %q %v (want the server's uplink address as source)", name, body, err)
+		return ""
+	}
+	v, err := c.waitConfirm("connected", 15*time.Second)
+	if err != nil || v.Text != tr["confirm_connected"] || v.Dir != dir || v.Button {
+		t.Errorf("%s: once her Outline app connected, the confirmation shows %+v (%v); want (%s) %q", name, v, err, dir, tr["confirm_connected"])
+		return ""
+	}
+	c.checkStatus(c.memberName, "Outline app (no UDP path)", "connected")
+	return "outline"
 }
 
 // revealDownload presses the page's "Show my settings", as the member
@@ -867,18 +1034,11 @@ func mapDiff(want, got map[string]bool) string {
 }
 
 // reveal posts the member's link's reveal form with fields from the
-// device network, as the page does, trusting only the daemon's
-// certificate.
+// device network, as the page does, trusting only Pebble's root.
 func (c *censorLab) reveal(fields string) *http.Response {
 	tr := &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: c.roots, ServerName: labServer},
-		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-			err = c.member.ns.Do(func() error {
-				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
-		},
+		TLSClientConfig: &tls.Config{RootCAs: c.roots},
+		DialContext:     c.dialer(c.member.ns),
 	}
 	defer tr.CloseIdleConnections()
 	req, _ := http.NewRequest("POST", c.invite, strings.NewReader(fields))
@@ -897,13 +1057,21 @@ func (c *censorLab) reveal(fields string) *http.Response {
 // censorTable renders the rows as the README's Markdown table.
 func censorTable(rows []labRow) string {
 	var b strings.Builder
-	b.WriteString("| Censor profile | " + strings.Join(censorPaths[:], " | ") + " | Invite page advises |\n")
+	head := censorPaths
+	head[outlinePath] += " (voice RTT p50 / p99)"
+	b.WriteString("| Censor profile | " + strings.Join(head[:], " | ") + " | Invite page advises |\n")
 	b.WriteString("|---" + strings.Repeat("|---", len(censorPaths)) + "|---|\n")
-	advice := map[string]string{"wireguard": "WireGuard app", "amneziawg": "AmneziaWG app", "calls": "VPN blocked, calls work", "none": "try another network"}
+	advice := map[string]string{"wireguard": "WireGuard app", "amneziawg": "AmneziaWG app", "outline": "Outline app",
+		"calls": "VPN blocked, calls work", "none": "try another network"}
 	for _, r := range rows {
 		cells := []string{r.profile.name}
-		for _, w := range r.works {
-			cells = append(cells, map[bool]string{true: "works", false: "blocked"}[w])
+		for i, w := range r.works {
+			cell := map[bool]string{true: "works", false: "blocked"}[w]
+			if i == outlinePath && w {
+				// The voice stream's round trips.
+				cell += fmt.Sprintf(" (RTT %.1f / %.1f ms)", float64(r.voice.RTT(0.5))/1e6, float64(r.voice.RTT(0.99))/1e6)
+			}
+			cells = append(cells, cell)
 		}
 		v := r.page.Verdict
 		if r.final != "" {

@@ -11,9 +11,11 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,13 +49,36 @@ import (
 // 10.10.1.1 that every device dials. The internet host answers HTTP on :80
 // with the address it sees ("you are …"), sinks TCP on :5001 (answering
 // "<bytes> <remote>" at EOF), sources TCP on :5002 (sends the number of
-// bytes asked for on a line), and runs iperf3 servers on demand.
+// bytes asked for on a line), echoes UDP on :5003, and runs iperf3 servers
+// on demand.
+//
+// With labOptions.ACME the server is a DNS name, labName, with a
+// certificate from Pebble (ACME), as a server with a domain is:
+//
+//	Pebble (in the test process, the host's namespace)
+//	  directory  https://127.0.0.1:P/dir, reached from the server's
+//	             namespace through a forwarder listening there on 127.0.0.1:P
+//	  validation Pebble's DNS answers labName with 127.0.0.1, where
+//	             forwarders on its HTTP-01 and TLS-ALPN-01 ports reach the
+//	             server's 10.10.1.1:80 and :443 from the ISP's namespace
+//	             (the server's own without one): the real challenges,
+//	             answered by the daemon as on a VPS
+//
+// and everything of the lab's that dials the server resolves labName
+// itself (labResolve), never through the host's resolver: the devices'
+// WireGuard clients, as wg(8) resolves an endpoint's name before it
+// configures the device; Chromium, by its host rules; Go clients, by
+// lab.dialer.
 //
 // A test states only what differs: config keys (labOptions.Config), an ISP,
-// or the server alone (the invite page).
+// a domain with ACME, or the server alone (the invite page).
 
 // labServer is the server's public address, which devices dial.
 const labServer = "10.10.1.1"
+
+// labName is the server's DNS name in a lab with labOptions.ACME, which
+// the lab resolves to labServer (labResolve).
+const labName = "tariq.test"
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
@@ -72,6 +97,10 @@ type labOptions struct {
 	Isolated bool
 	// ServeArgs are added to `tariq serve`'s command line.
 	ServeArgs []string
+	// ACME makes the server labName, with tls.mode acme and Pebble as its
+	// CA (see the top of this file); newLab returns once the daemon serves
+	// Pebble's certificate.
+	ACME bool
 }
 
 // lab is one end-to-end topology with its daemon.
@@ -84,6 +113,16 @@ type lab struct {
 	serveArgs             []string
 	daemon                *daemonProc
 	subnets               int // device links made so far
+	// host is server.public_host: labServer, or labName with ACME.
+	host string
+	// With ACME: the CA, a pool of its root alone, and the certificate the
+	// daemon got from it.
+	pebble *testutil.Pebble
+	roots  *x509.CertPool
+	cert   *x509.Certificate
+	// challenges count the connections Pebble's validation made, by
+	// challenge.
+	challenges map[string]func() int64
 }
 
 // newLab builds the topology, writes the config, starts the internet
@@ -102,7 +141,7 @@ func newLab(t *testing.T, opts labOptions) *lab {
 	}
 	var rnd [3]byte
 	rand.Read(rnd[:])
-	l := &lab{t: t, root: t, bin: bin, dir: t.TempDir(), iface: "tq" + hex.EncodeToString(rnd[:]), serveArgs: opts.ServeArgs}
+	l := &lab{t: t, root: t, bin: bin, dir: t.TempDir(), iface: "tq" + hex.EncodeToString(rnd[:]), serveArgs: opts.ServeArgs, host: labServer}
 	l.server = testutil.NewNetNS(t)
 	if !opts.Isolated {
 		l.inet = testutil.NewNetNS(t)
@@ -126,6 +165,15 @@ func newLab(t *testing.T, opts labOptions) *lab {
 		"relay.enabled":          "false",
 		"web.enabled":            "false",
 	}
+	if opts.ACME {
+		l.startPebble()
+		l.host = labName
+		keys["server.public_host"] = labName
+		keys["tls.mode"] = "acme"
+		keys["tls.email"] = "admin@" + labName
+		keys["tls.acme_ca"] = l.pebble.DirectoryURL
+		keys["tls.acme_ca_roots"] = l.pebble.RootsFile
+	}
 	for k, v := range opts.Config {
 		keys[k] = v
 	}
@@ -134,7 +182,132 @@ func newLab(t *testing.T, opts labOptions) *lab {
 		t.Fatal(err)
 	}
 	l.startDaemon()
+	if opts.ACME {
+		l.waitACME()
+	}
 	return l
+}
+
+// startPebble starts Pebble and its forwarders (see the top of this file).
+func (l *lab) startPebble() {
+	t := l.t
+	t.Helper()
+	l.pebble = testutil.StartPebble(t, testutil.PebbleOptions{})
+	listen := func(ns *testutil.NetNS, addr string) net.Listener {
+		var ln net.Listener
+		do := func() (err error) { ln, err = net.Listen("tcp", addr); return err }
+		var err error
+		if ns == nil {
+			err = do()
+		} else {
+			err = ns.Do(do)
+		}
+		if err != nil {
+			t.Fatalf("pebble forwarder on %s: %v", addr, err)
+		}
+		return ln
+	}
+	// The directory, where the daemon finds it: the same address in the
+	// server's namespace.
+	u, err := url.Parse(l.pebble.DirectoryURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.ForwardTCP(t, listen(l.server, u.Host), func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", u.Host)
+	})
+	// The challenges, to the server's public address from the internet
+	// side.
+	from := l.server
+	if l.isp != nil {
+		from = l.isp
+	}
+	l.challenges = map[string]func() int64{}
+	for name, fw := range map[string]struct {
+		port int
+		to   string
+	}{"http-01": {l.pebble.HTTPPort, labServer + ":80"}, "tls-alpn-01": {l.pebble.TLSPort, labServer + ":443"}} {
+		to := fw.to
+		l.challenges[name] = testutil.ForwardTCP(t, listen(nil, net.JoinHostPort("127.0.0.1", strconv.Itoa(fw.port))), func(ctx context.Context) (c net.Conn, err error) {
+			err = from.Do(func() error {
+				var d net.Dialer
+				c, err = d.DialContext(ctx, "tcp", to)
+				return err
+			})
+			return c, err
+		})
+	}
+	l.roots = l.pebble.RootPool()
+}
+
+// waitACME waits until the daemon serves a certificate for labName that
+// a client trusting Pebble's root alone accepts, on labServer:443 from the
+// internet side, and keeps it.
+func (l *lab) waitACME() {
+	t := l.t
+	t.Helper()
+	start := time.Now()
+	dial := l.dialer(l.server)
+	if l.isp != nil {
+		dial = l.dialer(l.isp)
+	}
+	var err error
+	// About half a second; certmagic retries a failed first issuance a
+	// minute later, which the deadline leaves room for.
+	for deadline := start.Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var c net.Conn
+		if c, err = dial(ctx, "tcp", labName+":443"); err == nil {
+			tc := tls.Client(c, &tls.Config{ServerName: labName, RootCAs: l.roots, NextProtos: []string{"http/1.1"}})
+			if err = tc.HandshakeContext(ctx); err == nil {
+				l.cert = tc.ConnectionState().PeerCertificates[0]
+			}
+			tc.Close()
+		}
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no certificate from Pebble for %s within 90 s: %v\n%s", labName, err, l.daemon.out)
+		}
+	}
+	// Pebble validated a real challenge: its validation authority
+	// connected to the server.
+	var validated []string
+	for _, name := range slices.Sorted(maps.Keys(l.challenges)) {
+		if n := l.challenges[name](); n > 0 {
+			validated = append(validated, fmt.Sprintf("%s (%d connections)", name, n))
+		}
+	}
+	if len(validated) == 0 {
+		t.Fatalf("a certificate from Pebble, but its validation authority never connected to the server")
+	}
+	t.Logf("certificate from Pebble for %s in %s, validated over %s", labName, time.Since(start).Round(100*time.Millisecond),
+		strings.Join(validated, ", "))
+}
+
+// dialer dials from ns, resolving labName as the lab's own DNS would.
+func (l *lab) dialer(ns *testutil.NetNS) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		addr = labResolve(addr)
+		err = ns.Do(func() error {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}
+
+// labResolve turns labName:port into labServer:port; any other host:port
+// stays as it is.
+func labResolve(hostPort string) string {
+	if host, port, err := net.SplitHostPort(hostPort); err == nil && host == labName {
+		return net.JoinHostPort(labServer, port)
+	}
+	return hostPort
 }
 
 // labYAML writes keys, by dotted path, as nested YAML.
@@ -188,6 +361,7 @@ func (l *lab) newISP() {
 // source.
 func (l *lab) serveInternet() {
 	var web, sink, source net.Listener
+	var echo net.PacketConn
 	if err := l.inet.Do(func() (err error) {
 		if web, err = net.Listen("tcp", ":80"); err != nil {
 			return err
@@ -195,11 +369,15 @@ func (l *lab) serveInternet() {
 		if sink, err = net.Listen("tcp", ":5001"); err != nil {
 			return err
 		}
+		if echo, err = net.ListenPacket("udp", ":5003"); err != nil {
+			return err
+		}
 		source, err = net.Listen("tcp", ":5002")
 		return err
 	}); err != nil {
 		l.t.Fatal(err)
 	}
+	go testutil.UDPEcho(echo)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "you are %s\n", r.RemoteAddr)
 	})}
@@ -229,7 +407,7 @@ func (l *lab) serveInternet() {
 		}
 		io.CopyN(c, zeros{}, n)
 	})
-	l.root.Cleanup(func() { srv.Close(); sink.Close(); source.Close() })
+	l.root.Cleanup(func() { srv.Close(); sink.Close(); source.Close(); echo.Close() })
 }
 
 // zeros reads as endless zero bytes.
@@ -517,14 +695,14 @@ func (d *device) up() {
 			fmt.Fprintf(&set, "%s=%s\n", strings.ToLower(k), v["Interface."+k])
 		}
 		fmt.Fprintf(&set, "replace_peers=true\npublic_key=%s\npreshared_key=%s\nendpoint=%s\npersistent_keepalive_interval=%s\n",
-			hexKey(t, v["Peer.PublicKey"]), hexKey(t, v["Peer.PresharedKey"]), v["Peer.Endpoint"], v["Peer.PersistentKeepalive"])
+			hexKey(t, v["Peer.PublicKey"]), hexKey(t, v["Peer.PresharedKey"]), labResolve(v["Peer.Endpoint"]), v["Peer.PersistentKeepalive"])
 		for _, a := range strings.Split(v["Peer.AllowedIPs"], ",") {
 			fmt.Fprintf(&set, "allowed_ip=%s\n", strings.TrimSpace(a))
 		}
 		testutil.AmneziaWGSet(t, sock, set.String())
 	} else {
 		stripped := filepath.Join(d.l.dir, d.name+".stripped.conf")
-		if err := os.WriteFile(stripped, []byte(wgStrip(d.conf)), 0o600); err != nil {
+		if err := os.WriteFile(stripped, []byte(resolveEndpoint(wgStrip(d.conf))), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		d.ns.Run("wg", "setconf", ifname, stripped)
@@ -558,6 +736,20 @@ func wgStrip(conf string) string {
 		lines = append(lines, line)
 	}
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// resolveEndpoint resolves labName in a config's Endpoint (labResolve),
+// as wg(8) resolves the name itself before it hands the device an
+// address: the lab's names are in no resolver the device's namespace can
+// reach.
+func resolveEndpoint(conf string) string {
+	lines := strings.Split(conf, "\n")
+	for i, line := range lines {
+		if k, v, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "Endpoint" {
+			lines[i] = "Endpoint = " + labResolve(strings.TrimSpace(v))
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // down stops d's client and waits until its interface, and with it the
@@ -632,12 +824,24 @@ func (d *device) transfer(addr string, n int, within time.Duration) (string, err
 	if err != nil {
 		return "", fmt.Errorf("no connection through the tunnel: %w", err)
 	}
+	return sinkTransfer(c.(*net.TCPConn), n, within)
+}
+
+// sinkTransfer sends n random bytes on c, a connection to the internet
+// host's sink, within the time given, half-closes it and returns the
+// sink's answer "<bytes> <remote>"; it closes c.
+func sinkTransfer(c interface {
+	net.Conn
+	CloseWrite() error
+}, n int, within time.Duration) (string, error) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(within))
 	if _, err := io.CopyN(c, rand.Reader, int64(n)); err != nil {
 		return "", fmt.Errorf("sending %d bytes: %w", n, err)
 	}
-	c.(*net.TCPConn).CloseWrite()
+	if err := c.CloseWrite(); err != nil {
+		return "", fmt.Errorf("half-closing after %d bytes: %w", n, err)
+	}
 	b, err := io.ReadAll(c)
 	return strings.TrimSpace(string(b)), err
 }
