@@ -34,6 +34,41 @@ type ServerConfig struct {
 	AdminSocket string `mapstructure:"admin_socket"`
 	// MetricsListen is the host:port of the Prometheus endpoint; empty turns it off.
 	MetricsListen string `mapstructure:"metrics_listen"`
+	// Store is where the shared state (the server's identity, members,
+	// devices, invites, REST secrets) lives: StoreFile, state.json in the
+	// data directory, for one server; StoreEtcd, an etcd cluster, for
+	// several nodes serving one network.
+	Store StoreKind `mapstructure:"store"`
+	// NodeName names this node among the nodes sharing an etcd prefix
+	// (tariq node list, its usage counters); empty means the host name.
+	NodeName string `mapstructure:"node_name"`
+	// Etcd is the cluster when Store is StoreEtcd.
+	Etcd EtcdConfig `mapstructure:"etcd"`
+}
+
+// StoreKind names a state store.
+type StoreKind string
+
+// The state stores.
+const (
+	StoreFile StoreKind = "file" // state.json in server.data_dir
+	StoreEtcd StoreKind = "etcd" // an etcd cluster shared by several nodes
+)
+
+// EtcdConfig is the etcd cluster several nodes share their state through.
+type EtcdConfig struct {
+	// Endpoints are the cluster's client URLs (https://10.0.0.1:2379).
+	Endpoints []string `mapstructure:"endpoints"`
+	// Prefix is where this network's keys live, so that several networks
+	// can share one cluster: /tariq, /family-a.
+	Prefix string `mapstructure:"prefix"`
+	// CAFile is the PEM file of the CA the cluster's certificates chain
+	// to; empty means the system's roots (with https:// endpoints).
+	CAFile string `mapstructure:"ca_file"`
+	// CertFile and KeyFile are this node's client certificate, for a
+	// cluster started with --client-cert-auth.
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
 }
 
 // TLSConfig selects where certificates come from.
@@ -42,8 +77,12 @@ type TLSConfig struct {
 	Email       string  `mapstructure:"email"`
 	ACMECA      string  `mapstructure:"acme_ca"`
 	ACMECARoots string  `mapstructure:"acme_ca_roots"`
-	CertFile    string  `mapstructure:"cert_file"`
-	KeyFile     string  `mapstructure:"key_file"`
+	// ACMEProfile is the ACME profile to order (draft-aaron-acme-profiles);
+	// empty means shortlived for an IP address (the only profile Let's
+	// Encrypt issues IP certificates in) and the CA's default for a name.
+	ACMEProfile string `mapstructure:"acme_profile"`
+	CertFile    string `mapstructure:"cert_file"`
+	KeyFile     string `mapstructure:"key_file"`
 }
 
 // VPNConfig is the WireGuard endpoint.
@@ -65,6 +104,30 @@ type VPNConfig struct {
 	PersistentKeepalive time.Duration  `mapstructure:"persistent_keepalive"`
 	// Obfuscation is a listener speaking AmneziaWG 1.x, on a port of its own.
 	Obfuscation ObfuscationConfig `mapstructure:"obfuscation"`
+	// AllowDestinations are ranges members may reach although the
+	// built-in list refuses them (a home network behind the server, say).
+	// They never open the server itself. Every VPN path obeys them.
+	AllowDestinations []netip.Prefix `mapstructure:"allow_destinations"`
+	// DenyDestinations are refused to members in addition to the built-in
+	// list; they win over AllowDestinations and MemberToMember.
+	DenyDestinations []netip.Prefix `mapstructure:"deny_destinations"`
+	// MemberToMember lets members' devices reach each other through the
+	// tunnel.
+	MemberToMember bool `mapstructure:"member_to_member"`
+	// Outline is the VPN path over TCP: Shadowsocks over WebSocket on the
+	// HTTPS port, for the Outline app.
+	Outline OutlineConfig `mapstructure:"outline"`
+}
+
+// OutlineConfig is the Outline-compatible VPN path: Shadowsocks over
+// WebSocket over TLS on the web.listen ports, for networks where no UDP
+// gets through. Every member has an Outline key (an ssconf:// link) next
+// to their WireGuard devices. The Outline app verifies the certificate
+// against the system's roots, so the path needs a publicly trusted one
+// (tls.mode auto or acme with a public IP address or a DNS name, or
+// files): with a self-signed certificate no key is handed out.
+type OutlineConfig struct {
+	Enabled bool `mapstructure:"enabled"`
 }
 
 // ObfuscationConfig is the AmneziaWG-compatible listener: WireGuard with

@@ -68,14 +68,64 @@ func TestLoadProblems(t *testing.T) {
 			"server.bogus: unknown key",
 		}},
 		{"bad prefix", "relay:\n  allow_peers: [10.0.0.0/33]\n", []string{`relay.allow_peers: "10.0.0.0/33" is not an IP prefix (like 10.0.0.0/8)`}},
+		{"bad destination", "vpn:\n  allow_destinations: [10.0.0.0/33]\n  deny_destinations: [nope]\n  member_to_member: perhaps\n", []string{
+			`vpn.allow_destinations: "10.0.0.0/33" is not an IP prefix (like 10.0.0.0/8)`,
+			`vpn.deny_destinations: "nope" is not an IP prefix (like 10.0.0.0/8) or address`,
+			`vpn.member_to_member: "perhaps" is not a valid bool`,
+		}},
+		{"destination with host bits", "vpn:\n  enabled: false\n  allow_destinations: [192.168.1.7/24]\n  deny_destinations: ['fd00::1/8', 10.1.0.0/16]\n", []string{
+			"vpn.allow_destinations: 192.168.1.7/24 has bits set past the prefix length: write 192.168.1.0/24 for the range, or 192.168.1.7 alone for the one address",
+			"vpn.deny_destinations: fd00::1/8 has bits set past the prefix length: write fd00::/8 for the range, or fd00::1 alone for the one address",
+		}},
 		{"log level", "server:\n  log_level: loud\n", []string{`server.log_level: "loud" is not one of debug, info, warn, error`}},
+		{"store", "server:\n  store: consul\n  node_name: -x\n", []string{
+			`server.node_name: "-x" is not a node name (1-63 letters, digits, '.', '_' or '-', starting with a letter or digit)`,
+			`server.store: "consul" is not one of file, etcd`,
+		}},
+		{"etcd without endpoints", "server:\n  store: etcd\n", []string{
+			"server.etcd.endpoints: is required when server.store is etcd (the cluster's client URLs, like https://10.0.0.1:2379)",
+		}},
+		{"etcd keys with the file store", "server:\n  etcd:\n    endpoints: [https://10.0.0.1:2379]\n", []string{
+			"server.etcd.endpoints: set, but server.store is file: set server.store to etcd to use the cluster",
+		}},
+		{"etcd values", "server:\n  store: etcd\n  etcd:\n    endpoints: [10.0.0.1:2379, 'http://10.0.0.2:2379']\n    prefix: /tariq/\n    ca_file: ca.pem\n    cert_file: /etc/c.pem\n", []string{
+			"server.etcd.ca_file: \"ca.pem\" is not an absolute path",
+			"server.etcd.cert_file: cert_file and key_file go together (this node's client certificate and its key)",
+			"server.etcd.cert_file: set, but no endpoint is https://: the cluster is reached without TLS",
+			`server.etcd.endpoints: "10.0.0.1:2379" is not an etcd client URL (like https://10.0.0.1:2379)`,
+			`server.etcd.prefix: "/tariq/" is not a key prefix (like /tariq: a '/' then segments of letters, digits, '.', '_' or '-' separated by '/', no '/' at the end)`,
+		}},
 		{"relative data dir", "server:\n  data_dir: state\n", []string{`server.data_dir: "state" is not an absolute path`}},
 		{"public host with scheme", "server:\n  public_host: https://x.example\n", []string{`server.public_host: "https://x.example" is neither an IP address nor a DNS name (no scheme, no port)`}},
 		{"tls mode", "tls:\n  mode: maybe\n", []string{`tls.mode: "maybe" is not one of auto, acme, self-signed, files, off`}},
-		{"acme needs email and name", "server:\n  public_host: 203.0.113.9\ntls:\n  mode: acme\n", []string{
-			"server.public_host: must be a DNS name when tls.mode is acme (ACME certifies names, not IP addresses)",
-			"tls.email: is required when tls.mode is acme (the CA's account contact)",
+		{"acme needs a host", "tls:\n  mode: acme\n", []string{
+			"server.public_host: must be a DNS name or a public IP address when tls.mode is acme",
+			"tls.email: is required when tls.mode is acme for a DNS name (the CA's account contact)",
 		}},
+		{"acme on a name needs email", "server:\n  public_host: vpn.example.org\ntls:\n  mode: acme\n", []string{
+			"tls.email: is required when tls.mode is acme for a DNS name (the CA's account contact)",
+		}},
+		{"acme on a documentation address", "server:\n  public_host: 203.0.113.9\ntls:\n  mode: acme\n", []string{
+			"server.public_host: 203.0.113.9 is not a public IP address, and no public CA certifies another (tls.mode acme)",
+		}},
+		{"acme on a private address", "server:\n  public_host: 10.1.2.3\ntls:\n  mode: acme\n  email: ops@example.org\n", []string{
+			"server.public_host: 10.1.2.3 is not a public IP address, and no public CA certifies another (tls.mode acme)",
+		}},
+		{"acme on loopback ipv6", "server:\n  public_host: '::1'\ntls:\n  mode: acme\n", []string{
+			"server.public_host: ::1 is not a public IP address, and no public CA certifies another (tls.mode acme)",
+		}},
+		{"acme on a public address needs no email", "server:\n  public_host: 193.0.14.129\ntls:\n  mode: acme\n", nil},
+		{"acme on a public ipv6 address", "server:\n  public_host: '2a00:1450:4001:80e::200e'\ntls:\n  mode: acme\n  acme_profile: shortlived\n", nil},
+		{"acme profile characters", "tls:\n  acme_profile: short lived\n", []string{
+			`tls.acme_profile: "short lived" is not a profile name (letters, digits, '.', '_' and '-', at most 64)`,
+		}},
+		{"acme profile injection", "tls:\n  acme_profile: 'shortlived\",\"x'\n", []string{
+			`tls.acme_profile: "shortlived\",\"x" is not a profile name (letters, digits, '.', '_' and '-', at most 64)`,
+		}},
+		{"acme profile too long", "tls:\n  acme_profile: " + strings.Repeat("a", 65) + "\n", []string{
+			`tls.acme_profile: "` + strings.Repeat("a", 65) + `" is not a profile name (letters, digits, '.', '_' and '-', at most 64)`,
+		}},
+		{"acme profile", "tls:\n  acme_profile: tlsserver\n", nil},
 		{"files needs files", "tls:\n  mode: files\n", []string{"tls.cert_file: is required when tls.mode is files", "tls.key_file: is required when tls.mode is files"}},
 		{"acme ca url", "tls:\n  acme_ca: http://ca.example/dir\n", []string{`tls.acme_ca: "http://ca.example/dir" is not an https:// ACME directory URL`}},
 		{"email", "tls:\n  email: not-an-email\n", []string{`tls.email: "not-an-email" is not an email address`}},
@@ -106,6 +156,13 @@ func TestLoadProblems(t *testing.T) {
 		{"ports that fit together", "vpn:\n  extra_ports: [443, 8443]\n  obfuscation: {enabled: true, listen_port: 51821}\n", nil},
 		{"obfuscation off claims nothing", "vpn:\n  obfuscation: {enabled: false, listen_port: 51820}\n", nil},
 		{"obfuscation unknown key", "vpn:\n  obfuscation: {enabled: true, jc: 4}\n", []string{"vpn.obfuscation.jc: unknown key"}},
+		{"outline without the page", "vpn:\n  outline: {enabled: true}\nweb: {enabled: false}\n",
+			[]string{"vpn.outline.enabled: the Outline path runs on the HTTPS page's ports: it needs web.enabled and a tls.mode other than off"}},
+		{"outline without TLS", "vpn:\n  outline: {enabled: true}\ntls: {mode: \"off\"}\nweb: {enabled: false}\nrelay: {listen_tls: []}\n",
+			[]string{"vpn.outline.enabled: the Outline path runs on the HTTPS page's ports: it needs web.enabled and a tls.mode other than off"}},
+		{"outline with the VPN off claims nothing", "vpn:\n  enabled: false\n  outline: {enabled: true}\nweb: {enabled: false}\n", nil},
+		{"outline on", "vpn:\n  outline: {enabled: true}\n", nil},
+		{"outline unknown key", "vpn:\n  outline: {enabled: true, port: 443}\n", []string{"vpn.outline.port: unknown key"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(Options{File: writeFile(t, tc.yaml)})
@@ -126,8 +183,49 @@ func TestLoadFileErrors(t *testing.T) {
 	if _, err := Load(Options{File: filepath.Join(t.TempDir(), "missing.yaml")}); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Errorf("missing explicit file: %v", err)
 	}
-	if _, err := Load(Options{File: writeFile(t, "relay: [unclosed\n")}); err == nil || !strings.Contains(err.Error(), "parsing config") {
+	if _, err := Load(Options{File: writeFile(t, "relay: [unclosed\n")}); err == nil || !strings.Contains(err.Error(), "line 1: did not find expected ',' or ']'") {
 		t.Errorf("broken YAML: %v", err)
+	}
+}
+
+// TestLoadYAMLErrorLine: a malformed file is named with the line where the
+// problem is, one line of text per problem, whatever yaml.v3 would report
+// (it names the line where the enclosing block began).
+func TestLoadYAMLErrorLine(t *testing.T) {
+	for _, tt := range []struct {
+		name, body string
+		want       []string // after "config FILE: "
+	}{
+		{"bad indentation", "server:\n  public_host: a\n  data_dir: /x\nvpn:\n  enabled: true\n  mtu: 1400\n relay: 1\n",
+			[]string{"line 7: did not find expected key"}},
+		{"unclosed quote", "server:\n  public_host: \"a\n", []string{"line 2: found unexpected end of stream"}},
+		{"tab", "server:\n\tpublic_host: a\n", []string{"line 2: found character that cannot start any token"}},
+		{"unclosed list", "# tariq\nrelay:\n  users: {}\n  listen_udp: [a\n\nweb:\n  enabled: true\n",
+			[]string{"line 4: did not find expected ',' or ']'"}},
+		{"multi-line string before the error", "server:\n  public_host: \"a\n    b\"\n  log_level: info\n   data_dir: /x\n",
+			[]string{"line 5: mapping values are not allowed in this context"}},
+		{"duplicate keys", "server:\n  public_host: a\nserver:\n  data_dir: b\nvpn: {}\nvpn: {}\n",
+			[]string{`line 3: mapping key "server" already defined at line 1`, `line 6: mapping key "vpn" already defined at line 5`}},
+		{"a list", "- server\n- vpn\n", []string{"line 1: want a mapping of sections (server:, tls:, vpn:, relay:, web:), not a list"}},
+		{"a scalar", "hello\n", []string{"line 1: want a mapping of sections (server:, tls:, vpn:, relay:, web:), not a scalar"}},
+		{"a section as a scalar", "server: 5\nvpn:\ntls:\n  mode: auto\nrelay: [a]\n",
+			[]string{"line 1: server: want the section's keys indented under it, not a scalar", "line 5: relay: want the section's keys indented under it, not a list"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			file := writeFile(t, tt.body)
+			_, err := Load(Options{File: file})
+			var want []string
+			for _, w := range tt.want {
+				want = append(want, "config "+file+": "+w)
+			}
+			if err == nil || err.Error() != strings.Join(want, "\n") {
+				t.Errorf("got %v\nwant %s", err, strings.Join(want, "\n"))
+			}
+			var fe *FileError
+			if !errors.As(err, &fe) || fe.File != file {
+				t.Errorf("not a *FileError for %s: %#v", file, err)
+			}
+		})
 	}
 }
 
@@ -173,10 +271,18 @@ var envValues = map[string][2]string{
 	"server.log_level":               {"debug", "debug"},
 	"server.admin_socket":            {"/tmp/t.sock", "/tmp/t.sock"},
 	"server.metrics_listen":          {"127.0.0.1:9999", "127.0.0.1:9999"},
+	"server.store":                   {"etcd", "etcd"},
+	"server.node_name":               {"node-1", "node-1"},
+	"server.etcd.endpoints":          {"https://10.0.0.1:2379,https://10.0.0.2:2379", "[https://10.0.0.1:2379 https://10.0.0.2:2379]"},
+	"server.etcd.prefix":             {"/family-a", "/family-a"},
+	"server.etcd.ca_file":            {"/etc/tariq/etcd-ca.pem", "/etc/tariq/etcd-ca.pem"},
+	"server.etcd.cert_file":          {"/etc/tariq/etcd.pem", "/etc/tariq/etcd.pem"},
+	"server.etcd.key_file":           {"/etc/tariq/etcd-key.pem", "/etc/tariq/etcd-key.pem"},
 	"tls.mode":                       {"self-signed", "self-signed"},
 	"tls.email":                      {"ops@example.org", "ops@example.org"},
 	"tls.acme_ca":                    {"https://ca.example/dir", "https://ca.example/dir"},
 	"tls.acme_ca_roots":              {"/etc/roots.pem", "/etc/roots.pem"},
+	"tls.acme_profile":               {"shortlived", "shortlived"},
 	"tls.cert_file":                  {"/etc/c.pem", "/etc/c.pem"},
 	"tls.key_file":                   {"/etc/k.pem", "/etc/k.pem"},
 	"vpn.enabled":                    {"false", "false"},
@@ -193,6 +299,10 @@ var envValues = map[string][2]string{
 	"vpn.extra_ports":                {"443,8443", "[443 8443]"},
 	"vpn.obfuscation.enabled":        {"true", "true"},
 	"vpn.obfuscation.listen_port":    {"51900", "51900"},
+	"vpn.allow_destinations":         {"192.168.1.0/24,fd00::/8", "[192.168.1.0/24 fd00::/8]"},
+	"vpn.deny_destinations":          {"8.8.8.8", "[8.8.8.8/32]"},
+	"vpn.member_to_member":           {"true", "true"},
+	"vpn.outline.enabled":            {"true", "true"},
 	"relay.enabled":                  {"false", "false"},
 	"relay.realm":                    {"example.org", "example.org"},
 	"relay.listen_udp":               {":3479,:3480", "[:3479 :3480]"},
@@ -229,10 +339,18 @@ func TestEveryKeyFromEnv(t *testing.T) {
 			switch key {
 			case "vpn.enabled", "vpn.mode", "vpn.interface", "vpn.listen_port", "vpn.address", "vpn.dns", "vpn.mtu",
 				"vpn.nat", "vpn.uplink", "vpn.client_allowed_ips", "vpn.persistent_keepalive",
-				"vpn.extra_ports", "vpn.obfuscation.enabled", "vpn.obfuscation.listen_port":
+				"vpn.extra_ports", "vpn.obfuscation.enabled", "vpn.obfuscation.listen_port", "vpn.outline.enabled":
 				base = ""
 			case "web.enabled":
 				base = ""
+			case "server.store":
+				base += "server: {etcd: {endpoints: ['https://10.0.0.1:2379']}}\n"
+			case "server.etcd.endpoints":
+				base += "server: {store: etcd}\n"
+			case "server.etcd.cert_file":
+				base += "server: {etcd: {key_file: /k.pem}}\n"
+			case "server.etcd.key_file":
+				base += "server: {etcd: {cert_file: /c.pem}}\n"
 			}
 			l, err := Load(Options{File: writeFile(t, base)})
 			if err != nil {
@@ -296,7 +414,7 @@ func TestSecretRedacted(t *testing.T) {
 // TestTemplate checks `tariq init`'s file against a golden copy, that it
 // loads, and that it names every key (so it stays the reference).
 func TestTemplate(t *testing.T) {
-	text := Template(TemplateData{Host: "vpn.example.org", Email: "ops@example.org", Secret: "0123456789abcdef0123456789abcdef"})
+	text := Template(TemplateData{Host: "vpn.example.org", Email: "ops@example.org", Secret: "0123456789abcdef0123456789abcdef", Outline: true})
 	golden := filepath.Join("testdata", "init.golden.yaml")
 	if *update {
 		if err := os.WriteFile(golden, []byte(text), 0o644); err != nil {
@@ -314,8 +432,17 @@ func TestTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("template does not load: %v", err)
 	}
-	if l.Server.PublicHost != "vpn.example.org" || l.Relay.Secrets[0].Reveal() != "0123456789abcdef0123456789abcdef" {
-		t.Errorf("template values not read back: %+v", l.Server)
+	if l.Server.PublicHost != "vpn.example.org" || l.Relay.Secrets[0].Reveal() != "0123456789abcdef0123456789abcdef" || !l.VPN.Outline.Enabled {
+		t.Errorf("template values not read back: %+v %+v", l.Server, l.VPN.Outline)
+	}
+	// A host without a trusted certificate gets the Outline path off, the
+	// file otherwise the same.
+	off := Template(TemplateData{Host: "10.0.0.1", Secret: "0123456789abcdef0123456789abcdef"})
+	if l, err := Load(Options{File: writeFile(t, off)}); err != nil || l.VPN.Outline.Enabled {
+		t.Errorf("template with Outline off: %v, outline %+v", err, l)
+	}
+	if got := len(strings.Split(off, "\n")); got != len(strings.Split(text, "\n")) {
+		t.Errorf("the template has %d lines with Outline off, %d with it on", got, len(strings.Split(text, "\n")))
 	}
 	for _, key := range Keys() {
 		// Each part of the path at its own depth: "vpn:", "  obfuscation:", "    enabled:".
@@ -345,4 +472,60 @@ func FuzzPortRange(f *testing.F) {
 			t.Fatalf("%v does not round-trip", r)
 		}
 	})
+}
+
+// TestIsPublicIP checks which addresses count as public, the ones a public
+// CA certifies: globally reachable unicast, per the IANA special-purpose
+// registries.
+func TestIsPublicIP(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		want bool
+	}{
+		{"193.0.14.129", true},
+		{"8.8.8.8", true},
+		{"::ffff:193.0.14.129", true}, // judged as the IPv4 address it maps
+		{"2a00:1450:4001:80e::200e", true},
+		{"2606:4700:4700::1111", true},
+		{"127.0.0.1", false},
+		{"127.8.9.10", false},
+		{"::1", false},
+		{"0.0.0.0", false},
+		{"::", false},
+		{"10.1.2.3", false},
+		{"172.16.0.1", false},
+		{"192.168.1.1", false},
+		{"100.64.0.1", false},
+		{"169.254.169.254", false},
+		{"192.0.0.9", false},
+		{"192.0.2.2", false},
+		{"198.18.0.1", false},
+		{"198.51.100.7", false},
+		{"203.0.113.9", false},
+		{"224.0.0.1", false},
+		{"240.0.0.1", false},
+		{"255.255.255.255", false},
+		{"::ffff:10.0.0.1", false},
+		{"::ffff:127.0.0.1", false},
+		{"fe80::1", false},
+		{"fe80::1%eth0", false},
+		{"fd00:ec2::254", false},
+		{"fc00::1", false},
+		{"ff02::1", false},
+		{"2001:db8::10", false},
+		{"3fff::1", false},
+		{"2001::1", false},           // Teredo
+		{"2002:c000:0204::1", false}, // 6to4
+		{"64:ff9b::808:808", false},  // NAT64: not the server's own address
+		{"100::1", false},
+		{"5f00::1", false},
+		{"4000::1", false}, // outside 2000::/3: unallocated
+	} {
+		if got := IsPublicIP(netip.MustParseAddr(tc.addr)); got != tc.want {
+			t.Errorf("IsPublicIP(%s) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
+	if IsPublicIP(netip.Addr{}) {
+		t.Error("the zero Addr is public")
+	}
 }

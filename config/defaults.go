@@ -11,6 +11,9 @@ import (
 // is not an error: tariq runs on defaults.
 const DefaultFile = "/etc/tariq/tariq.yaml"
 
+// DefaultEtcdPrefix is server.etcd.prefix unless set.
+const DefaultEtcdPrefix = "/tariq"
+
 // Default returns the configuration a fresh `tariq serve` uses with no config
 // file, no environment and no flags.
 func Default() *Config {
@@ -21,6 +24,8 @@ func Default() *Config {
 			LogLevel:      "info",
 			AdminSocket:   adminSocket,
 			MetricsListen: "127.0.0.1:9477",
+			Store:         StoreFile,
+			Etcd:          EtcdConfig{Endpoints: []string{}, Prefix: DefaultEtcdPrefix},
 		},
 		TLS: TLSConfig{Mode: TLSAuto},
 		VPN: VPNConfig{
@@ -36,6 +41,8 @@ func Default() *Config {
 			ClientAllowedIPs:    []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
 			PersistentKeepalive: 25 * time.Second,
 			Obfuscation:         ObfuscationConfig{ListenPort: 51821},
+			AllowDestinations:   []netip.Prefix{},
+			DenyDestinations:    []netip.Prefix{},
 		},
 		Relay: RelayConfig{
 			Enabled:               true,

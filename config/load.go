@@ -1,8 +1,10 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/netip"
 	"os"
@@ -80,13 +82,17 @@ func Load(opts Options) (*Loaded, error) {
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("reading config: %w", err)
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err // the path is already named
+			}
+			return nil, &FileError{File: file, Msg: err.Error(), Err: err}
 		}
-		if err := yaml.Unmarshal(b, &rawFile); err != nil {
-			return nil, fmt.Errorf("parsing config %s: %w", file, err)
+		if rawFile, err = parseFile(file, b, defaults); err != nil {
+			return nil, err
 		}
-		if err := v.ReadConfig(strings.NewReader(string(b))); err != nil {
-			return nil, fmt.Errorf("parsing config %s: %w", file, err)
+		if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
+			return nil, &FileError{File: file, Msg: err.Error(), Err: err}
 		}
 	}
 
@@ -142,6 +148,105 @@ func Load(opts Options) (*Loaded, error) {
 		return nil, errors.Join(problems...)
 	}
 	return &Loaded{Config: cfg, File: file}, nil
+}
+
+// parseFile decodes the YAML text b of file, or returns one *FileError per
+// problem, each with the line where it is.
+func parseFile(file string, b []byte, defaults map[string]any) (map[string]any, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		line, msg := syntaxError(b, err)
+		return nil, &FileError{File: file, Line: line, Msg: msg, Err: err}
+	}
+	if len(doc.Content) == 0 { // empty, or only comments
+		return nil, nil
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, &FileError{File: file, Line: root.Line,
+			Msg: "want a mapping of sections (server:, tls:, vpn:, relay:, web:), not a " + kindName(root)}
+	}
+	var errs []error
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, val := root.Content[i], root.Content[i+1]
+		if isSection(defaults, k.Value) && val.Kind != yaml.MappingNode && val.Tag != "!!null" {
+			errs = append(errs, &FileError{File: file, Line: val.Line,
+				Msg: fmt.Sprintf("%s: want the section's keys indented under it, not a %s", k.Value, kindName(val))})
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	var raw map[string]any
+	if err := doc.Decode(&raw); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, &FileError{File: file, Msg: strings.TrimPrefix(err.Error(), "yaml: "), Err: err}
+		}
+		for _, e := range te.Errors { // duplicate keys, each "line N: …"
+			line, msg := splitLine(e)
+			errs = append(errs, &FileError{File: file, Line: line, Msg: msg, Err: err})
+		}
+		return nil, errors.Join(errs...)
+	}
+	return raw, nil
+}
+
+// syntaxError returns the line and text of a YAML syntax error. yaml.v3
+// names the line where the enclosing block began, which may be far above
+// the mistake, so the line is found again: the one after the longest run
+// of leading lines that still parses.
+func syntaxError(b []byte, err error) (line int, msg string) {
+	line, msg = splitLine(strings.TrimPrefix(err.Error(), "yaml: "))
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	if len(lines) > 10000 { // a config file is never this long; keep yaml.v3's line
+		return line, msg
+	}
+	for k := len(lines) - 1; k > 0; k-- {
+		var n yaml.Node
+		if yaml.Unmarshal(bytes.Join(lines[:k], nil), &n) == nil {
+			return k + 1, msg
+		}
+	}
+	return 1, msg
+}
+
+// splitLine splits yaml.v3's "line N: text" into N and text (0 and s when
+// there is no line).
+func splitLine(s string) (int, string) {
+	rest, ok := strings.CutPrefix(strings.TrimSpace(s), "line ")
+	if !ok {
+		return 0, s
+	}
+	num, text, ok := strings.Cut(rest, ": ")
+	n, err := strconv.Atoi(num)
+	if !ok || err != nil {
+		return 0, s
+	}
+	return n, text
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "list"
+	case yaml.ScalarNode:
+		return "scalar"
+	case yaml.AliasNode:
+		return "alias"
+	}
+	return "mapping"
+}
+
+// isSection reports whether name is a config section (server, vpn, …)
+// rather than a key.
+func isSection(defaults map[string]any, name string) bool {
+	for key := range defaults {
+		if strings.HasPrefix(key, name+".") {
+			return true
+		}
+	}
+	return false
 }
 
 func knownEnv(defaults map[string]any, name string) bool {

@@ -10,6 +10,9 @@ type TemplateData struct {
 	Host   string // server.public_host
 	Email  string // tls.email
 	Secret string // the first relay.secrets entry
+	// Outline turns vpn.outline on: for a host that gets a publicly
+	// trusted certificate, which the Outline app needs.
+	Outline bool
 }
 
 var initTemplate = template.Must(template.New("init").Parse(`# tariq configuration, written by "tariq init".
@@ -24,13 +27,24 @@ server:
   log_level: info                  # debug | info | warn | error
   admin_socket: /run/tariq/admin.sock
   metrics_listen: 127.0.0.1:9477   # Prometheus text format; "" turns metrics off
+  store: file                      # file (state.json in data_dir: one server) | etcd (several nodes, one network)
+  node_name: ""                    # this node's name among the nodes; empty = the host name
+  etcd:                            # the cluster the nodes share their state through (server.store: etcd)
+    endpoints: []                  # its client URLs, like [https://10.0.0.1:2379, https://10.0.0.2:2379]
+    prefix: /tariq                 # where this network's keys live; one cluster may hold several networks
+    ca_file: ""                    # PEM roots the cluster's certificates chain to; empty = the system's
+    cert_file: ""                  # this node's client certificate and key (etcd --client-cert-auth)
+    key_file: ""
 
 tls:
   mode: auto          # auto | acme | self-signed | files | off
-                      # auto: ACME when public_host is a DNS name and email is set, else self-signed
-  email: {{printf "%q" .Email}}
+                      # auto: ACME when public_host is a public IP address, or a DNS name
+                      # and email is set; else self-signed
+  email: {{printf "%q" .Email}}   # the CA account's contact; an IP address needs none
   acme_ca: ""         # ACME directory URL; empty = Let's Encrypt
   acme_ca_roots: ""   # PEM file of roots to trust for that CA (private CAs)
+  acme_profile: ""    # empty = shortlived (about 6 days, renewed automatically) for an IP
+                      # address, the CA's default for a DNS name
   cert_file: ""       # files mode
   key_file: ""
 
@@ -48,9 +62,19 @@ vpn:
   uplink: ""                       # empty = the default-route interface
   client_allowed_ips: [0.0.0.0/0, "::/0"]
   persistent_keepalive: 25s
+  # Members reach the internet, not the server's networks: private, CGNAT, link-local (cloud
+  # metadata), ULA, multicast and the other special-purpose ranges are refused on every VPN path.
+  allow_destinations: []           # CIDRs members may reach although that list refuses them (a home
+                                   # network behind the server, say); never the server itself
+  deny_destinations: []            # CIDRs refused to members in addition to that list (these win)
+  member_to_member: false          # members' devices reach each other through the tunnel
   obfuscation:                     # AmneziaWG-compatible WireGuard for networks that block plain WireGuard
     enabled: false                 # devices added with --obfuscated use it, in the AmneziaWG or AmneziaVPN app
     listen_port: 51821             # UDP, a port of its own; stock clients keep using the ports above
+  outline:                         # the Outline app's path, for networks where no UDP gets through: Shadowsocks
+                                   # over WebSocket on the web.listen ports ("tariq peer show NAME --outline")
+    enabled: {{.Outline}}{{if .Outline}}                  {{else}}                 {{end}}# needs a publicly trusted certificate (tls: a public IP address, a DNS
+                                   # name with email, or files): the app refuses a self-signed one
 
 relay:
   enabled: true

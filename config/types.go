@@ -30,7 +30,7 @@ type TLSMode string
 
 // The TLS modes.
 const (
-	TLSAuto       TLSMode = "auto"        // ACME when the host is a DNS name and an email is set, else self-signed
+	TLSAuto       TLSMode = "auto"        // ACME for a public IP address, or a DNS name when an email is set; else self-signed
 	TLSACME       TLSMode = "acme"        // always ACME
 	TLSSelfSigned TLSMode = "self-signed" // a certificate generated once and kept
 	TLSFiles      TLSMode = "files"       // cert_file and key_file, reread on SIGHUP

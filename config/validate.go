@@ -6,6 +6,7 @@ import (
 	"net/mail"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -55,6 +56,107 @@ func (c *Config) validateServer(v *validator) {
 			v.add("server.metrics_listen", "%s", msg)
 		}
 	}
+	if s.NodeName != "" && !ValidNodeName(s.NodeName) {
+		v.add("server.node_name", "%q is not a node name (1-63 letters, digits, '.', '_' or '-', starting with a letter or digit)", s.NodeName)
+	}
+	c.validateEtcd(v)
+}
+
+func (c *Config) validateEtcd(v *validator) {
+	s, e := c.Server, c.Server.Etcd
+	switch s.Store {
+	case StoreFile:
+		if len(e.Endpoints) > 0 {
+			v.add("server.etcd.endpoints", "set, but server.store is file: set server.store to etcd to use the cluster")
+		}
+	case StoreEtcd:
+		if len(e.Endpoints) == 0 {
+			v.add("server.etcd.endpoints", "is required when server.store is etcd (the cluster's client URLs, like https://10.0.0.1:2379)")
+		}
+	default:
+		v.add("server.store", "%q is not one of file, etcd", s.Store)
+	}
+	https := false
+	for _, ep := range e.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.Port() == "" ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			v.add("server.etcd.endpoints", "%q is not an etcd client URL (like https://10.0.0.1:2379)", ep)
+			continue
+		}
+		https = https || u.Scheme == "https"
+	}
+	if !ValidEtcdPrefix(e.Prefix) {
+		v.add("server.etcd.prefix", "%q is not a key prefix (like /tariq: a '/' then segments of letters, digits, '.', '_' or '-' separated by '/', no '/' at the end)", e.Prefix)
+	}
+	for key, path := range map[string]string{"server.etcd.ca_file": e.CAFile, "server.etcd.cert_file": e.CertFile, "server.etcd.key_file": e.KeyFile} {
+		switch {
+		case path == "":
+		case !filepath.IsAbs(path):
+			v.add(key, "%q is not an absolute path", path)
+		case len(e.Endpoints) > 0 && !https:
+			v.add(key, "set, but no endpoint is https://: the cluster is reached without TLS")
+		}
+	}
+	if (e.CertFile == "") != (e.KeyFile == "") {
+		v.add("server.etcd.cert_file", "cert_file and key_file go together (this node's client certificate and its key)")
+	}
+}
+
+// ValidNodeName reports whether n may name a node: 1-63 ASCII letters,
+// digits, '.', '_' or '-', starting with a letter or digit (a host name
+// is one). It is a segment of etcd keys and a column of `tariq node list`.
+func ValidNodeName(n string) bool {
+	if len(n) == 0 || len(n) > 63 {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case (c == '.' || c == '_' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidEtcdPrefix reports whether p may be server.etcd.prefix: "/" and
+// segments of letters, digits, '.', '_' and '-' joined by "/", with no
+// "/" at the end, so that no network's prefix is another's key.
+func ValidEtcdPrefix(p string) bool {
+	if len(p) < 2 || len(p) > 128 || p[0] != '/' {
+		return false
+	}
+	for _, seg := range strings.Split(p[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+		for i := 0; i < len(seg); i++ {
+			c := seg[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// NodeName returns the node's name: server.node_name, else the host name
+// (which must then be a valid node name).
+func (c *Config) NodeName() (string, error) {
+	if c.Server.NodeName != "" {
+		return c.Server.NodeName, nil
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("server.node_name is empty and the host name is unknown (%w): set server.node_name", err)
+	}
+	if !ValidNodeName(h) {
+		return "", fmt.Errorf("server.node_name is empty and the host name %q cannot name a node: set server.node_name", h)
+	}
+	return h, nil
 }
 
 func (c *Config) validateTLS(v *validator) {
@@ -62,11 +164,20 @@ func (c *Config) validateTLS(v *validator) {
 	switch t.Mode {
 	case TLSAuto, TLSSelfSigned, TLSOff:
 	case TLSACME:
-		if t.Email == "" {
-			v.add("tls.email", "is required when tls.mode is acme (the CA's account contact)")
+		// A public IP address gets a certificate of its own (RFC 8738),
+		// with no account contact needed; a DNS name keeps needing one.
+		host := c.Server.PublicHost
+		if a, err := netip.ParseAddr(host); err == nil {
+			if !IsPublicIP(a) {
+				v.add("server.public_host", "%s is not a public IP address, and no public CA certifies another (tls.mode acme)", host)
+			}
+			break
 		}
-		if c.Server.PublicHost == "" || !isDNSName(c.Server.PublicHost) {
-			v.add("server.public_host", "must be a DNS name when tls.mode is acme (ACME certifies names, not IP addresses)")
+		if host == "" || !isDNSName(host) {
+			v.add("server.public_host", "must be a DNS name or a public IP address when tls.mode is acme")
+		}
+		if t.Email == "" {
+			v.add("tls.email", "is required when tls.mode is acme for a DNS name (the CA's account contact)")
 		}
 	case TLSFiles:
 		if t.CertFile == "" {
@@ -88,6 +199,9 @@ func (c *Config) validateTLS(v *validator) {
 			v.add("tls.acme_ca", "%q is not an https:// ACME directory URL", t.ACMECA)
 		}
 	}
+	if t.ACMEProfile != "" && !validProfile(t.ACMEProfile) {
+		v.add("tls.acme_profile", "%q is not a profile name (letters, digits, '.', '_' and '-', at most 64)", t.ACMEProfile)
+	}
 	for key, path := range map[string]string{"tls.acme_ca_roots": t.ACMECARoots, "tls.cert_file": t.CertFile, "tls.key_file": t.KeyFile} {
 		if path != "" && !filepath.IsAbs(path) {
 			v.add(key, "%q is not an absolute path", path)
@@ -100,6 +214,18 @@ func (c *Config) validateTLS(v *validator) {
 
 func (c *Config) validateVPN(v *validator) {
 	n := c.VPN
+	// The destination lists bind every VPN path (WireGuard and Outline),
+	// so they are checked even with vpn.enabled off.
+	for _, l := range []struct {
+		key  string
+		list []netip.Prefix
+	}{{"vpn.allow_destinations", n.AllowDestinations}, {"vpn.deny_destinations", n.DenyDestinations}} {
+		for _, p := range l.list {
+			if m := p.Masked(); m != p {
+				v.add(l.key, "%s has bits set past the prefix length: write %s for the range, or %s alone for the one address", p, m, p.Addr())
+			}
+		}
+	}
 	if !n.Enabled {
 		return
 	}
@@ -123,6 +249,9 @@ func (c *Config) validateVPN(v *validator) {
 	}
 	if o := n.Obfuscation; o.Enabled && (o.ListenPort < 1 || o.ListenPort > 65535) {
 		v.add("vpn.obfuscation.listen_port", "%d is not a port (1-65535)", o.ListenPort)
+	}
+	if n.Outline.Enabled && (!c.Web.Enabled || c.TLS.Mode == TLSOff) {
+		v.add("vpn.outline.enabled", "the Outline path runs on the HTTPS page's ports: it needs web.enabled and a tls.mode other than off")
 	}
 	var v4, v6 int
 	for _, p := range n.Address {
@@ -340,3 +469,62 @@ func isDNSName(h string) bool {
 
 // IsDNSName reports whether h is a DNS name rather than an IP address.
 func IsDNSName(h string) bool { return isDNSName(h) }
+
+// validProfile reports whether p can name an ACME profile: the CA's
+// directory lists the names it offers (draft-aaron-acme-profiles), which
+// cannot be checked offline, so only the characters are.
+func validProfile(p string) bool {
+	if p == "" || len(p) > 64 {
+		return false
+	}
+	for _, r := range p {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// notPublic are the address blocks the IANA special-purpose registries
+// (iana-ipv4-special-registry, iana-ipv6-special-registry) mark as not
+// globally reachable, within the unicast space IsPublicIP starts from. No
+// public CA certifies an address in them (CA/Browser Forum Baseline
+// Requirements 4.2.2: no reserved IP addresses).
+var notPublic = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range []string{
+		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+		"192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+		"198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
+		"2001::/23", "2001:db8::/32", "2002::/16", "3fff::/20",
+	} {
+		out = append(out, netip.MustParsePrefix(p))
+	}
+	return out
+}()
+
+// globalUnicast6 is the IPv6 global unicast space (RFC 4291 2.4; IANA
+// ipv6-unicast-address-assignments): an address outside it is not one a
+// server on the internet is reached at.
+var globalUnicast6 = netip.MustParsePrefix("2000::/3")
+
+// IsPublicIP reports whether a is a globally reachable unicast address, the
+// kind a public CA issues certificates for (Let's Encrypt, in its
+// shortlived profile): not loopback, private, link-local, CGNAT, ULA,
+// documentation, benchmarking, multicast or otherwise special-purpose.
+// IPv4-mapped addresses are judged as the IPv4 address they map.
+func IsPublicIP(a netip.Addr) bool {
+	a = a.Unmap()
+	if !a.IsValid() || a.Zone() != "" || !a.IsGlobalUnicast() {
+		return false
+	}
+	if a.Is6() && !globalUnicast6.Contains(a) {
+		return false
+	}
+	for _, p := range notPublic {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	return true
+}

@@ -19,6 +19,7 @@ type policy struct {
 	realm      string
 	users      map[string][]byte // static user → long-term key MD5(user:realm:password)
 	secrets    []string          // REST shared secrets; the first signs, all verify
+	configured int               // how many of secrets are relay.secrets (the rest: the state store's)
 	maxAllocs  int
 	maxPerUser int
 	filter     *Filter

@@ -3,11 +3,12 @@ package relay
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/tariq-vpn/tariq/internal/accept"
 )
 
 const socketBufferBytes = 4 << 20
@@ -77,26 +78,7 @@ func newStreamListener(s *Service, ln net.Listener, tlsConf *tls.Config, addr ne
 
 func (l *streamListener) acceptLoop() {
 	defer l.wg.Done()
-	var backoff time.Duration
-	for {
-		c, err := l.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// EMFILE and friends: wait and retry rather than spin or die.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			l.s.log.Warn("turn accept failed", "listen", l.addr.String(), "err", err)
-			select {
-			case <-time.After(backoff):
-				continue
-			case <-l.done:
-				return
-			}
-		}
-		backoff = 0
-		l.Push(c)
-	}
+	accept.Loop(l.ln, l.done, l.s.log, "turn", l.Push)
 }
 
 // Push hands l a freshly accepted connection. It returns at once; the

@@ -21,15 +21,16 @@ import (
 	"github.com/pion/turn/v5"
 
 	"github.com/tariq-vpn/tariq/config"
-	"github.com/tariq-vpn/tariq/internal/store"
 )
 
 // Deps is what the relay uses but does not create.
 type Deps struct {
 	Logger *slog.Logger
-	// Store supplies the generated REST secret when relay.secrets is empty;
-	// nil means no generated secret.
-	Store *store.Store
+	// Secrets returns the REST secrets kept in the state store (tariq turn
+	// secret), the signing one first; they verify after relay.secrets.
+	// generate asks for one to be generated and kept if none is stored (the
+	// relay has no relay.secrets). Nil: none but relay.secrets.
+	Secrets func(generate bool) ([]config.Secret, error)
 	// TLS serves relay.listen_tls and connections pushed by the HTTPS port;
 	// nil when tls.mode is off.
 	TLS *tls.Config
@@ -408,13 +409,13 @@ func (s *Service) storePolicyLocked(p *policy) {
 // buildPolicy builds the policy for cfg, listing the server's own
 // addresses; the caller holds policyMu until it has stored the result.
 func (s *Service) buildPolicy(cfg *config.Config) (*policy, error) {
-	secrets := cfg.Relay.Secrets
-	if len(secrets) == 0 && s.deps.Store != nil {
-		sec, err := s.deps.Store.RelaySecret()
+	secrets := slices.Clone(cfg.Relay.Secrets)
+	if s.deps.Secrets != nil {
+		stored, err := s.deps.Secrets(len(secrets) == 0)
 		if err != nil {
 			return nil, err
 		}
-		secrets = []config.Secret{sec}
+		secrets = append(secrets, stored...)
 	}
 	own, err := s.deps.OwnAddrs()
 	if err != nil {
@@ -426,7 +427,39 @@ func (s *Service) buildPolicy(cfg *config.Config) (*policy, error) {
 		vpnNets = cfg.VPN.Address
 	}
 	f := NewFilter(cfg.Relay.AllowPeers, cfg.Relay.DenyPeers, vpnNets, own)
-	return newPolicy(cfg, s.realm, secrets, f), nil
+	p := newPolicy(cfg, s.realm, secrets, f)
+	p.configured = len(cfg.Relay.Secrets)
+	return p, nil
+}
+
+// SecretsChanged rereads the REST secrets kept in the state store (another
+// node or the CLI added, switched or retired one) and swaps in a policy
+// with them, after relay.secrets as before. Allocations are untouched.
+func (s *Service) SecretsChanged() error {
+	if s.deps.Secrets == nil {
+		return nil
+	}
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	p := s.policy.Load()
+	if p == nil {
+		return nil // Open has yet to build it
+	}
+	stored, err := s.deps.Secrets(p.configured == 0)
+	if err != nil {
+		return err
+	}
+	next := *p
+	next.secrets = slices.Clone(p.secrets[:p.configured])
+	for _, sec := range stored {
+		next.secrets = append(next.secrets, sec.Reveal())
+	}
+	if slices.Equal(next.secrets, p.secrets) {
+		return nil
+	}
+	s.policy.Store(&next)
+	s.log.Info("relay secrets changed", "secrets", len(next.secrets))
+	return nil
 }
 
 // refreshOwnAddrs lists the server's own addresses again and, if they

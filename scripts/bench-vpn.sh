@@ -3,10 +3,12 @@
 # and against no tunnel at all, side by side, on one namespace topology.
 #
 #   sudo scripts/bench-vpn.sh [--runs N] [--duration S] [--voip-pps P]
-#        [--tests "tcp udp ping"] [--perf] [--tariq-extra-port] [--out FILE]
+#        [--tests "tcp udp ping voice outline"] [--cap RATE] [--perf] [--tariq-extra-port]
+#        [--out FILE]
 #
 #   --runs 3, --duration 5 (s per iperf3 test), --voip-pps 5000 (defaults)
-#   --tests: a subset, e.g. --tests ping --runs 20
+#   --tests: a subset, e.g. --tests ping --runs 20, --tests voice, --tests outline
+#   --cap 4mbit: the member's rate cap in the voice test
 #   --perf: afterwards, one more TCP-up test per tunnel under `perf record` of
 #           the server process; the top symbols of both, side by side
 #   --tariq-extra-port: give tariq vpn.extra_ports [51840], so its bind runs
@@ -18,7 +20,7 @@
 #
 #   device ns --10.20.1.0/24-- server ns --10.20.2.0/24-- internet ns (iperf3 -s)
 #
-# Three paths from the device to the internet host, all live at once and
+# Paths from the device to the internet host, all live at once and
 # selected by the device's routing (wg-quick style policy routing: fwmark
 # 51820, table 51820, suppress_prefixlength 0):
 #   raw     table 51820 empty: plain routing through the server ns, no tunnel;
@@ -26,7 +28,13 @@
 #           of this script's own) <- upstream wireguard-go client;
 #   tariq   `tariq serve` (built from this checkout, relay and web off) with a
 #           peer added by `tariq peer add`, <- the same upstream wireguard-go
-#           client configured from the exported config.
+#           client configured from the exported config; its member has no
+#           limits;
+#   tq+lim  the same tunnel, its member given a data limit (1000GiB) and a
+#           rate cap far above what the path carries (10gbit) with
+#           `tariq peer set`: every packet is counted against the budget and
+#           goes through the token bucket, which never holds it back. The
+#           CPU per MB against tariq's is what limits cost (target: 5 %).
 # Both tunnels: same client binary, same topology, MTU 1420 inside.
 #
 # Per run and path (the path order rotates between runs): iperf3 TCP device ->
@@ -35,7 +43,32 @@
 # pps, loss); busybox ping -s 172 (200-byte IP packets) rtt median/avg; the
 # CPU-seconds (utime+stime from /proc/PID/stat) the server and client
 # processes spent during each TCP test. The table shows medians over runs and
-# the ratios tariq / wg-go and tariq / raw.
+# the ratios tariq / wg-go, tariq / raw and tq+lim / tariq.
+#
+# voice (tariq only): a call beside a bulk download in the same tunnel, the
+# member capped at --cap (4mbit) and uncapped: iperf3 -R TCP fills the
+# downlink while a voice-like stream comes down beside it (iperf3 -u -R,
+# 160-byte datagrams at 50/s: 64 kbit/s) and busybox ping measures the
+# round trip (160-byte IP packets, 50/s); each also without the download.
+# The table shows the download's rate, the stream's loss and jitter, and
+# the ping's loss and RTT (median, 95th percentile, max): the cap's token
+# bucket lets small packets go ahead of the member's own bulk traffic, so
+# a call stays usable at a low cap.
+#
+# outline: the Outline path (Shadowsocks over WebSocket over TLS on tariq's
+# HTTPS port, 10.20.1.1:443, its certificate from a CA of this run's own,
+# tls.mode files) against stock WireGuard (wg-go) and tariq's WireGuard, all
+# three measured by one client, scripts/pathbench (for Outline it follows
+# the Outline app's code path, outline-sdk, from the member's ssconf://
+# key; for WireGuard it uses plain sockets the device's routing sends into
+# the tunnel), against pathbench serve on the internet host: TCP up and
+# down for --duration s, with the server process's CPU-seconds (tariq for
+# Outline, wireguard-go for wg-go; the kernel's forwarding and NAT behind a
+# WireGuard server are counted nowhere, Outline's TCP to the target is in
+# tariq's own time), and the voice stream (160 B UDP at 50/s for
+# --duration s, echoed: loss, round trip median, p95, p99, max), alone and
+# beside a TCP download through the same path. The table shows medians
+# over runs and the ratios outline / wg-go and outline / tariq.
 #
 # Everything is namespace-local (veth only; nothing touches the host's own
 # network) and every client command is bounded by `timeout`.
@@ -50,10 +83,11 @@ PING_COUNT=200
 OUT=""
 PERF=0
 TQ_EXTRA_PORT=0
-TESTS="tcp udp ping"
+TESTS="tcp udp ping voice outline"
+CAP=4mbit
 
 usage() {
-	sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 	exit "${1:-0}"
 }
 while (($#)); do
@@ -65,6 +99,7 @@ while (($#)); do
 	--perf) PERF=1; shift ;;
 	--tariq-extra-port) TQ_EXTRA_PORT=1; shift ;;
 	--tests) TESTS=${2:?--tests needs a list}; shift 2 ;;
+	--cap) CAP=${2:?--cap needs a rate}; shift 2 ;;
 	-h | --help) usage 0 ;;
 	*) echo "bench: unknown argument $1" >&2; usage 2 ;;
 	esac
@@ -73,7 +108,7 @@ for v in RUNS DURATION VOIP_PPS; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench: $v must be a positive integer" >&2; exit 2; }
 done
 for t in $TESTS; do
-	[[ $t == tcp || $t == udp || $t == ping ]] || { echo "bench: unknown test $t (tcp, udp, ping)" >&2; exit 2; }
+	[[ $t == tcp || $t == udp || $t == ping || $t == voice || $t == outline ]] || { echo "bench: unknown test $t (tcp, udp, ping, voice, outline)" >&2; exit 2; }
 done
 ((RUNS <= 50 && DURATION <= 120)) || { echo "bench: at most 50 runs of 120 s" >&2; exit 2; }
 
@@ -177,12 +212,19 @@ echo "iperf3:        $(iperf3 --version | awk 'NR == 1 { print $2 }')"
 ((TQ_EXTRA_PORT)) && echo "tariq config:  vpn.extra_ports: [51840] (multi-socket bind)"
 echo "tests:         $TESTS"
 echo "runs:          $RUNS x ${DURATION}s per iperf3 test; VoIP UDP 200 B at $VOIP_PPS pkt/s; ping -s 172 x $PING_COUNT"
+[[ " $TESTS " != *" voice "* ]] || echo "voice:         160 B UDP at 50/s and ping -s 132 at 50/s beside a TCP download, capped at $CAP and uncapped"
+[[ " $TESTS " != *" outline "* ]] || echo "outline:       pathbench over Outline (WebSocket, TLS 443), wg-go and tariq: TCP up/down ${DURATION}s, voice 160 B at 50/s ${DURATION}s alone and beside a download"
 echo
 
 # ---------------------------------------------------------------- build
 log "building tariq and wireguard-go ($tmp)"
 (cd "$repo" && "$GO" build -o "$tmp/tariq" ./cmd/tariq) || die "go build ./cmd/tariq failed"
 (cd "$repo" && "$GO" build -o "$tmp/wireguard-go" golang.zx2c4.com/wireguard) || die "go build golang.zx2c4.com/wireguard failed"
+OUTLINE=0
+if [[ " $TESTS " == *" outline "* ]]; then
+	OUTLINE=1
+	(cd "$repo" && "$GO" build -o "$tmp/pathbench" ./scripts/pathbench) || die "go build ./scripts/pathbench failed"
+fi
 
 # ---------------------------------------------------------------- topology
 for ns in "$NS_DEV" "$NS_SRV" "$NS_NET"; do
@@ -274,6 +316,10 @@ table inet $NFT_TABLE {
 EOF
 
 # ---------------------------------------------------------------- tariq
+# The internet host has a private address, which members may not reach by
+# default (vpn.allow_destinations). With the outline test, the Outline path
+# on the HTTPS port, with a certificate from a CA of this run's own.
+((!OUTLINE)) || "$tmp/pathbench" cert -ip "$SRV_IP" -dir "$tmp" || die "pathbench cert failed"
 cat >"$tmp/tariq.yaml" <<EOF
 server:
   public_host: $SRV_IP
@@ -283,11 +329,17 @@ vpn:
   interface: $IF_TQ
   listen_port: $TQ_PORT
   mtu: 1420
+  allow_destinations: [10.20.2.0/24]
 $( ((TQ_EXTRA_PORT)) && echo "  extra_ports: [51840]")
+$( ((OUTLINE)) && echo "  outline: {enabled: true}")
 relay:
   enabled: false
-web:
-  enabled: false
+$( if ((OUTLINE)); then
+	printf 'tls:\n  mode: files\n  cert_file: %s\n  key_file: %s\n' "$tmp/cert.pem" "$tmp/key.pem"
+	printf 'web:\n  enabled: true\n  listen: ["%s:443"]\n' "$SRV_IP"
+else
+	printf 'web:\n  enabled: false\n'
+fi)
 EOF
 spawn "$NS_SRV" "$tmp/tariq.log" "$tmp/tariq" serve --config "$tmp/tariq.yaml"
 TQ_PID=$PID
@@ -303,6 +355,11 @@ for ((i = 0; ; i++)); do
 done
 timeout 30 "$tmp/tariq" peer add bench --config "$tmp/tariq.yaml" >"$tmp/tariq-client.conf" ||
 	die "tariq peer add failed"
+OL_KEY=""
+if ((OUTLINE)); then
+	OL_KEY=$(timeout 30 "$tmp/tariq" peer add olbench --outline --config "$tmp/tariq.yaml") ||
+		die "tariq peer add olbench --outline failed: $OL_KEY"
+fi
 
 # ---------------------------------------------------------------- clients (wg-quick style)
 # client_up IFNAME CONF: upstream wireguard-go in the device ns, configured
@@ -370,6 +427,34 @@ start_iperf_server() {
 	sleep 0.3
 }
 start_iperf_server
+# A second server for the voice stream beside the download (iperf3 serves
+# one test at a time).
+IPERF2_PID=""
+start_iperf_server2() {
+	if [[ -n $IPERF2_PID ]]; then
+		reap "$IPERF2_PID"
+	fi
+	spawn "$NS_NET" "$tmp/iperf3-server2.log" iperf3 -s -B "$NET_IP" -p 5202
+	IPERF2_PID=$PID
+	sleep 0.3
+}
+[[ " $TESTS " != *" voice "* ]] || start_iperf_server2
+PB_SINK=5101 PB_SOURCE=5102 PB_ECHO=5103
+if ((OUTLINE)); then
+	spawn "$NS_NET" "$tmp/pathbench-serve.log" "$tmp/pathbench" serve -addr "$NET_IP" \
+		-sink "$PB_SINK" -source "$PB_SOURCE" -echo "$PB_ECHO"
+	for ((i = 0; i < 50; i++)); do
+		grep -q '^serving' "$tmp/pathbench-serve.log" && break
+		sleep 0.1
+	done
+	grep -q '^serving' "$tmp/pathbench-serve.log" || die "pathbench serve: $(cat "$tmp/pathbench-serve.log")"
+fi
+
+# tq_limits ARGS...: `tariq peer set bench ARGS` (the daemon applies it live).
+tq_limits() {
+	timeout 30 "$tmp/tariq" peer set bench --config "$tmp/tariq.yaml" "$@" >>"$tmp/peer-set.log" 2>&1 ||
+		die "tariq peer set bench $*: $(tail -1 "$tmp/peer-set.log")"
+}
 
 # use_path PATH: route the device's traffic through it; sets SPID/CPID.
 use_path() {
@@ -381,9 +466,17 @@ use_path() {
 		ip -n "$NS_DEV" route add default dev "$IF_CW" table 51820
 		SPID=$WGS_PID CPID=$CW_PID
 		;;
-	tariq)
+	outline) # the device reaches the server directly; Outline carries the rest
+		SPID=$TQ_PID
+		;;
+	tariq | tq+lim)
 		ip -n "$NS_DEV" route add default dev "$IF_CT" table 51820
 		SPID=$TQ_PID CPID=$CT_PID
+		if [[ $1 == tariq ]]; then
+			tq_limits --rate none --data-limit none
+		else
+			tq_limits --rate 10gbit --data-limit 1000GiB
+		fi
 		;;
 	esac
 	local i
@@ -461,25 +554,160 @@ print(f"{path}\tping_loss\t{run}\t{100 * (1 - len(t) / int(count))}")
 EOF
 }
 
-PATHS=(raw wg-go tariq)
+# voice RUN SCENARIO CAP BULK: the voice stream and ping through tariq, the
+# member's rate cap CAP ("none" or a rate), beside a TCP download if BULK is
+# 1; records metrics under path SCENARIO.
+voice() {
+	local run=$1 sc=$2 cap=$3 bulk=$4 bulk_pid="" ping_pid
+	local vjson=$tmp/voice.$2.$1.json bjson=$tmp/bulk.$2.$1.json ping_out=$tmp/voice.$2.$1.ping
+	tq_limits --rate "$cap" --data-limit none
+	if ((bulk)); then
+		timeout $((DURATION + 30)) ip netns exec "$NS_DEV" \
+			iperf3 -c "$NET_IP" -p 5201 -R -t $((DURATION + 2)) --connect-timeout 3000 -J >"$bjson" 2>&1 &
+		bulk_pid=$!
+		sleep 1 # the download fills the cap before the call starts
+	fi
+	timeout $((DURATION + 30)) ip netns exec "$NS_DEV" \
+		busybox ping -s 132 -i 0.02 -c $((DURATION * 50)) -W 2 -w $((DURATION + 10)) "$NET_IP" >"$ping_out" 2>&1 &
+	ping_pid=$!
+	if ! timeout $((DURATION + 20)) ip netns exec "$NS_DEV" \
+		iperf3 -c "$NET_IP" -p 5202 -u -R -l 160 -b 64k -t "$DURATION" --connect-timeout 3000 -J >"$vjson" 2>&1; then
+		log "voice $sc run $run: iperf3 failed: $(head -c 300 "$vjson")"
+		start_iperf_server2
+	fi
+	wait "$ping_pid" || true
+	if [[ -n $bulk_pid ]] && ! wait "$bulk_pid"; then
+		log "voice $sc run $run: the download failed: $(head -c 300 "$bjson")"
+		start_iperf_server
+	fi
+	python3 - "$sc" "$run" "$vjson" "$ping_out" "$bjson" "$bulk" >>"$RESULTS" <<'EOF'
+import json, re, statistics, sys
+sc, run, vjson, ping_out, bjson, bulk = sys.argv[1:]
+out = []
+try:
+    r = json.load(open(vjson))["end"]["sum_received"]
+    out += [("v_loss", r["lost_percent"]), ("v_jitter", r["jitter_ms"])]
+except Exception:
+    pass
+text = open(ping_out).read()
+t = sorted(float(x) for x in re.findall(r"time=([0-9.]+) ms", text))
+m = re.search(r"(\d+) packets transmitted, (\d+) packets received", text)
+if m and int(m.group(1)):
+    out.append(("p_loss", 100 * (1 - int(m.group(2)) / int(m.group(1)))))
+if t:
+    out += [("p_med", statistics.median(t)), ("p_p95", t[min(len(t) - 1, int(0.95 * len(t)))]), ("p_max", t[-1])]
+if bulk == "1":
+    try:
+        out.append(("bulk_mbps", json.load(open(bjson))["end"]["sum_received"]["bits_per_second"] / 1e6))
+    except Exception:
+        pass
+for k, v in out:
+    print(f"{sc}\t{k}\t{run}\t{v}")
+EOF
+}
+
+# pb PATH RUN NAME CMD [ARGS]: one pathbench measurement from the device,
+# through Outline if PATH is outline; records its metrics (prefixed ol_)
+# and, for TCP, the server's CPU.
+pb() {
+	local path=$1 run=$2 name=$3 cmd=$4 port out=$tmp/pb.$1.$2.$3.json s0=0 s1=0
+	shift 4
+	case $cmd in
+	tcp-up) port=$PB_SINK ;;
+	tcp-down) port=$PB_SOURCE ;;
+	voice) port=$PB_ECHO ;;
+	esac
+	local via=()
+	[[ $path != outline ]] || via=(-key "$OL_KEY" -ca "$tmp/ca.pem")
+	[[ -z $SPID ]] || s0=$(cpu_ticks "$SPID")
+	if ! timeout $((DURATION + 60)) ip netns exec "$NS_DEV" "$tmp/pathbench" "$cmd" -to "$NET_IP:$port" \
+		-for "${DURATION}s" "${via[@]}" "$@" >"$out" 2>&1; then
+		log "$path run $run $name: pathbench $cmd failed: $(head -c 300 "$out")"
+		return 0
+	fi
+	[[ -z $SPID ]] || s1=$(cpu_ticks "$SPID")
+	python3 - "$out" "$name" "$path" "$run" "$((s1 - s0))" "$HZ" >>"$RESULTS" <<'EOF'
+import json, sys
+f, name, path, run, sd, hz = sys.argv[1:]
+r = json.load(open(f))
+out = []
+if "mbps" in r:
+    out.append((name + "_mbps", r["mbps"]))
+    scpu = int(sd) / int(hz)
+    out.append((name + "_srv_cpu", scpu))
+    if scpu > 0:
+        out.append((name + "_mb_per_srv_cpu", r["bytes"] / 1e6 / scpu))
+else:
+    for k in ("loss", "p50_ms", "p95_ms", "p99_ms", "max_ms"):
+        out.append((name + "_" + k, r[k]))
+for k, v in out:
+    print(f"{path}\tol_{k}\t{run}\t{v}")
+EOF
+}
+
+# pb_voice_bulk PATH RUN: the voice stream beside a TCP download through
+# the same path (started a second before, lasting until after it).
+pb_voice_bulk() {
+	local path=$1 run=$2 via=() bulk_pid bout=$tmp/pb.$1.$2.bulk.json
+	[[ $path != outline ]] || via=(-key "$OL_KEY" -ca "$tmp/ca.pem")
+	timeout $((DURATION + 60)) ip netns exec "$NS_DEV" "$tmp/pathbench" tcp-down -to "$NET_IP:$PB_SOURCE" \
+		-for "$((DURATION + 2))s" "${via[@]}" >"$bout" 2>&1 &
+	bulk_pid=$!
+	sleep 1
+	pb "$path" "$run" vbulk voice
+	if wait "$bulk_pid"; then
+		python3 - "$bout" "$path" "$run" >>"$RESULTS" <<'EOF'
+import json, sys
+f, path, run = sys.argv[1:]
+print(f"{path}\tol_vbulk_bulk_mbps\t{run}\t{json.load(open(f))['mbps']}")
+EOF
+	else
+		log "$path run $run: the download beside the voice stream failed: $(head -c 300 "$bout")"
+	fi
+}
+
+PATHS=(raw wg-go tariq tq+lim)
+OL_PATHS=(wg-go tariq outline)
 voip_bps=$((VOIP_PPS * 200 * 8))
 for ((run = 1; run <= RUNS; run++)); do
-	for ((k = 0; k < ${#PATHS[@]}; k++)); do
-		p=${PATHS[(k + run - 1) % ${#PATHS[@]}]}
-		log "run $run/$RUNS: $p"
-		use_path "$p" || continue
-		if [[ " $TESTS " == *" tcp "* ]]; then
-			iperf "$p" "$run" tcp_up
-			iperf "$p" "$run" tcp_down -R
-		fi
-		if [[ " $TESTS " == *" udp "* ]]; then
-			iperf "$p" "$run" voip -u -l 200 -b "$voip_bps"
-			iperf "$p" "$run" udpmax -u -l 200 -b 0
-		fi
-		if [[ " $TESTS " == *" ping "* ]]; then
-			pinger "$p" "$run"
-		fi
-	done
+	if [[ " $TESTS " == *" tcp "* || " $TESTS " == *" udp "* || " $TESTS " == *" ping "* ]]; then
+		for ((k = 0; k < ${#PATHS[@]}; k++)); do
+			p=${PATHS[(k + run - 1) % ${#PATHS[@]}]}
+			log "run $run/$RUNS: $p"
+			use_path "$p" || continue
+			if [[ " $TESTS " == *" tcp "* ]]; then
+				iperf "$p" "$run" tcp_up
+				iperf "$p" "$run" tcp_down -R
+			fi
+			if [[ " $TESTS " == *" udp "* ]]; then
+				iperf "$p" "$run" voip -u -l 200 -b "$voip_bps"
+				iperf "$p" "$run" udpmax -u -l 200 -b 0
+			fi
+			if [[ " $TESTS " == *" ping "* ]]; then
+				pinger "$p" "$run"
+			fi
+		done
+	fi
+	if ((OUTLINE)); then
+		for ((k = 0; k < ${#OL_PATHS[@]}; k++)); do
+			p=${OL_PATHS[(k + run - 1) % ${#OL_PATHS[@]}]}
+			log "run $run/$RUNS: pathbench $p"
+			use_path "$p" || continue
+			pb "$p" "$run" tcp_up tcp-up
+			pb "$p" "$run" tcp_down tcp-down
+			pb "$p" "$run" voice voice
+			pb_voice_bulk "$p" "$run"
+		done
+	fi
+	if [[ " $TESTS " == *" voice "* ]]; then
+		log "run $run/$RUNS: voice beside a download, capped at $CAP and uncapped"
+		use_path tariq || continue
+		voice "$run" uncapped-idle none 0
+		voice "$run" uncapped-bulk none 1
+		voice "$run" capped-idle "$CAP" 0
+		voice "$run" capped-bulk "$CAP" 1
+		tq_limits --rate none
+	fi
 done
 
 if ((PERF)); then
@@ -504,7 +732,7 @@ kill -0 "$TQ_PID" 2>/dev/null || { cat "$tmp/tariq.log" >&2; die "tariq serve ex
 
 # ---------------------------------------------------------------- table
 echo "medians over $RUNS runs (Mbit/s, packets/s, %, ms, CPU-s per ${DURATION}s test; MB = 1e6 bytes)"
-python3 - "$RESULTS" "$VOIP_PPS" "$TESTS" <<'EOF'
+python3 - "$RESULTS" "$VOIP_PPS" "$TESTS" "$CAP" <<'EOF'
 import collections, statistics, sys
 f, voip = sys.argv[1], sys.argv[2]
 vals = collections.defaultdict(list)
@@ -532,7 +760,7 @@ rows = [
     ("tcp_down_mb_per_cli_cpu", "TCP down: MB per client CPU-s", "+"),
     ("udpmax_kpkt_per_srv_cpu", "UDP max: kpkt per server CPU-s", "+"),
 ]
-paths = ["raw", "wg-go", "tariq"]
+paths = ["raw", "wg-go", "tariq", "tq+lim"]
 def med(p, m):
     v = vals.get((p, m))
     return statistics.median(v) if v else None
@@ -546,19 +774,62 @@ def ratio(a, b):
         return "-"
     return f"{a / b:.2f}"
 w = max(len(r[1]) for r in rows) + 2
-print(f"{'metric':<{w}}{'raw':>10}{'wg-go':>10}{'tariq':>10}{'tq/wg':>8}{'tq/raw':>8}  better")
+if any(vals.get((p, k)) for p in paths for k, _, _ in rows):
+    print(f"{'metric':<{w}}{'raw':>10}{'wg-go':>10}{'tariq':>10}{'tq+lim':>10}{'tq/wg':>8}{'tq/raw':>8}{'lim/tq':>8}  better")
 for key, label, better in rows:
     m = {p: med(p, key) for p in paths}
     if all(v is None for v in m.values()):
         continue
-    print(f"{label:<{w}}{fmt(m['raw']):>10}{fmt(m['wg-go']):>10}{fmt(m['tariq']):>10}"
-          f"{ratio(m['tariq'], m['wg-go']):>8}{ratio(m['tariq'], m['raw']):>8}  {'higher' if better == '+' else 'lower'}")
+    print(f"{label:<{w}}{fmt(m['raw']):>10}{fmt(m['wg-go']):>10}{fmt(m['tariq']):>10}{fmt(m['tq+lim']):>10}"
+          f"{ratio(m['tariq'], m['wg-go']):>8}{ratio(m['tariq'], m['raw']):>8}{ratio(m['tq+lim'], m['tariq']):>8}"
+          f"  {'higher' if better == '+' else 'lower'}")
 asked = set(sys.argv[3].split())
 group = {"tcp": "tcp", "voi": "udp", "udp": "udp", "rtt": "ping", "pin": "ping"}
 missing = [f"{p}:{k}" for k, _, _ in rows[:10] for p in paths
            if group[k[:3]] in asked and not vals.get((p, k))]
 if missing:
     print("missing (a test failed every run):", ", ".join(missing))
+scen = [("uncapped-idle", "uncapped, no download"), ("uncapped-bulk", "uncapped, download"),
+        ("capped-idle", f"capped {sys.argv[4]}, no download"), ("capped-bulk", f"capped {sys.argv[4]}, download")]
+cols = [("bulk_mbps", "download Mbit/s"), ("v_loss", "voice loss %"), ("v_jitter", "jitter ms"),
+        ("p_loss", "ping loss %"), ("p_med", "rtt med ms"), ("p_p95", "rtt p95 ms"), ("p_max", "rtt max ms")]
+olrows = [
+    ("ol_tcp_up_mbps", "TCP device->inet Mbit/s", "+"),
+    ("ol_tcp_down_mbps", "TCP inet->device Mbit/s", "+"),
+    ("ol_tcp_up_srv_cpu", "TCP up: server CPU-s", "-"),
+    ("ol_tcp_up_mb_per_srv_cpu", "TCP up: MB per server CPU-s", "+"),
+    ("ol_tcp_down_srv_cpu", "TCP down: server CPU-s", "-"),
+    ("ol_tcp_down_mb_per_srv_cpu", "TCP down: MB per server CPU-s", "+"),
+    ("ol_voice_loss", "voice: loss %", "-"),
+    ("ol_voice_p50_ms", "voice: RTT median ms", "-"),
+    ("ol_voice_p95_ms", "voice: RTT p95 ms", "-"),
+    ("ol_voice_p99_ms", "voice: RTT p99 ms", "-"),
+    ("ol_voice_max_ms", "voice: RTT max ms", "-"),
+    ("ol_vbulk_bulk_mbps", "beside a download: download Mbit/s", "+"),
+    ("ol_vbulk_loss", "beside a download: voice loss %", "-"),
+    ("ol_vbulk_p50_ms", "beside a download: voice RTT median ms", "-"),
+    ("ol_vbulk_p99_ms", "beside a download: voice RTT p99 ms", "-"),
+    ("ol_vbulk_max_ms", "beside a download: voice RTT max ms", "-"),
+]
+olpaths = ["wg-go", "tariq", "outline"]
+if any(vals.get((p, k)) for p in olpaths for k, _, _ in olrows):
+    print()
+    print("Outline against WireGuard, one client (pathbench) on every path; medians over runs")
+    w = max(len(r[1]) for r in olrows) + 2
+    print(f"{'metric':<{w}}{'wg-go':>10}{'tariq':>10}{'outline':>10}{'ol/wg':>8}{'ol/tq':>8}  better")
+    for key, label, better in olrows:
+        m = {p: med(p, key) for p in olpaths}
+        if all(v is None for v in m.values()):
+            continue
+        print(f"{label:<{w}}{fmt(m['wg-go']):>10}{fmt(m['tariq']):>10}{fmt(m['outline']):>10}"
+              f"{ratio(m['outline'], m['wg-go']):>8}{ratio(m['outline'], m['tariq']):>8}  {'higher' if better == '+' else 'lower'}")
+if any(vals.get((s, c)) for s, _ in scen for c, _ in cols):
+    print()
+    print("voice beside a bulk download in the same tunnel (tariq; 160 B at 50/s each way; medians over runs)")
+    w = max(len(l) for _, l in scen) + 2
+    print(f"{'':<{w}}" + "".join(f"{l:>17}" for _, l in cols))
+    for s, label in scen:
+        print(f"{label:<{w}}" + "".join(f"{fmt(med(s, c)):>17}" for c, _ in cols))
 EOF
 echo
 echo "samples per metric and path: $RUNS (a failed test is left out); per-run values: --out FILE"

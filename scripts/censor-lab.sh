@@ -16,9 +16,12 @@
 #   device namespaces -- ISP (NAT, one censor at a time) -- server (tariq) -- internet
 #
 # with upstream wireguard-go (stock config), amneziawg-go (obfuscated
-# config) and headless Chromium (relay-only WebRTC calls over TURN UDP, TCP,
-# TLS 5349 and TLS 443, and the invite page's reachability check) in the
-# device network. The censors are the nftables rulesets in
+# config), an Outline client (outline-sdk, the Outline app's code path: a
+# TCP transfer and a voice-like UDP stream) and headless Chromium
+# (relay-only WebRTC calls over TURN UDP, TCP, TLS 5349 and TLS 443, and the
+# invite page's reachability check) in the device network; the server is
+# tariq.test, its certificate from Pebble (ACME) run inside the test. The
+# censors are the nftables rulesets in
 # internal/testutil/censor/ (load one with `nft -f FILE` in a router's
 # namespace to try it by hand; never into a host's own ruleset), applied in
 # the ISP namespace only. Everything is torn down, processes by PID, when the

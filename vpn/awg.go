@@ -4,8 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
-	"fmt"
 	mrand "math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -15,7 +13,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.zx2c4.com/wireguard/conn"
 
-	"github.com/tariq-vpn/tariq/internal/store"
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
 // AmneziaWG 1.x, as amneziawg-go v0.2.12 puts it on the wire (and as the
@@ -53,8 +51,8 @@ import (
 
 // WireGuard message sizes and MAC offsets (wireguard-go device/noise-protocol.go).
 const (
-	wgInitSize      = 148
-	wgRespSize      = 92
+	wgInitSize      = wgconf.InitSize
+	wgRespSize      = wgconf.RespSize
 	wgCookieSize    = 64
 	wgTransportMin  = 32 // header 16 + Poly1305 tag: a keepalive
 	macSize         = blake2s.Size128
@@ -65,92 +63,6 @@ const (
 	awgCookieMaxAge = 2 * time.Minute  // wireguard-go's CookieRefreshTime
 	awgMaxCookies   = 4096
 )
-
-// AmneziaWG limits, from amneziawg-go v0.2.12 device.go handlePostConfig
-// (headers above 4 and distinct; initiation and response sizes differ) and
-// kept below a 1280-byte path MTU, so that neither junk nor padded
-// handshakes are fragmented (its README warns that Jmax at or above the
-// MTU "looks suspicious").
-const (
-	awgMaxJc   = 128
-	awgMaxJunk = 1280
-	awgMaxS1   = 1280 - wgInitSize // 1132
-	awgMaxS2   = 1280 - wgRespSize // 1188
-)
-
-// newAmneziaWG draws obfuscation parameters from r: Jc 3-10 junk packets
-// of 40-1000 bytes, S1 and S2 of 15-150 bytes (S1+56 != S2, or initiation
-// and response would have the same size), and four distinct headers in
-// 5..2^31-1 (the range the Amnezia apps draw from: some parse them as
-// signed 32-bit numbers).
-func newAmneziaWG(r *mrand.Rand) store.AmneziaWG {
-	p := store.AmneziaWG{Jc: 3 + r.IntN(8)}
-	p.Jmin = 40 + r.IntN(60)
-	p.Jmax = p.Jmin + 50 + r.IntN(1000-p.Jmin-50+1)
-	p.S1 = 15 + r.IntN(136)
-	for {
-		p.S2 = 15 + r.IntN(136)
-		if p.S2 != p.S1+wgInitSize-wgRespSize {
-			break
-		}
-	}
-	var hs [4]uint32
-	for i := 0; i < len(hs); {
-		h := 5 + r.Uint32N(1<<31-5)
-		dup := false
-		for _, o := range hs[:i] {
-			dup = dup || o == h
-		}
-		if !dup {
-			hs[i] = h
-			i++
-		}
-	}
-	p.H1, p.H2, p.H3, p.H4 = hs[0], hs[1], hs[2], hs[3]
-	return p
-}
-
-// newAmneziaWGRandom draws parameters with a fresh random seed.
-func newAmneziaWGRandom() store.AmneziaWG {
-	var seed [32]byte
-	rand.Read(seed[:])
-	return newAmneziaWG(mrand.New(mrand.NewChaCha8(seed)))
-}
-
-// checkAmneziaWG reports why p cannot be used (a hand-edited state), or nil.
-func checkAmneziaWG(p store.AmneziaWG) error {
-	var errs []error
-	if p.Jc < 1 || p.Jc > awgMaxJc {
-		errs = append(errs, fmt.Errorf("jc %d is outside 1-%d", p.Jc, awgMaxJc))
-	}
-	if p.Jmin < 1 || p.Jmin > p.Jmax || p.Jmax > awgMaxJunk {
-		errs = append(errs, fmt.Errorf("jmin %d and jmax %d: want 1 <= jmin <= jmax <= %d", p.Jmin, p.Jmax, awgMaxJunk))
-	}
-	if p.S1 < 0 || p.S1 > awgMaxS1 {
-		errs = append(errs, fmt.Errorf("s1 %d is outside 0-%d", p.S1, awgMaxS1))
-	}
-	if p.S2 < 0 || p.S2 > awgMaxS2 {
-		errs = append(errs, fmt.Errorf("s2 %d is outside 0-%d", p.S2, awgMaxS2))
-	}
-	if wgInitSize+p.S1 == wgRespSize+p.S2 {
-		errs = append(errs, fmt.Errorf("s1 %d and s2 %d make initiation and response the same size", p.S1, p.S2))
-	}
-	hs := []uint32{p.H1, p.H2, p.H3, p.H4}
-	for i, h := range hs {
-		if h <= 4 {
-			errs = append(errs, fmt.Errorf("h%d %d must be above 4", i+1, h))
-		}
-		for j := range i {
-			if hs[j] == h {
-				errs = append(errs, fmt.Errorf("h%d and h%d are both %d", j+1, i+1, h))
-			}
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("amneziawg parameters in the state: %w", err)
-	}
-	return nil
-}
 
 // macKeys are the keys derived from one public key for WireGuard's MAC1
 // and cookie replies (wireguard-go device/cookie.go, Init).
@@ -203,7 +115,7 @@ type cookieEntry struct {
 // transport path (both ways: only the 4-byte header changes) takes no lock
 // and allocates nothing; handshake messages take mu.
 type awg struct {
-	p        store.AmneziaWG
+	p        wgconf.AmneziaWG
 	initSize int       // 148+S1
 	respSize int       // 92+S2
 	h        [5]uint32 // h[t]: the wire header of WireGuard message type t
@@ -223,7 +135,7 @@ type awg struct {
 // newAWG returns the translator for parameters p (checked by
 // checkAmneziaWG); own is this side's public key and peers those it talks
 // to, updated later with setPeers.
-func newAWG(p store.AmneziaWG, own Key, peers []Key) *awg {
+func newAWG(p wgconf.AmneziaWG, own Key, peers []Key) *awg {
 	a := &awg{
 		p:           p,
 		initSize:    wgInitSize + p.S1,

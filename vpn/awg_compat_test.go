@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tariq-vpn/tariq/internal/wgconf"
+
 	awgconn "github.com/amnezia-vpn/amneziawg-go/conn"
 	awgdevice "github.com/amnezia-vpn/amneziawg-go/device"
 	awgtuntest "github.com/amnezia-vpn/amneziawg-go/tun/tuntest"
@@ -106,7 +108,7 @@ func TestAmneziaWGClientInMemory(t *testing.T) {
 	// The shared helpers only use the TUN's channels.
 	c := &testClient{tun: &tuntest.ChannelTUN{Inbound: at.Inbound, Outbound: at.Outbound}, v4: v4, v6: v6}
 	reaches(t, ts, c)
-	for _, ps := range ts.PeerStatus() {
+	for _, ps := range ts.Devices() {
 		if ps.Name == "awg" && (ps.LastHandshake.IsZero() || ps.Endpoint.Port() < 40000) {
 			t.Errorf("server's view of the AmneziaWG peer: %+v", ps)
 		}
@@ -144,7 +146,7 @@ func TestAmneziaWGClientInMemory(t *testing.T) {
 
 func peerHandshake(t *testing.T, ts *testServer, name string) time.Time {
 	t.Helper()
-	for _, p := range ts.PeerStatus() {
+	for _, p := range ts.Devices() {
 		if p.Name == name {
 			return p.LastHandshake
 		}
@@ -155,7 +157,7 @@ func peerHandshake(t *testing.T, ts *testServer, name string) time.Time {
 
 func peerKey(t *testing.T, ts *testServer, name string) string {
 	t.Helper()
-	p, err := ts.Peer(name)
+	p, err := ts.Device(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +166,7 @@ func peerKey(t *testing.T, ts *testServer, name string) string {
 
 func mustKey(t *testing.T, s string) Key {
 	t.Helper()
-	k, err := ParseKey(s)
+	k, err := wgconf.ParseKey(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,12 +180,12 @@ func mustKey(t *testing.T, s string) Key {
 func awgUAPISet(t *testing.T, conf string) (set string, v4, v6 netip.Addr) {
 	t.Helper()
 	c := parseWGQuick(t, conf)
-	priv, err := ParseKey(c["Interface.PrivateKey"])
+	priv, err := wgconf.ParseKey(c["Interface.PrivateKey"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, _ := ParseKey(c["Peer.PublicKey"])
-	psk, _ := ParseKey(c["Peer.PresharedKey"])
+	srv, _ := wgconf.ParseKey(c["Peer.PublicKey"])
+	psk, _ := wgconf.ParseKey(c["Peer.PresharedKey"])
 	var b strings.Builder
 	fmt.Fprintf(&b, "private_key=%s\nreplace_peers=true\n", priv.Hex())
 	for _, k := range []string{"Jc", "Jmin", "Jmax", "S1", "S2", "H1", "H2", "H3", "H4"} {

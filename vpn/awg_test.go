@@ -5,90 +5,20 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	mrand "math/rand/v2"
-	"strings"
 	"testing"
+
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
-
-	"github.com/tariq-vpn/tariq/internal/store"
 )
-
-// TestAmneziaWGParams: parameters drawn from many seeds are all within
-// amneziawg-go's constraints and tariq's ranges, and checkAmneziaWG
-// refuses each way of breaking them.
-func TestAmneziaWGParams(t *testing.T) {
-	seen := map[uint32]bool{}
-	for seed := range uint64(20000) {
-		p := newAmneziaWG(mrand.New(mrand.NewPCG(seed, seed*7919)))
-		if err := checkAmneziaWG(p); err != nil {
-			t.Fatalf("seed %d: %+v: %v", seed, p, err)
-		}
-		switch {
-		case p.Jc < 3 || p.Jc > 10:
-			t.Fatalf("seed %d: Jc %d outside 3-10", seed, p.Jc)
-		case p.Jmin < 40 || p.Jmin >= p.Jmax || p.Jmax > 1000:
-			t.Fatalf("seed %d: Jmin %d Jmax %d", seed, p.Jmin, p.Jmax)
-		case p.S1 < 15 || p.S1 > 150 || p.S2 < 15 || p.S2 > 150 || p.S1+56 == p.S2:
-			t.Fatalf("seed %d: S1 %d S2 %d", seed, p.S1, p.S2)
-		}
-		hs := []uint32{p.H1, p.H2, p.H3, p.H4}
-		for i, h := range hs {
-			if h <= 4 || h >= 1<<31 {
-				t.Fatalf("seed %d: H%d = %d outside 5..2^31-1", seed, i+1, h)
-			}
-			for _, o := range hs[:i] {
-				if o == h {
-					t.Fatalf("seed %d: headers repeat: %v", seed, hs)
-				}
-			}
-			seen[h] = true
-		}
-	}
-	if len(seen) < 70000 {
-		t.Errorf("only %d distinct headers in 80000 draws: not random", len(seen))
-	}
-	a, b := newAmneziaWGRandom(), newAmneziaWGRandom()
-	if a == b {
-		t.Error("two random draws are equal")
-	}
-
-	good := goldenAWG()
-	for _, tc := range []struct {
-		name string
-		edit func(*store.AmneziaWG)
-		want string
-	}{
-		{"jc zero", func(p *store.AmneziaWG) { p.Jc = 0 }, "jc 0 is outside 1-128"},
-		{"jc too many", func(p *store.AmneziaWG) { p.Jc = 129 }, "jc 129 is outside 1-128"},
-		{"jmin above jmax", func(p *store.AmneziaWG) { p.Jmin, p.Jmax = 100, 99 }, "want 1 <= jmin <= jmax <= 1280"},
-		{"jmax above mtu", func(p *store.AmneziaWG) { p.Jmax = 1281 }, "want 1 <= jmin <= jmax <= 1280"},
-		{"s1 too big", func(p *store.AmneziaWG) { p.S1 = 1133 }, "s1 1133 is outside 0-1132"},
-		{"s2 too big", func(p *store.AmneziaWG) { p.S2 = 1189 }, "s2 1189 is outside 0-1188"},
-		{"same sizes", func(p *store.AmneziaWG) { p.S1, p.S2 = 10, 66 }, "make initiation and response the same size"},
-		{"stock header", func(p *store.AmneziaWG) { p.H3 = 3 }, "h3 3 must be above 4"},
-		{"repeated header", func(p *store.AmneziaWG) { p.H4 = p.H1 }, "h1 and h4 are both"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := good
-			tc.edit(&p)
-			if err := checkAmneziaWG(p); err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("got %v, want %q", err, tc.want)
-			}
-		})
-	}
-	if err := checkAmneziaWG(good); err != nil {
-		t.Errorf("golden parameters: %v", err)
-	}
-}
 
 // awgPair is both ends of an obfuscated link: the server's translator
 // (talking to the client and two other peers) and a client's, with the
 // wireguard-go cookie machinery of each side, which amneziawg-go shares
 // unchanged (its device/cookie.go is wireguard-go's).
 type awgPair struct {
-	p              store.AmneziaWG
+	p              wgconf.AmneziaWG
 	server, client *awg
 	srvPub, cliPub Key
 	srvEP, cliEP   hubEndpoint
@@ -98,10 +28,10 @@ type awgPair struct {
 	cliWireGen     device.CookieGenerator // an AmneziaWG client's own MACs, over the wire form
 }
 
-func newAWGPair(t *testing.T, p store.AmneziaWG) *awgPair {
+func newAWGPair(t *testing.T, p wgconf.AmneziaWG) *awgPair {
 	t.Helper()
-	ap := &awgPair{p: p, srvPub: NewPrivateKey().PublicKey(), cliPub: NewPrivateKey().PublicKey(), srvEP: 51821, cliEP: 40001}
-	others := []Key{NewPrivateKey().PublicKey(), NewPrivateKey().PublicKey()}
+	ap := &awgPair{p: p, srvPub: wgconf.NewPrivateKey().PublicKey(), cliPub: wgconf.NewPrivateKey().PublicKey(), srvEP: 51821, cliEP: 40001}
+	others := []Key{wgconf.NewPrivateKey().PublicKey(), wgconf.NewPrivateKey().PublicKey()}
 	ap.server = newAWG(p, ap.srvPub, append(others, ap.cliPub))
 	ap.client = newAWG(p, ap.cliPub, []Key{ap.srvPub})
 	ap.srvCheck.Init(device.NoisePublicKey(ap.srvPub))
@@ -159,7 +89,7 @@ func parseCookie(t *testing.T, b []byte) *device.MessageCookieReply {
 // for the header as sent, what amneziawg-go's receive path checks); after
 // decode it is exactly what wireguard-go sent.
 func TestAWGHandshake(t *testing.T) {
-	for _, params := range []store.AmneziaWG{goldenAWG(), {Jc: 1, Jmin: 10, Jmax: 10, S1: 0, S2: 1188, H1: 5, H2: 6, H3: 7, H4: 8}} {
+	for _, params := range []wgconf.AmneziaWG{goldenAWG(), {Jc: 1, Jmin: 10, Jmax: 10, S1: 0, S2: 1188, H1: 5, H2: 6, H3: 7, H4: 8}} {
 		t.Run(fmt.Sprintf("S1=%d,S2=%d", params.S1, params.S2), func(t *testing.T) {
 			ap := newAWGPair(t, params)
 			for _, tc := range []struct {
@@ -402,7 +332,7 @@ func TestAWGDrops(t *testing.T) {
 	}
 
 	var stranger device.CookieGenerator // MAC1 made for another server's key
-	stranger.Init(device.NoisePublicKey(NewPrivateKey().PublicKey()))
+	stranger.Init(device.NoisePublicKey(wgconf.NewPrivateKey().PublicKey()))
 	forged := awgMessage(p.H1, wgInitSize, p.S1, &stranger)
 	if n, ok := ap.server.decode(forged, ap.cliEP); !ok || n != 0 {
 		t.Errorf("initiation with a MAC1 for another key: %d %v, want recognised and dropped", n, ok)
@@ -412,7 +342,7 @@ func TestAWGDrops(t *testing.T) {
 	}
 	// wireguard-go's response to a key the server does not know.
 	var toStranger device.CookieGenerator
-	toStranger.Init(device.NoisePublicKey(NewPrivateKey().PublicKey()))
+	toStranger.Init(device.NoisePublicKey(wgconf.NewPrivateKey().PublicKey()))
 	if _, _, ok := ap.server.encode(wgMessage(2, wgRespSize, &toStranger), ap.cliEP); ok {
 		t.Error("a response MACed for no known peer was sent")
 	}

@@ -11,12 +11,12 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 )
 
-// The bind is the seam between wireguard-go and UDP (STYLE: conn.Bind is
-// the network seam). tariq's bind wraps one single-port bind per UDP port
+// The bind is the seam between wireguard-go and UDP: tests put in-memory
+// or namespaced binds there (Deps.NewBind). tariq's bind wraps one single-port bind per UDP port
 // (conn.NewDefaultBind, a StdNetBind, in production):
 //
 //   - socket 0 is vpn.listen_port, the port wireguard-go itself asks Open
-//     for (so `wg show` and a live listen_port change work as before);
+//     for (so `wg show` reports it);
 //   - then one per vpn.extra_ports entry, speaking stock WireGuard too;
 //   - then, if enabled, vpn.obfuscation.listen_port, speaking AmneziaWG
 //     (see awg.go).

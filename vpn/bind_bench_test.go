@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 
+	"github.com/tariq-vpn/tariq/internal/wgconf"
+
 	"golang.org/x/net/ipv4"
 	"golang.zx2c4.com/wireguard/conn"
 )
@@ -42,7 +44,7 @@ func BenchmarkBindReceive(b *testing.B) {
 			}, log)
 		}, payload},
 		{"tariq-obfuscated", func() conn.Bind {
-			a := newAWG(p, NewPrivateKey().PublicKey(), nil)
+			a := newAWG(p, wgconf.NewPrivateKey().PublicKey(), nil)
 			return newBind([]*socket{
 				{key: "vpn.obfuscation.listen_port", awg: a, inner: conn.NewStdNetBind()},
 				{key: "vpn.listen_port", inner: conn.NewStdNetBind()},
@@ -106,7 +108,7 @@ func benchReceive(b *testing.B, bind conn.Bind, payload []byte) {
 // BenchmarkAWGTransport is the obfuscated socket's work per transport
 // datagram, both ways, without the sockets: it allocates nothing.
 func BenchmarkAWGTransport(b *testing.B) {
-	a := newAWG(goldenAWG(), NewPrivateKey().PublicKey(), nil)
+	a := newAWG(goldenAWG(), wgconf.NewPrivateKey().PublicKey(), nil)
 	m := make([]byte, 1452)
 	putLE32(m, 4)
 	batch := [][]byte{m}

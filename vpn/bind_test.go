@@ -12,17 +12,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tariq-vpn/tariq/internal/wgconf"
+
 	"github.com/pion/stun/v4"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/tariq-vpn/tariq/config"
-	"github.com/tariq-vpn/tariq/internal/store"
+	"github.com/tariq-vpn/tariq/internal/members"
 	"github.com/tariq-vpn/tariq/internal/testutil"
 )
 
 // awgFromConf reads the AmneziaWG keys of an exported config.
-func awgFromConf(t *testing.T, c map[string]string) store.AmneziaWG {
+func awgFromConf(t *testing.T, c map[string]string) wgconf.AmneziaWG {
 	t.Helper()
 	n := func(k string) uint64 {
 		v, err := strconv.ParseUint(c["Interface."+k], 10, 32)
@@ -31,7 +33,7 @@ func awgFromConf(t *testing.T, c map[string]string) store.AmneziaWG {
 		}
 		return v
 	}
-	return store.AmneziaWG{
+	return wgconf.AmneziaWG{
 		Jc: int(n("Jc")), Jmin: int(n("Jmin")), Jmax: int(n("Jmax")), S1: int(n("S1")), S2: int(n("S2")),
 		H1: uint32(n("H1")), H2: uint32(n("H2")), H3: uint32(n("H3")), H4: uint32(n("H4")),
 	}
@@ -43,11 +45,11 @@ func awgFromConf(t *testing.T, c map[string]string) store.AmneziaWG {
 func newAWGClient(t *testing.T, h *hub, conf string) *testClient {
 	t.Helper()
 	c := parseWGQuick(t, conf)
-	priv, err := ParseKey(c["Interface.PrivateKey"])
+	priv, err := wgconf.ParseKey(c["Interface.PrivateKey"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := ParseKey(c["Peer.PublicKey"])
+	srv, err := wgconf.ParseKey(c["Peer.PublicKey"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,9 +152,9 @@ func TestServiceMultiPort(t *testing.T) {
 		{AddPeerRequest{Name: "p8443", Port: 8443}, nil},
 		{AddPeerRequest{Name: "awg", Obfuscated: true}, nil},
 		{AddPeerRequest{Name: "explicit", Port: 51820}, nil},
-		{AddPeerRequest{Name: "bad", Port: 444}, ErrBadPort},
-		{AddPeerRequest{Name: "bad", Port: 51821}, ErrBadPort},
-		{AddPeerRequest{Name: "bad", Port: 443, Obfuscated: true}, ErrBadPort},
+		{AddPeerRequest{Name: "bad", Port: 444}, members.ErrBadPort},
+		{AddPeerRequest{Name: "bad", Port: 51821}, members.ErrBadPort},
+		{AddPeerRequest{Name: "bad", Port: 443, Obfuscated: true}, members.ErrBadPort},
 	} {
 		p, err := ts.AddPeer(tc.req)
 		if !errors.Is(err, tc.want) {
@@ -199,7 +201,7 @@ func TestServiceMultiPort(t *testing.T) {
 
 	t.Run("status", func(t *testing.T) {
 		want := map[string][2]string{"p51820": {"51820", "false"}, "p443": {"443", "false"}, "p8443": {"8443", "false"}, "awg": {"51821", "true"}, "explicit": {"51820", "false"}}
-		for _, p := range ts.PeerStatus() {
+		for _, p := range ts.Devices() {
 			if got := [2]string{strconv.Itoa(p.Port), strconv.FormatBool(p.Obfuscated)}; got != want[p.Name] {
 				t.Errorf("%s: port %s obfuscated %s, want %v", p.Name, got[0], got[1], want[p.Name])
 			}
@@ -257,31 +259,22 @@ func TestServiceMultiPort(t *testing.T) {
 		}
 		reaches(t, ts, clients["p8443"])
 		reaches(t, ts, clients["awg"])
-		// listen_port still changes live, the other sockets with it.
+		// listen_port needs a restart too: every device dials the port its
+		// config names, so all keep reaching the server.
 		next = *cfg
 		next.VPN.ListenPort = 51830
-		if err := ts.Reload(&next); err != nil {
-			t.Fatal(err)
+		if err := ts.Reload(&next); err == nil || err.Error() != "vpn.listen_port: changing it needs a restart" {
+			t.Errorf("listen_port changed by reload: %v", err)
+		}
+		if p := ts.ListenPort(); p != 51820 {
+			t.Errorf("listening on %d after the reload, want 51820 kept", p)
 		}
 		for _, n := range []string{"p8443", "awg"} {
 			clients[n].reset(t)
 			reaches(t, ts, clients[n])
 		}
-		next.VPN.ListenPort = 443
-		if err := ts.Reload(&next); err == nil || !strings.Contains(err.Error(), "vpn.extra_ports: 443 is already vpn.listen_port") {
-			t.Errorf("listen_port onto an extra port: %v", err)
-		}
-		// Onto an extra port that the new file drops: that change waits
-		// for a restart, so the port is still taken.
-		next.VPN.ExtraPorts = []int{8443}
-		if err := ts.Reload(&next); err == nil || !strings.Contains(err.Error(), "vpn.listen_port: 443 is already another WireGuard port") {
-			t.Errorf("listen_port onto a still-open extra port: %v", err)
-		}
-		next.VPN.ExtraPorts = cfg.VPN.ExtraPorts
-		next.VPN.ListenPort = 51820
-		if err := ts.Reload(&next); err != nil {
-			t.Fatal(err)
-		}
+		// (A config that clashes with itself never gets here: the daemon
+		// validates the whole file first, config.Validate.)
 	})
 
 	t.Run("restart", func(t *testing.T) {
@@ -311,7 +304,7 @@ func TestOldStateKeepsWorking(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Server.PublicHost = "127.0.0.1"
 	st := testStore(t, cfg)
-	if _, err := AddPeerToStore(st, cfg, AddPeerRequest{Name: "mom"}); err != nil {
+	if _, err := newMembers(t, cfg, st, nil).Add(AddPeerRequest{Name: "mom"}); err != nil {
 		t.Fatal(err)
 	}
 	path := st.Path("state.json")
@@ -346,7 +339,7 @@ func TestOldStateKeepsWorking(t *testing.T) {
 	}
 	reaches(t, ts, newClient(t, h, conf, nil))
 	params := mustLoad(t, st).VPN.AmneziaWG
-	if params == nil || checkAmneziaWG(*params) != nil {
+	if params == nil || wgconf.CheckAmneziaWG(*params) != nil {
 		t.Fatalf("parameters not generated: %+v", params)
 	}
 	ts.stop()
@@ -364,31 +357,13 @@ func TestOldStateKeepsWorking(t *testing.T) {
 	}
 }
 
-// TestServicePortErrors: a hand-built config with clashing ports is
-// refused by New, naming the key; a port already taken fails Open naming
-// the port and its key, and closes what it had opened.
+// TestServicePortErrors: a port already taken fails Open naming the port
+// and its key, and closes what it had opened. (Clashing ports in the
+// config are config.Validate's to refuse.)
 func TestServicePortErrors(t *testing.T) {
 	testutil.LeakCheck(t)
 	cfg := testConfig(t)
 	st := testStore(t, cfg)
-	for _, tc := range []struct {
-		edit func(*config.VPNConfig)
-		want string
-	}{
-		{func(n *config.VPNConfig) { n.ExtraPorts = []int{51820} }, "vpn.extra_ports: 51820 is already vpn.listen_port"},
-		{func(n *config.VPNConfig) { n.ExtraPorts = []int{0} }, "vpn.extra_ports: 0 is not a port"},
-		{func(n *config.VPNConfig) {
-			n.ExtraPorts = []int{443}
-			n.Obfuscation = config.ObfuscationConfig{Enabled: true, ListenPort: 443}
-		}, "vpn.obfuscation.listen_port: 443 is already vpn.extra_ports"},
-	} {
-		bad := *cfg
-		tc.edit(&bad.VPN)
-		if _, err := New(&bad, Deps{Store: st}); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("got %v, want %q", err, tc.want)
-		}
-	}
-
 	h := newHub()
 	for _, port := range []uint16{443, 51821} {
 		busy := h.bind()
@@ -398,7 +373,7 @@ func TestServicePortErrors(t *testing.T) {
 		c := *cfg
 		c.VPN.ExtraPorts = []int{443}
 		c.VPN.Obfuscation = config.ObfuscationConfig{Enabled: true, ListenPort: 51821}
-		s, err := New(&c, Deps{Store: st, TUN: tuntest.NewChannelTUN().TUN(), NewBind: h.bind, DisableUAPI: true})
+		s, err := New(&c, Deps{Identity: identity(t, cfg, st), TUN: tuntest.NewChannelTUN().TUN(), NewBind: h.bind, DisableUAPI: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -26,20 +26,22 @@ func createTUN(name string, mtu int) (tun.Device, error) {
 type host struct {
 	ifname string
 	nl     *netlink.Handle
-	nat    *nat  // nil when nftables could not be reached
-	natErr error // why nat is nil
+	nft    *nft
 }
 
 // openHost opens the netlink sockets (rtnetlink and nftables) in the
-// caller's network namespace. An unreachable nftables is an error only
-// once NAT is asked for.
+// caller's network namespace.
 func openHost(ifname string) (*host, error) {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("opening netlink socket: %w", err)
 	}
-	n, natErr := openNAT()
-	return &host{ifname: ifname, nl: h, nat: n, natErr: natErr}, nil
+	n, err := openNFT()
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return &host{ifname: ifname, nl: h, nft: n}, nil
 }
 
 func (h *host) link() (netlink.Link, error) {
@@ -178,29 +180,19 @@ func setSysctl(path, val string) (bool, error) {
 	return true, nil
 }
 
-// applyNAT replaces tariq's nftables table with rules.
-func (h *host) applyNAT(rules []natRule) error {
-	if h.nat == nil {
-		return h.natErr
-	}
-	return h.nat.apply(rules)
-}
+// applyTable replaces tariq's nftables table with what spec says.
+func (h *host) applyTable(spec tableSpec) error { return h.nft.apply(spec) }
 
-// removeNAT deletes tariq's nftables table if it exists.
-func (h *host) removeNAT() error {
-	if h.nat == nil {
-		return nil
-	}
-	return h.nat.remove()
-}
+// setHost rewrites the table's sets of the server itself.
+func (h *host) setHost(host []netip.Prefix) error { return h.nft.setHost(host) }
+
+// removeTable deletes tariq's nftables table if it exists.
+func (h *host) removeTable() error { return h.nft.remove() }
 
 // close releases the netlink sockets. The interface itself goes away when
 // the TUN is closed.
 func (h *host) close() error {
-	var err error
-	if h.nat != nil {
-		err = h.nat.close()
-	}
+	err := h.nft.close()
 	h.nl.Close()
 	return err
 }

@@ -19,8 +19,9 @@ func openHost(ifname string) (*host, error)               { return nil, ErrNotSu
 func (h *host) configure(prefixes []netip.Prefix) error   { return ErrNotSupported }
 func (h *host) setMTU(mtu int) error                      { return ErrNotSupported }
 func (h *host) uplinks(configured string) (v4, v6 string) { return configured, configured }
-func (h *host) applyNAT(rules []natRule) error            { return ErrNotSupported }
-func (h *host) removeNAT() error                          { return nil }
+func (h *host) applyTable(spec tableSpec) error           { return ErrNotSupported }
+func (h *host) setHost(host []netip.Prefix) error         { return ErrNotSupported }
+func (h *host) removeTable() error                        { return nil }
 func (h *host) close() error                              { return nil }
 func (h *host) enableForwarding(v4, v6 bool, uplink6 string) ([]string, error) {
 	return nil, ErrNotSupported

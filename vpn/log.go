@@ -43,7 +43,7 @@ func newWGLog(log *slog.Logger) *wgLog {
 func (l *wgLog) setNames(byKey map[Key]string) {
 	m := make(map[string]string, len(byKey))
 	for k, n := range byKey {
-		m[k.short()] = n
+		m[k.Short()] = n
 	}
 	l.names.Store(&m)
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
 type recorded struct {
@@ -33,9 +35,9 @@ func (r *recorder) WithAttrs([]slog.Attr) slog.Handler { return r }
 func (r *recorder) WithGroup(string) slog.Handler      { return r }
 
 func TestWGLog(t *testing.T) {
-	momKey := NewPrivateKey().PublicKey()
-	strangerKey := NewPrivateKey().PublicKey()
-	peerf := func(k Key) string { return "peer(" + k.short() + ")" }
+	momKey := wgconf.NewPrivateKey().PublicKey()
+	strangerKey := wgconf.NewPrivateKey().PublicKey()
+	peerf := func(k Key) string { return "peer(" + k.Short() + ")" }
 	tests := []struct {
 		name     string
 		verbose  bool // Verbosef, else Errorf
@@ -49,7 +51,7 @@ func TestWGLog(t *testing.T) {
 		{"routine chatter dropped", true, "Routine: decryption worker %d - started", []any{3}, false, 0, "", ""},
 		{"per-peer routine dropped", true, "%v - Routine: sequential sender - stopped", []any{peerf(momKey)}, false, 0, "", ""},
 		{"handshake at debug with name", true, "%v - Received handshake initiation", []any{peerf(momKey)}, true, slog.LevelDebug, "received handshake initiation", "mom"},
-		{"unknown peer keeps its short key", true, "%v - Sending keepalive packet", []any{peerf(strangerKey)}, true, slog.LevelDebug, "sending keepalive packet", strangerKey.short()},
+		{"unknown peer keeps its short key", true, "%v - Sending keepalive packet", []any{peerf(strangerKey)}, true, slog.LevelDebug, "sending keepalive packet", strangerKey.Short()},
 		{"acronym kept", true, "UAPI: Updating listen port", nil, true, slog.LevelDebug, "UAPI: Updating listen port", ""},
 		{"ipc error returned elsewhere", false, "%v", []any{"IPC error -22: invalid UAPI device key: foo"}, true, slog.LevelDebug, "IPC error -22: invalid UAPI device key: foo", ""},
 		{"one peer's send failure", false, "%v - Failed to send handshake initiation: %v", []any{peerf(momKey), "no known endpoint for peer"}, true, slog.LevelDebug, "failed to send handshake initiation: no known endpoint for peer", "mom"},
@@ -87,7 +89,7 @@ func TestWGLog(t *testing.T) {
 	if len(rec.recs) != 0 {
 		t.Errorf("debug line logged at info: %+v", rec.recs)
 	}
-	if s := momKey.short(); !strings.Contains(s, "…") || len(s) != len("AbCd…wxYz") {
+	if s := momKey.Short(); !strings.Contains(s, "…") || len(s) != len("AbCd…wxYz") {
 		t.Errorf("short key %q not in wireguard-go's form", s)
 	}
 }

@@ -1,16 +1,16 @@
 // Package vpn is tariq's WireGuard endpoint: a wireguard-go device over a
-// kernel TUN interface, its peers and their address pool, forwarding and
-// NAT out of the server's uplink, the UAPI socket that wg(8) talks to, and
-// the client configs (wg-quick text and QR codes) that family devices
-// import.
+// kernel TUN interface, forwarding and NAT out of the server's uplink, the
+// UAPI socket that wg(8) talks to, and per-member counting, budgets and
+// rate caps around the unmodified engine (shape.go).
 //
 // The device listens on vpn.listen_port, on any vpn.extra_ports, and, when
 // vpn.obfuscation is on, on a port of its own speaking AmneziaWG 1.x; every
 // one of them answers STUN Binding requests (bind.go, awg.go, stun.go).
 //
-// The state store is the truth about peers: every change is written there
-// first (atomically), then applied to the live device as one UAPI set for
-// that one peer, so every other tunnel keeps flowing.
+// Like wireguard-go's Device, the service is told what to be: its identity
+// (Deps.Identity) and the peers it should have (SetPeers), which it applies
+// as one UAPI set of the peers that changed, so every other tunnel keeps
+// flowing. Who the peers are, and why, is the members package's business.
 package vpn
 
 import (
@@ -33,18 +33,21 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/tariq-vpn/tariq/config"
-	"github.com/tariq-vpn/tariq/internal/store"
+	"github.com/tariq-vpn/tariq/internal/accept"
+	"github.com/tariq-vpn/tariq/internal/addrpolicy"
+	"github.com/tariq-vpn/tariq/internal/egress"
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
 // Deps is what the VPN uses but does not create.
 type Deps struct {
 	Logger *slog.Logger
-	// Store keeps the server key, the ULA and the peers. Required.
-	Store *store.Store
+	// Identity is what the server keeps between runs. Required.
+	Identity Identity
 	// TUN is the packet device. Nil means a kernel TUN named vpn.interface
 	// (Linux). When set (tests inject tuntest or netstack devices), the
-	// caller owns the interface: Open sets no addresses, forwarding or NAT
-	// on it. Either way Close closes it.
+	// caller owns the interface: Open sets no addresses, forwarding, NAT or
+	// destination filter on it. Either way Close closes it.
 	TUN tun.Device
 	// NewBind makes the UDP side of one port: vpn.listen_port, each of
 	// vpn.extra_ports and vpn.obfuscation.listen_port get one each, which
@@ -55,32 +58,41 @@ type Deps struct {
 	// DisableUAPI leaves out the UAPI socket (/var/run/wireguard/IFACE.sock,
 	// root only), for tests and embedding without root.
 	DisableUAPI bool
-	// Now is the clock for peers' creation times; nil means time.Now.
+	// Now is the clock of the rate caps; nil means time.Now.
 	Now func() time.Time
 }
 
+// Identity is what makes the endpoint the same server to its devices
+// across restarts (and, with several nodes, across servers).
+type Identity struct {
+	// PrivateKey is the server's WireGuard private key.
+	PrivateKey Key
+	// ULA is the IPv6 /64 used when vpn.address has no IPv6 prefix.
+	ULA netip.Prefix
+	// AmneziaWG are the obfuscation parameters of vpn.obfuscation.
+	AmneziaWG wgconf.AmneziaWG
+}
+
 // Service is the WireGuard endpoint.
-//
-// Lock order: mu, then the store's lock (store.Update). mu is held across a
-// peer change's store write and device update, so the device sees changes
-// in the order the store does.
 type Service struct {
 	deps  Deps
 	log   *slog.Logger
 	wglog *wgLog
 
-	mu      sync.Mutex      // guards everything below
-	cfg     *config.Config  // the config in effect (after Reload)
-	opened  bool            // Open was called
-	plan    addressing      // set by Open
-	pub     Key             // server public key, set by Open
-	peers   []store.Peer    // as last stored, for PeerStatus
-	awgP    store.AmneziaWG // the obfuscation parameters, set by Open
-	awg     *awg            // the obfuscated socket's translator; nil when off
-	tun     tun.Device      // nil until created or adopted
-	dev     *device.Device  // nil until built
-	host    *host           // nil with an injected TUN
-	uapi    net.Listener    // nil when disabled or not yet open
+	mu      sync.Mutex             // guards everything below
+	cfg     *config.Config         // the config in effect (after Reload)
+	opened  bool                   // Open was called
+	plan    wgconf.Plan            // set by Open
+	pub     Key                    // server public key
+	peers   map[Key]Peer           // as last set (SetPeers)
+	limits  map[string]GroupLimits // as last set (SetLimits)
+	awg     *awg                   // the obfuscated socket's translator; nil when off
+	tun     tun.Device             // nil until created or adopted
+	shaper  *shapedTUN             // around tun, once the device is built
+	dev     *device.Device         // nil until built
+	host    *host                  // nil with an injected TUN
+	egress  *egress.Policy         // where members may go, the server's addresses followed live; nil with an injected TUN
+	uapi    net.Listener           // nil when disabled or not yet open
 	conns   map[net.Conn]struct{}
 	serving bool        // the UAPI accept loop runs
 	closed  atomic.Bool // set (under mu) when Close starts
@@ -92,12 +104,20 @@ type Service struct {
 	uapiWG    sync.WaitGroup // the accept loop and its handlers
 	closeOnce sync.Once
 	closeErr  error
+
+	// tableMu serialises writes to the nftables table: from Open and
+	// Reload, which hold mu, and from address changes, which do not (they
+	// arrive on egress's goroutine). Lock order: mu, then tableMu.
+	tableMu     sync.Mutex
+	table       tableSpec // guarded by tableMu: as last written
+	tableSet    bool      // guarded by tableMu: table was written
+	tableClosed bool      // guarded by tableMu: Close has begun; write nothing more
 }
 
 // New checks cfg and builds the service; it opens nothing.
 func New(cfg *config.Config, deps Deps) (*Service, error) {
-	if deps.Store == nil {
-		return nil, errors.New("vpn: no state store")
+	if deps.Identity.PrivateKey.IsZero() {
+		return nil, errors.New("vpn: no server private key")
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
@@ -105,78 +125,24 @@ func New(cfg *config.Config, deps Deps) (*Service, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	if err := checkConfig(cfg); err != nil {
-		return nil, fmt.Errorf("vpn: %w", err)
-	}
 	log := deps.Logger
 	return &Service{
 		deps:  deps,
 		log:   log,
 		wglog: newWGLog(log),
 		cfg:   cfg,
+		pub:   deps.Identity.PrivateKey.PublicKey(),
+		peers: map[Key]Peer{},
 		conns: map[net.Conn]struct{}{},
 	}, nil
-}
-
-// checkConfig checks what the service relies on. config.Validate checks
-// the same and more for a loaded file; this guards hand-built configs
-// (tests, embedding). Port 0 is allowed here: the kernel picks one.
-func checkConfig(cfg *config.Config) error {
-	n := cfg.VPN
-	var errs []error
-	if n.Interface == "" || len(n.Interface) > 15 || strings.ContainsAny(n.Interface, "/ \t:") {
-		errs = append(errs, &config.FieldError{Key: "vpn.interface", Msg: fmt.Sprintf("%q is not an interface name", n.Interface)})
-	}
-	if n.ListenPort < 0 || n.ListenPort > 65535 {
-		errs = append(errs, &config.FieldError{Key: "vpn.listen_port", Msg: fmt.Sprintf("%d is not a port", n.ListenPort)})
-	}
-	seen := map[int]string{n.ListenPort: "vpn.listen_port"}
-	claim := func(key string, p int) {
-		switch other, dup := seen[p]; {
-		case p < 1 || p > 65535:
-			errs = append(errs, &config.FieldError{Key: key, Msg: fmt.Sprintf("%d is not a port", p)})
-		case dup:
-			errs = append(errs, &config.FieldError{Key: key, Msg: fmt.Sprintf("%d is already %s", p, other)})
-		default:
-			seen[p] = key
-		}
-	}
-	for _, p := range n.ExtraPorts {
-		claim("vpn.extra_ports", p)
-	}
-	if n.Obfuscation.Enabled {
-		claim("vpn.obfuscation.listen_port", n.Obfuscation.ListenPort)
-	}
-	var v4, v6 int
-	for _, p := range n.Address {
-		if p.Addr().Is4() {
-			v4++
-			if p.Bits() > 30 {
-				errs = append(errs, &config.FieldError{Key: "vpn.address", Msg: fmt.Sprintf("%s leaves no room for clients", p)})
-			}
-		} else {
-			v6++
-			if p.Bits() > 126 {
-				errs = append(errs, &config.FieldError{Key: "vpn.address", Msg: fmt.Sprintf("%s leaves no room for clients", p)})
-			}
-		}
-		if p.Addr() == p.Masked().Addr() {
-			errs = append(errs, &config.FieldError{Key: "vpn.address", Msg: fmt.Sprintf("%s is a network address, not the server's own", p)})
-		}
-	}
-	if v4 != 1 || v6 > 1 {
-		errs = append(errs, &config.FieldError{Key: "vpn.address", Msg: "needs exactly one IPv4 prefix and at most one IPv6"})
-	}
-	if n.MTU < 576 || n.MTU > 65535 {
-		errs = append(errs, &config.FieldError{Key: "vpn.mtu", Msg: fmt.Sprintf("%d is not a usable MTU", n.MTU)})
-	}
-	return errors.Join(errs...)
 }
 
 // Open loads (or on first start generates and keeps) the server key and
 // ULA, creates the TUN and the device, puts every enabled peer on it, and,
 // for a kernel TUN, sets the addresses and brings the link up, switches IP
-// forwarding on, writes the NAT table and opens the UAPI socket. It returns
+// forwarding on, lists the server's addresses and starts following them,
+// writes the nftables table (destination filter and NAT) and opens the
+// UAPI socket. It returns
 // the first failure, named (`vpn: opening TUN tariq0: …`); whatever was
 // created is closed again.
 //
@@ -202,26 +168,16 @@ func (s *Service) Open(ctx context.Context) (err error) {
 	cfg := s.cfg
 	name := cfg.VPN.Interface
 
-	state, err := s.deps.Store.Update(func(st *store.State) error {
-		_, err := ensureServerState(st, cfg)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("loading state: %w", err)
-	}
-	priv, pub, err := serverKeys(state)
-	if err != nil {
+	id := s.deps.Identity
+	if s.plan, err = wgconf.PlanFor(cfg, id.ULA); err != nil {
 		return err
 	}
-	if s.plan, err = addressingFor(cfg, state); err != nil {
-		return err
-	}
-	s.pub = pub
-	s.awgP = *state.VPN.AmneziaWG
 	if cfg.VPN.Obfuscation.Enabled {
-		s.awg = newAWG(s.awgP, pub, nil)
+		if err := wgconf.CheckAmneziaWG(id.AmneziaWG); err != nil {
+			return err
+		}
+		s.awg = newAWG(id.AmneziaWG, s.pub, nil)
 	}
-	s.setPeersLocked(state.Peers)
 
 	if s.tun == nil {
 		if s.tun, err = createTUN(name, cfg.VPN.MTU); err != nil {
@@ -231,35 +187,42 @@ func (s *Service) Open(ctx context.Context) (err error) {
 			return fmt.Errorf("opening TUN %s: %w", name, err)
 		}
 	}
+	s.shaper = newShapedTUN(s.tun, s.deps.Now)
+	s.tun = s.shaper // the device closes it, and it the TUN
 	s.dev = device.NewDevice(s.tun, s.newBindLocked(cfg), s.wglog.deviceLogger())
 
-	if err := s.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", priv.Hex(), cfg.VPN.ListenPort)); err != nil {
+	if err := s.dev.IpcSet(fmt.Sprintf("private_key=%s\nlisten_port=%d\n", id.PrivateKey.Hex(), cfg.VPN.ListenPort)); err != nil {
 		return listenError(cfg.VPN.ListenPort, err)
 	}
 	if err := s.dev.Up(); err != nil {
 		return listenError(cfg.VPN.ListenPort, err)
 	}
-	if err := s.dev.IpcSet(s.allPeersUAPILocked()); err != nil {
+	if err := s.dev.IpcSet(allPeersUAPI(s.peers)); err != nil {
 		return fmt.Errorf("configuring peers: %w", err)
 	}
+	s.peersChangedLocked()
 
 	var natDesc, fwd []string
 	if s.deps.TUN == nil {
 		if s.host, err = openHost(name); err != nil {
 			return err
 		}
-		if err := s.host.configure(s.plan.prefixes()); err != nil {
+		if err := s.host.configure(s.plan.Prefixes()); err != nil {
 			return err
 		}
 		up4, up6 := s.host.uplinks(cfg.VPN.Uplink)
 		if fwd, err = s.host.enableForwarding(true, true, up6); err != nil {
 			return err
 		}
-		if cfg.VPN.NAT {
-			if natDesc, err = s.applyNATLocked(cfg, up4, up6); err != nil {
-				return fmt.Errorf("setting up NAT: %w", err)
-			}
-		} else if err := s.host.removeNAT(); err != nil { // a table left by an earlier run with NAT on
+		s.egress, err = egress.New(cfg, egress.Deps{Logger: s.log, ULA: id.ULA,
+			OnChange: func(*addrpolicy.Destinations) { s.serverAddrsChanged() }})
+		if err != nil {
+			return err
+		}
+		if err := s.egress.Open(ctx); err != nil {
+			return err
+		}
+		if natDesc, err = s.applyTableLocked(cfg, up4, up6); err != nil {
 			return err
 		}
 	}
@@ -272,9 +235,9 @@ func (s *Service) Open(ctx context.Context) (err error) {
 		s.log.Info("vpn changed kernel settings", "sysctl", fwd)
 	}
 	s.log.Info("vpn listening", "interface", name, "listen", s.listenPortLocked(), "extra_ports", cfg.VPN.ExtraPorts,
-		"obfuscated_port", obfuscatedPort(cfg),
-		"address", joinStrings(s.plan.prefixes()), "peers", len(s.peers), "nat", natSummary(cfg, natDesc),
-		"public_key", pub.String())
+		"obfuscated_port", cfg.VPN.ObfuscatedPort(),
+		"address", joinStrings(s.plan.Prefixes()), "peers", len(s.peers), "nat", natSummary(cfg, natDesc),
+		"public_key", s.pub.String())
 	return nil
 }
 
@@ -284,12 +247,16 @@ func (s *Service) newBindLocked(cfg *config.Config) conn.Bind {
 	if newInner == nil {
 		newInner = conn.NewDefaultBind
 	}
-	socks := []*socket{{key: "vpn.listen_port", inner: newInner()}}
-	for _, p := range cfg.VPN.ExtraPorts {
-		socks = append(socks, &socket{key: "vpn.extra_ports", port: uint16(p), inner: newInner()})
-	}
-	if s.awg != nil {
-		socks = append(socks, &socket{key: "vpn.obfuscation.listen_port", port: uint16(cfg.VPN.Obfuscation.ListenPort), awg: s.awg, inner: newInner()})
+	var socks []*socket
+	for i, p := range cfg.VPN.WireGuardPorts() {
+		sock := &socket{key: p.Key, port: uint16(p.Port), inner: newInner()}
+		if i == 0 {
+			sock.port = 0 // vpn.listen_port: the device's own, set by UAPI
+		}
+		if p.Obfuscated {
+			sock.awg = s.awg
+		}
+		socks = append(socks, sock)
 	}
 	return newBind(socks, s.log)
 }
@@ -313,29 +280,71 @@ func natSummary(cfg *config.Config, desc []string) string {
 	return strings.Join(desc, ", ")
 }
 
-// applyNATLocked writes the masquerade rules for both families out of
-// their uplinks. A family without an uplink (no default route, as on an
-// IPv6-only VPS) gets no rule and a warning rather than an error: the
-// tunnel itself still works, and the other family still gets out.
-func (s *Service) applyNATLocked(cfg *config.Config, up4, up6 string) (desc []string, err error) {
-	var rules []natRule
-	for _, r := range []natRule{{s.plan.v4.Masked(), up4}, {s.plan.v6.Masked(), up6}} {
-		if r.out == "" {
-			fam := "IPv4"
-			if r.src.Addr().Is6() {
-				fam = "IPv6"
+// applyTableLocked writes the nftables table for cfg, if it would say
+// anything else than it does: the destination filter, and with vpn.nat the
+// masquerade rules for both families out of their uplinks. A family
+// without an uplink (no default route, as on an IPv6-only VPS) gets no
+// rule and a warning rather than an error: the tunnel itself still works,
+// and the other family still gets out.
+func (s *Service) applyTableLocked(cfg *config.Config, up4, up6 string) (natDesc []string, err error) {
+	var nat []natRule
+	var noUplink []netip.Prefix
+	if cfg.VPN.NAT {
+		for _, r := range []natRule{{s.plan.V4.Masked(), up4}, {s.plan.V6.Masked(), up6}} {
+			if r.out == "" {
+				noUplink = append(noUplink, r.src)
+				continue
 			}
-			s.log.Warn("vpn has no uplink for this family: its traffic through the tunnel will not reach the internet (set vpn.uplink)",
-				"family", fam, "subnet", r.src.String())
-			continue
+			nat = append(nat, r)
+			natDesc = append(natDesc, r.src.String()+" via "+r.out)
 		}
-		rules = append(rules, r)
-		desc = append(desc, r.src.String()+" via "+r.out)
 	}
-	if err := s.host.applyNAT(rules); err != nil {
+	s.tableMu.Lock()
+	defer s.tableMu.Unlock()
+	d := s.egress.Current()
+	spec := tableSpec{
+		tunnel:      cfg.VPN.Interface,
+		tunnelAddrs: []netip.Addr{s.plan.V4.Addr(), s.plan.V6.Addr()},
+		dest:        d.Rules(),
+		host:        hostPrefixes(d),
+		services:    cfg.ServicePorts(),
+		nat:         nat,
+	}
+	if s.tableSet && spec.equal(s.table) {
+		return natDesc, nil
+	}
+	if err := s.host.applyTable(spec); err != nil {
 		return nil, err
 	}
-	return desc, nil
+	s.table, s.tableSet = spec, true
+	for _, src := range noUplink {
+		fam := "IPv4"
+		if src.Addr().Is6() {
+			fam = "IPv6"
+		}
+		s.log.Warn("vpn has no uplink for this family: its traffic through the tunnel will not reach the internet (set vpn.uplink)",
+			"family", fam, "subnet", src.String())
+	}
+	return natDesc, nil
+}
+
+// serverAddrsChanged rewrites the table's sets of the server itself after
+// its addresses changed. It runs on egress's goroutine.
+func (s *Service) serverAddrsChanged() {
+	s.tableMu.Lock()
+	defer s.tableMu.Unlock()
+	if s.tableClosed || !s.tableSet {
+		return
+	}
+	host := hostPrefixes(s.egress.Current())
+	if slices.Equal(host, s.table.host) {
+		return
+	}
+	if err := s.host.setHost(host); err != nil {
+		s.log.Error("the server's new addresses are not in the nftables table; members may reach them until the next change or reload", "err", err)
+		return
+	}
+	s.table.host = host
 }
 
 // Serve serves the UAPI socket until ctx is done (nil) or the device stops
@@ -366,14 +375,7 @@ func (s *Service) Serve(ctx context.Context) error {
 
 func (s *Service) acceptUAPI(l net.Listener, dev *device.Device) {
 	defer s.uapiWG.Done()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if !s.closed.Load() {
-				s.log.Warn("vpn UAPI socket stopped: wg(8) cannot reach the interface until restart", "err", err)
-			}
-			return
-		}
+	accept.Loop(l, nil, s.log, "vpn UAPI socket", func(c net.Conn) {
 		s.mu.Lock()
 		if s.closed.Load() {
 			s.mu.Unlock()
@@ -390,10 +392,10 @@ func (s *Service) acceptUAPI(l net.Listener, dev *device.Device) {
 			delete(s.conns, c)
 			s.mu.Unlock()
 		}()
-	}
+	})
 }
 
-// Close removes the NAT table, closes the UAPI socket and the device (and
+// Close removes the nftables table, closes the UAPI socket and the device (and
 // with it the TUN interface and UDP sockets). It is idempotent and safe
 // after a partial Open. IP forwarding is left on: other software may rely
 // on it, and wg-quick leaves it too.
@@ -415,8 +417,14 @@ func (s *Service) closeLocked() {
 	for c := range s.conns {
 		c.Close()
 	}
+	if s.egress != nil {
+		s.egress.Close() // no address change writes to the table after this
+	}
 	if s.host != nil {
-		if err := s.host.removeNAT(); err != nil {
+		s.tableMu.Lock()
+		s.tableClosed = true
+		s.tableMu.Unlock()
+		if err := s.host.removeTable(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -440,21 +448,22 @@ func (s *Service) closeLocked() {
 
 // Reload applies what can change live and refuses, by key, what cannot.
 // Live: vpn.dns, vpn.client_allowed_ips, vpn.persistent_keepalive and
-// server.public_host (they shape exported client configs only),
-// vpn.listen_port (the device rebinds; configs already handed out name the
-// old port), vpn.mtu, vpn.nat and vpn.uplink (kernel TUN only). Needing a
-// restart: vpn.enabled, vpn.mode, vpn.interface, vpn.address,
-// vpn.extra_ports, vpn.obfuscation.enabled and vpn.obfuscation.listen_port
-// (the sockets are built once, in Open). Refused keys keep their old
-// values; everything else is applied.
+// server.public_host (they shape exported client configs only), vpn.mtu,
+// vpn.nat, vpn.uplink, vpn.allow_destinations, vpn.deny_destinations and
+// vpn.member_to_member (kernel TUN only: the nftables table is rewritten
+// in one transaction, and the server's addresses listed again). Needing a
+// restart:
+// vpn.enabled, vpn.mode, vpn.interface, vpn.address, and every port:
+// vpn.listen_port, vpn.extra_ports, vpn.obfuscation.enabled and
+// vpn.obfuscation.listen_port (the sockets are built once, in Open, and
+// every device handed a config keeps dialling the port it names, so a
+// reload never moves one). Refused keys keep their old values, in Config
+// too; everything else is applied.
 func (s *Service) Reload(cfg *config.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
 		return fmt.Errorf("vpn: %w", ErrNotRunning)
-	}
-	if err := checkConfig(cfg); err != nil {
-		return fmt.Errorf("vpn: %w", err)
 	}
 	if s.dev == nil { // not open yet: nothing is live
 		s.cfg = cfg
@@ -494,21 +503,11 @@ func (s *Service) Reload(cfg *config.Config) error {
 		refuse("vpn.obfuscation.listen_port")
 		eff.VPN.Obfuscation.ListenPort = o.Obfuscation.ListenPort
 	}
-	if n.ListenPort != o.ListenPort && ((eff.VPN.Obfuscation.Enabled && n.ListenPort == eff.VPN.Obfuscation.ListenPort) || slices.Contains(eff.VPN.ExtraPorts, n.ListenPort)) {
-		// Clashes with a socket that stays: config.Validate refuses this for
-		// a loaded file; a hand-built config gets the same answer.
-		errs = append(errs, &config.FieldError{Key: "vpn.listen_port", Msg: fmt.Sprintf("%d is already another WireGuard port", n.ListenPort)})
+	if o.ListenPort != n.ListenPort {
+		// Every device was given the old port and keeps dialling it:
+		// rebinding would cut them all until each got a new config.
+		refuse("vpn.listen_port")
 		eff.VPN.ListenPort = o.ListenPort
-	}
-	if eff.VPN.ListenPort != o.ListenPort {
-		if err := s.dev.IpcSet(fmt.Sprintf("listen_port=%d\n", n.ListenPort)); err != nil {
-			// The device dropped its old sockets trying; take the old port back.
-			if err2 := s.dev.IpcSet(fmt.Sprintf("listen_port=%d\n", o.ListenPort)); err2 != nil {
-				s.log.Error("vpn cannot listen on its old port either: tunnels are down until restart", "listen", o.ListenPort, "err", err2)
-			}
-			errs = append(errs, &config.FieldError{Key: "vpn.listen_port", Msg: listenError(n.ListenPort, err).Error()})
-			eff.VPN.ListenPort = o.ListenPort
-		}
 	}
 	if n.MTU != o.MTU {
 		switch {
@@ -522,23 +521,52 @@ func (s *Service) Reload(cfg *config.Config) error {
 			}
 		}
 	}
-	if s.host != nil && (n.NAT != o.NAT || (n.NAT && n.Uplink != o.Uplink)) {
-		var err error
-		if n.NAT {
-			up4, up6 := s.host.uplinks(n.Uplink)
-			_, err = s.applyNATLocked(&eff, up4, up6)
-		} else {
-			err = s.host.removeNAT()
-		}
-		if err != nil {
-			errs = append(errs, &config.FieldError{Key: "vpn.nat", Msg: err.Error()})
+	if s.host != nil {
+		if err := s.reloadTableLocked(&eff); err != nil {
+			key := "vpn.nat"
+			switch {
+			case !slices.Equal(o.AllowDestinations, n.AllowDestinations):
+				key = "vpn.allow_destinations"
+			case !slices.Equal(o.DenyDestinations, n.DenyDestinations):
+				key = "vpn.deny_destinations"
+			case o.MemberToMember != n.MemberToMember:
+				key = "vpn.member_to_member"
+			}
+			errs = append(errs, &config.FieldError{Key: key, Msg: err.Error()})
+			// The table is as it was (one transaction): so is the policy.
 			eff.VPN.NAT, eff.VPN.Uplink = o.NAT, o.Uplink
+			eff.VPN.AllowDestinations, eff.VPN.DenyDestinations, eff.VPN.MemberToMember = o.AllowDestinations, o.DenyDestinations, o.MemberToMember
+			if err := s.egress.Reload(&eff); err != nil {
+				s.log.Error("vpn destination policy not restored", "err", err)
+			}
 		}
 	}
 	s.cfg = &eff
 	s.log.Info("vpn config reloaded", "listen", eff.VPN.ListenPort, "mtu", eff.VPN.MTU, "nat", eff.VPN.NAT,
-		"dns", joinStrings(eff.VPN.DNS), "client_allowed_ips", joinStrings(eff.VPN.ClientAllowedIPs))
+		"dns", joinStrings(eff.VPN.DNS), "client_allowed_ips", joinStrings(eff.VPN.ClientAllowedIPs),
+		"allow_destinations", joinStrings(eff.VPN.AllowDestinations), "deny_destinations", joinStrings(eff.VPN.DenyDestinations),
+		"member_to_member", eff.VPN.MemberToMember)
 	return errors.Join(errs...)
+}
+
+// reloadTableLocked applies cfg's destination policy and NAT: the server's
+// addresses listed again, the uplinks found again, the table rewritten if
+// it would say anything new.
+func (s *Service) reloadTableLocked(cfg *config.Config) error {
+	if err := s.egress.Reload(cfg); err != nil {
+		return err
+	}
+	up4, up6 := s.host.uplinks(cfg.VPN.Uplink)
+	_, err := s.applyTableLocked(cfg, up4, up6)
+	return err
+}
+
+// Config returns the configuration in effect: after a Reload, the new one
+// with every refused key at its running value.
+func (s *Service) Config() *config.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
 }
 
 // ServerPublicKey returns the server's public key (base64); "" before Open.
@@ -581,18 +609,10 @@ func (s *Service) listenPortLocked() int {
 func (s *Service) Addresses() []netip.Prefix {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.plan.v4.IsValid() {
+	if !s.plan.V4.IsValid() {
 		return nil
 	}
-	return s.plan.prefixes()
-}
-
-// setPeerOnDeviceLocked applies a one-peer UAPI set.
-func (s *Service) setPeerOnDeviceLocked(set string) error {
-	if s.ipcHook != nil {
-		return s.ipcHook(set)
-	}
-	return s.dev.IpcSet(set)
+	return s.plan.Prefixes()
 }
 
 func (s *Service) runningLocked() error {
@@ -602,31 +622,10 @@ func (s *Service) runningLocked() error {
 	return nil
 }
 
-// setPeersLocked records the stored peers and tells the log adapter their
-// names.
-func (s *Service) setPeersLocked(peers []store.Peer) {
-	s.peers = slices.Clone(peers)
-	names := make(map[Key]string, len(peers))
-	var keys []Key
-	for _, p := range peers {
-		if k, err := ParseKey(p.PublicKey); err == nil {
-			names[k] = p.Name
-			if !p.Disabled {
-				keys = append(keys, k)
-			}
-		}
+func joinStrings[T fmt.Stringer](xs []T) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = x.String()
 	}
-	s.wglog.setNames(names)
-	if s.awg != nil {
-		// Every enabled peer, not only those added --obfuscated: a device
-		// may be switched to the AmneziaWG app with its keys kept.
-		s.awg.setPeers(keys)
-	}
-}
-
-func obfuscatedPort(cfg *config.Config) int {
-	if !cfg.VPN.Obfuscation.Enabled {
-		return 0
-	}
-	return cfg.VPN.Obfuscation.ListenPort
+	return strings.Join(s, ", ")
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tariq-vpn/tariq/internal/wgconf"
+
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
@@ -23,16 +25,18 @@ import (
 
 // kernelTopology is a server namespace with an uplink (up0) to an
 // "internet" namespace (up1) that has no route back to the VPN subnets, so
-// only NAT lets replies home.
+// only NAT lets replies home. Their addresses are in no special-purpose
+// range (these namespaces are all they exist in): members may reach the
+// internet host, and the server's are public addresses of its own.
 type kernelTopology struct {
 	server, inet *testutil.NetNS
 }
 
 var (
-	srvUp4  = pfx("192.0.2.1/24")
-	inetUp4 = pfx("192.0.2.2/24")
-	srvUp6  = pfx("2001:db8:1::1/64")
-	inetUp6 = pfx("2001:db8:1::2/64")
+	srvUp4  = pfx("198.20.0.1/24")
+	inetUp4 = pfx("198.20.0.2/24")
+	srvUp6  = pfx("2a0e:8f02:f017::1/64")
+	inetUp6 = pfx("2a0e:8f02:f017::2/64")
 )
 
 func newKernelTopology(t *testing.T) kernelTopology {
@@ -51,14 +55,17 @@ func newKernelTopology(t *testing.T) kernelTopology {
 
 // openIn builds and opens a Service inside ns, the way the daemon would
 // run there.
-func openIn(t *testing.T, ns *testutil.NetNS, cfg *config.Config, st *store.Store) (*Service, error) {
+func openIn(t *testing.T, ns *testutil.NetNS, cfg *config.Config, st *store.Store) (*wired, error) {
 	t.Helper()
-	s, err := New(cfg, Deps{Logger: testLogger(t), Store: st})
+	s, err := New(cfg, Deps{Logger: testLogger(t), Identity: identity(t, cfg, st)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = ns.Do(func() error { return s.Open(context.Background()) })
-	return s, err
+	w := wire(t, cfg, st, s)
+	if err = ns.Do(func() error { return s.Open(context.Background()) }); err == nil {
+		w.start(t)
+	}
+	return w, err
 }
 
 // quietTUN is a channel TUN that never reports itself up, so a client
@@ -82,9 +89,9 @@ func (q *quietTUN) Close() error {
 func kernelClient(t *testing.T, ns *testutil.NetNS, conf string) *testClient {
 	t.Helper()
 	c := parseWGQuick(t, conf)
-	priv, _ := ParseKey(c["Interface.PrivateKey"])
-	serverPub, _ := ParseKey(c["Peer.PublicKey"])
-	psk, _ := ParseKey(c["Peer.PresharedKey"])
+	priv, _ := wgconf.ParseKey(c["Interface.PrivateKey"])
+	serverPub, _ := wgconf.ParseKey(c["Peer.PublicKey"])
+	psk, _ := wgconf.ParseKey(c["Peer.PresharedKey"])
 	set := fmt.Sprintf("private_key=%s\nreplace_peers=true\npublic_key=%s\npreshared_key=%s\nendpoint=%s\nallowed_ip=0.0.0.0/0\nallowed_ip=::/0\n",
 		priv.Hex(), serverPub.Hex(), psk.Hex(), c["Peer.Endpoint"])
 	tc := &testClient{tun: tuntest.NewChannelTUN(), set: set}
@@ -187,10 +194,10 @@ func ping6(src, dst netip.Addr) []byte {
 }
 
 // TestServiceKernel runs the Service as the daemon does, over a kernel
-// TUN in a namespace: addresses, link, forwarding, NAT table, UAPI socket
-// for wg(8); a client pings the server and, through NAT, a host that has
-// no route back to the VPN; peers change live; reload edits NAT and MTU;
-// Close removes the table and nothing else.
+// TUN in a namespace: addresses, link, forwarding, nftables table, UAPI
+// socket for wg(8); a client pings the server and, through NAT, a host
+// that has no route back to the VPN; peers change live; reload edits NAT
+// and MTU; Close removes the table and nothing else.
 func TestServiceKernel(t *testing.T) {
 	testutil.LeakCheck(t)
 	k := newKernelTopology(t)
@@ -240,8 +247,8 @@ func TestServiceKernel(t *testing.T) {
 		}
 	})
 
-	t.Run("nat table", func(t *testing.T) {
-		got := k.server.Run("nft", "list", "table", "inet", NATTable)
+	t.Run("table", func(t *testing.T) {
+		got := k.server.Run("nft", "list", "table", "inet", Table)
 		for _, want := range []string{
 			`oifname "up0" ip saddr 10.77.0.0/24 counter`,
 			`oifname "up0" ip6 saddr ` + ula.String() + ` counter`,
@@ -252,6 +259,11 @@ func TestServiceKernel(t *testing.T) {
 		}
 		if strings.Contains(got, "stale") {
 			t.Errorf("the stale table was not replaced:\n%s", got)
+		}
+		for _, want := range []string{"iifname \"" + name + "\" jump member_out", "iifname \"" + name + "\" jump member_in"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("table lacks %q:\n%s", want, got)
+			}
 		}
 	})
 
@@ -306,11 +318,13 @@ func TestServiceKernel(t *testing.T) {
 				t.Errorf("%s: no echo reply from %s", tc.name, tc.from)
 			}
 		}
-		got := k.server.Run("nft", "list", "table", "inet", NATTable)
-		if strings.Contains(got, "counter packets 0 ") {
-			t.Errorf("a masquerade rule matched nothing:\n%s", got)
+		got := k.server.Run("nft", "list", "table", "inet", Table)
+		for line := range strings.Lines(got) {
+			if strings.Contains(line, "masquerade") && strings.Contains(line, "counter packets 0 ") {
+				t.Errorf("a masquerade rule matched nothing:\n%s", got)
+			}
 		}
-		st := s.PeerStatus()
+		st := s.Devices()
 		if len(st) != 1 || st[0].LastHandshake.IsZero() || st[0].Endpoint.Addr() != inetUp4.Addr() {
 			t.Errorf("status %+v, want a handshake from %s", st, inetUp4.Addr())
 		}
@@ -323,8 +337,8 @@ func TestServiceKernel(t *testing.T) {
 		if err := s.Reload(&next); err != nil {
 			t.Fatal(err)
 		}
-		if tables := k.server.Run("nft", "list", "tables"); strings.Contains(tables, "inet "+NATTable+"\n") {
-			t.Errorf("NAT table still there with vpn.nat off:\n%s", tables)
+		if got := k.server.Run("nft", "list", "table", "inet", Table); strings.Contains(got, "masquerade") || !strings.Contains(got, "member_out") {
+			t.Errorf("with vpn.nat off the table keeps the filter and loses NAT:\n%s", got)
 		}
 		if link := k.server.Run("ip", "-o", "link", "show", "dev", name); !strings.Contains(link, "mtu 1380") {
 			t.Errorf("MTU not changed: %s", link)
@@ -333,7 +347,7 @@ func TestServiceKernel(t *testing.T) {
 		if err := s.Reload(&next); err != nil {
 			t.Fatal(err)
 		}
-		if got := k.server.Run("nft", "list", "table", "inet", NATTable); strings.Count(got, "masquerade") != 2 {
+		if got := k.server.Run("nft", "list", "table", "inet", Table); strings.Count(got, "masquerade") != 2 {
 			t.Errorf("NAT not back:\n%s", got)
 		}
 	})
@@ -345,8 +359,8 @@ func TestServiceKernel(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if tables := k.server.Run("nft", "list", "tables"); strings.Contains(tables, "inet "+NATTable+"\n") {
-		t.Errorf("NAT table outlived Close:\n%s", tables)
+	if tables := k.server.Run("nft", "list", "tables"); strings.Contains(tables, "inet "+Table+"\n") {
+		t.Errorf("the table outlived Close:\n%s", tables)
 	}
 	if now := k.server.Run("nft", "list", "table", "ip", "other") + k.server.Run("nft", "list", "table", "inet", "tariqx"); now != other {
 		t.Errorf("another table changed:\nbefore:\n%s\nafter:\n%s", other, now)
@@ -376,8 +390,8 @@ func TestServiceKernelFailures(t *testing.T) {
 	k := newKernelTopology(t)
 	noTable := func(t *testing.T) {
 		t.Helper()
-		if tables := k.server.Run("nft", "list", "tables"); strings.Contains(tables, "inet "+NATTable+"\n") {
-			t.Errorf("NAT table left behind:\n%s", tables)
+		if tables := k.server.Run("nft", "list", "tables"); strings.Contains(tables, "inet "+Table+"\n") {
+			t.Errorf("table left behind:\n%s", tables)
 		}
 	}
 

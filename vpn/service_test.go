@@ -12,11 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tariq-vpn/tariq/internal/wgconf"
+
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/tariq-vpn/tariq/config"
+	"github.com/tariq-vpn/tariq/internal/members"
 	"github.com/tariq-vpn/tariq/internal/store"
 	"github.com/tariq-vpn/tariq/internal/testutil"
 )
@@ -60,7 +63,7 @@ func packet(src, dst netip.Addr) []byte {
 // testServer is a Service over a channel TUN and a hub bind. Packets its
 // TUN receives land in got.
 type testServer struct {
-	*Service
+	*wired
 	tun  *tuntest.ChannelTUN
 	got  chan []byte
 	stop func()
@@ -69,17 +72,19 @@ type testServer struct {
 func startServer(t *testing.T, cfg *config.Config, st *store.Store, h *hub) *testServer {
 	t.Helper()
 	ct := tuntest.NewChannelTUN()
-	s, err := New(cfg, Deps{Logger: testLogger(t), Store: st, TUN: ct.TUN(), NewBind: h.bind, DisableUAPI: true})
+	s, err := New(cfg, Deps{Logger: testLogger(t), Identity: identity(t, cfg, st), TUN: ct.TUN(), NewBind: h.bind, DisableUAPI: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	w := wire(t, cfg, st, s)
+	w.start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ctx) }()
-	ts := &testServer{Service: s, tun: ct, got: make(chan []byte, 256)}
+	ts := &testServer{wired: w, tun: ct, got: make(chan []byte, 256)}
 	quit := make(chan struct{})
 	readerDone := make(chan struct{})
 	go func() {
@@ -160,18 +165,18 @@ func newClientOn(t *testing.T, b conn.Bind, conf string, ownKey *Key) *testClien
 	t.Helper()
 	c := parseWGQuick(t, conf)
 	privText := c["Interface.PrivateKey"]
-	if privText == PrivateKeyPlaceholder && ownKey != nil {
+	if privText == wgconf.PrivateKeyPlaceholder && ownKey != nil {
 		privText = ownKey.String()
 	}
-	priv, err := ParseKey(privText)
+	priv, err := wgconf.ParseKey(privText)
 	if err != nil {
 		t.Fatalf("client private key %q: %v", privText, err)
 	}
-	serverPub, err := ParseKey(c["Peer.PublicKey"])
+	serverPub, err := wgconf.ParseKey(c["Peer.PublicKey"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	psk, err := ParseKey(c["Peer.PresharedKey"])
+	psk, err := wgconf.ParseKey(c["Peer.PresharedKey"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +313,7 @@ func TestServiceInProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	kidKey := NewPrivateKey()
+	kidKey := wgconf.NewPrivateKey()
 	if _, err := ts.AddPeer(AddPeerRequest{Name: "kid", PublicKey: kidKey.PublicKey().String()}); err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +334,7 @@ func TestServiceInProcess(t *testing.T) {
 	})
 
 	t.Run("status", func(t *testing.T) {
-		st := ts.PeerStatus()
+		st := ts.Devices()
 		if len(st) != 3 {
 			t.Fatalf("got %d peers", len(st))
 		}
@@ -345,16 +350,16 @@ func TestServiceInProcess(t *testing.T) {
 	})
 
 	t.Run("remove", func(t *testing.T) {
-		momPeer, _ := ts.Peer("mom")
+		momPeer, _ := ts.Device("mom")
 		if err := ts.RemovePeer("mom"); err != nil {
 			t.Fatal(err)
 		}
 		cutOff(t, ts, mom, dad)
 		reaches(t, ts, kid)
-		if _, err := ts.Peer("mom"); !errors.Is(err, ErrPeerNotFound) {
+		if _, err := ts.Device("mom"); !errors.Is(err, members.ErrPeerNotFound) {
 			t.Errorf("removed peer still listed: %v", err)
 		}
-		if err := ts.RemovePeer("mom"); !errors.Is(err, ErrPeerNotFound) {
+		if err := ts.RemovePeer("mom"); !errors.Is(err, members.ErrPeerNotFound) {
 			t.Errorf("remove twice: %v", err)
 		}
 		retired := mustLoad(t, st).VPN.Retired
@@ -368,7 +373,7 @@ func TestServiceInProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 		cutOff(t, ts, dad, kid)
-		for _, p := range ts.PeerStatus() {
+		for _, p := range ts.Devices() {
 			if p.Name == "dad" && (p.Enabled || p.RxBytes != 0) {
 				t.Errorf("dad: %+v, want disabled, no device counters", p)
 			}
@@ -438,15 +443,15 @@ func TestServiceRollback(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := stateBytes(t, st)
-			statusBefore := ts.PeerStatus()
+			statusBefore := ts.Devices()
 			err := tt.op()
-			if !errors.Is(err, refuse) || !strings.HasPrefix(err.Error(), "vpn: peer ") {
+			if !errors.Is(err, refuse) || !strings.HasPrefix(err.Error(), "vpn: updating the device's peers: ") {
 				t.Fatalf("got %v, want the device's refusal, named", err)
 			}
 			if !bytes.Equal(before, stateBytes(t, st)) {
 				t.Errorf("state after rollback:\n%s\nwant:\n%s", stateBytes(t, st), before)
 			}
-			if got := ts.PeerStatus(); len(got) != len(statusBefore) {
+			if got := ts.Devices(); len(got) != len(statusBefore) {
 				t.Errorf("in-memory peers changed: %d → %d", len(statusBefore), len(got))
 			}
 		})
@@ -457,32 +462,48 @@ func TestServiceLifecycleErrors(t *testing.T) {
 	testutil.LeakCheck(t)
 	cfg := testConfig(t)
 	st := testStore(t, cfg)
-	if _, err := New(cfg, Deps{}); err == nil {
-		t.Error("New without a store: no error")
+	if _, err := New(cfg, Deps{}); err == nil || !strings.Contains(err.Error(), "no server private key") {
+		t.Errorf("New without an identity: %v", err)
 	}
-	bad := testConfig(t)
-	bad.VPN.Address = []netip.Prefix{pfx("10.0.0.0/24")}
-	if _, err := New(bad, Deps{Store: st}); err == nil || !strings.Contains(err.Error(), "vpn.address") {
-		t.Errorf("network address as server address: got %v", err)
-	}
-	s, err := New(cfg, Deps{Store: st, TUN: tuntest.NewChannelTUN().TUN(), NewBind: newHub().bind, DisableUAPI: true})
+	id := identity(t, cfg, st)
+	s, err := New(cfg, Deps{Identity: id, TUN: tuntest.NewChannelTUN().TUN(), NewBind: newHub().bind, DisableUAPI: true})
 	if err != nil {
 		t.Fatal(err)
-	}
-	if _, err := s.AddPeer(AddPeerRequest{Name: "mom"}); !errors.Is(err, ErrNotRunning) {
-		t.Errorf("AddPeer before Open: %v", err)
 	}
 	if err := s.Serve(context.Background()); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("Serve before Open: %v", err)
 	}
-	if s.ServerPublicKey() != "" {
-		t.Error("a server key before Open")
+	if s.ServerPublicKey() != id.PrivateKey.PublicKey().String() {
+		t.Error("the server key is not the identity's")
+	}
+	mom := Peer{Name: "mom", Group: "mom", PublicKey: wgconf.NewPrivateKey().PublicKey(), PresharedKey: wgconf.NewPresharedKey(), IPv4: addr("10.77.0.2")}
+	if err := s.SetPeers([]Peer{mom}); err != nil {
+		t.Errorf("SetPeers before Open (kept for Open): %v", err)
 	}
 	if err := s.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	if got := s.PeerStatus(); len(got) != 1 || got[0].Name != "mom" {
+		t.Errorf("peers set before Open: %+v", got)
+	}
 	if err := s.Open(context.Background()); err == nil {
 		t.Error("second Open: no error")
+	}
+	for _, bad := range []Peer{
+		{Name: "nokey", PresharedKey: mom.PresharedKey, IPv4: addr("10.77.0.3")},
+		{Name: "noaddr", PublicKey: wgconf.NewPrivateKey().PublicKey(), PresharedKey: mom.PresharedKey},
+	} {
+		if err := s.SetPeers([]Peer{mom, bad}); err == nil || !strings.Contains(err.Error(), bad.Name) {
+			t.Errorf("SetPeers with %s: %v", bad.Name, err)
+		}
+	}
+	dup := mom
+	dup.Name = "twin"
+	if err := s.SetPeers([]Peer{mom, dup}); !errors.Is(err, ErrKeyInUse) {
+		t.Errorf("SetPeers with a key twice: %v", err)
+	}
+	if got := s.PeerStatus(); len(got) != 1 {
+		t.Errorf("a refused SetPeers changed the peers: %+v", got)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -490,8 +511,8 @@ func TestServiceLifecycleErrors(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if err := s.RemovePeer("mom"); !errors.Is(err, ErrNotRunning) {
-		t.Errorf("RemovePeer after Close: %v", err)
+	if err := s.SetPeers(nil); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("SetPeers after Close: %v", err)
 	}
 
 	// A port already taken fails Open with the port named; Close after
@@ -502,7 +523,7 @@ func TestServiceLifecycleErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	s2, err := New(cfg, Deps{Store: st, TUN: tuntest.NewChannelTUN().TUN(), NewBind: h.bind, DisableUAPI: true})
+	s2, err := New(cfg, Deps{Identity: id, TUN: tuntest.NewChannelTUN().TUN(), NewBind: h.bind, DisableUAPI: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -541,38 +562,25 @@ func TestServiceReload(t *testing.T) {
 			refused = append(refused, fe.Key)
 		}
 	}
-	if strings.Join(refused, " ") != "vpn.interface vpn.address vpn.mtu" {
+	if strings.Join(refused, " ") != "vpn.interface vpn.address vpn.listen_port vpn.mtu" {
 		t.Errorf("refused %v (err %v)", refused, err)
 	}
-	if ts.ListenPort() != 51999 {
-		t.Errorf("listen port %d after reload, want 51999", ts.ListenPort())
+	// Every device dials the port its config names: the port stays.
+	if ts.ListenPort() != 51820 {
+		t.Errorf("listen port %d after reload, want 51820 kept", ts.ListenPort())
+	}
+	if c := ts.Config().VPN; c.ListenPort != 51820 || c.Interface != cfg.VPN.Interface || c.DNS[0] != addr("9.9.9.9") {
+		t.Errorf("config in effect: listen_port %d, interface %s, dns %v", c.ListenPort, c.Interface, c.DNS)
 	}
 	conf, err := ts.ClientConfig("mom")
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := parseWGQuick(t, conf)
-	if c["Interface.DNS"] != "9.9.9.9" || c["Peer.Endpoint"] != "vpn.example.com:51999" {
+	if c["Interface.DNS"] != "9.9.9.9" || c["Peer.Endpoint"] != "vpn.example.com:51820" {
 		t.Errorf("exported config after reload: %v", c)
 	}
 	if c["Interface.MTU"] != "1420" || !strings.HasPrefix(c["Interface.Address"], "10.77.0.") {
 		t.Errorf("refused keys leaked into the config in effect: %v", c)
-	}
-	// A port that is taken: refused with the reason, the old port kept.
-	busy := h.bind()
-	if _, _, err := busy.Open(52000); err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close()
-	next2 := next
-	next2.VPN.Interface, next2.VPN.Address, next2.VPN.MTU = cfg.VPN.Interface, cfg.VPN.Address, cfg.VPN.MTU
-	next2.VPN.ListenPort = 52000
-	err = ts.Reload(&next2)
-	var fe *config.FieldError
-	if !errors.As(err, &fe) || fe.Key != "vpn.listen_port" {
-		t.Errorf("reload to a busy port: got %v", err)
-	}
-	if ts.ListenPort() != 51999 {
-		t.Errorf("listen port %d after a failed reload, want 51999 kept", ts.ListenPort())
 	}
 }

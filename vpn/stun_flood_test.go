@@ -48,7 +48,7 @@ func startUDPServer(t *testing.T, cfg *config.Config) []int {
 		return b
 	}
 	ct := tuntest.NewChannelTUN()
-	s, err := New(cfg, Deps{Logger: testLogger(t), Store: testStore(t, cfg), TUN: ct.TUN(), NewBind: newBind, DisableUAPI: true})
+	s, err := New(cfg, Deps{Logger: testLogger(t), Identity: identity(t, cfg, testStore(t, cfg)), TUN: ct.TUN(), NewBind: newBind, DisableUAPI: true})
 	if err != nil {
 		t.Fatal(err)
 	}

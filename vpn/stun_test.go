@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/tariq-vpn/tariq/internal/wgconf"
+
 	"github.com/pion/stun/v4"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -35,7 +37,7 @@ func TestSTUNDetection(t *testing.T) {
 	longer := append(bytes.Clone(req), 0, 0, 0, 0) // length field says 0, datagram says 4
 	oddLen := bytes.Clone(withFP[:len(withFP)-1])
 	var gen device.CookieGenerator
-	gen.Init(device.NoisePublicKey(NewPrivateKey().PublicKey()))
+	gen.Init(device.NoisePublicKey(wgconf.NewPrivateKey().PublicKey()))
 	for _, tc := range []struct {
 		name string
 		b    []byte
@@ -129,7 +131,7 @@ func FuzzSTUNClassify(f *testing.F) {
 	f.Add([]byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42})
 	f.Add(make([]byte, 200))
 	p := goldenAWG()
-	srvPub, cliPub := NewPrivateKey().PublicKey(), NewPrivateKey().PublicKey()
+	srvPub, cliPub := wgconf.NewPrivateKey().PublicKey(), wgconf.NewPrivateKey().PublicKey()
 	server := newAWG(p, srvPub, []Key{cliPub})
 	client := newAWG(p, cliPub, []Key{srvPub})
 	var gen device.CookieGenerator

@@ -71,6 +71,22 @@ func TestInit(t *testing.T) {
 	if l.Server.PublicHost != "vpn.example.org" || l.TLS.Email != "ops@example.org" || len(l.Relay.Secrets) != 1 || len(l.Relay.Secrets[0].Reveal()) != 64 {
 		t.Errorf("loaded: host %q email %q secrets %d", l.Server.PublicHost, l.TLS.Email, len(l.Relay.Secrets))
 	}
+	if !l.VPN.Outline.Enabled {
+		t.Error("init for a DNS name with --email (an ACME certificate) left vpn.outline off")
+	}
+	for host, want := range map[string]bool{"203.0.113.7": false, "193.0.14.129": true, "vpn.example.org": false, "10.1.2.3": false} {
+		p := filepath.Join(t.TempDir(), "tariq.yaml")
+		if code, _, errOut := tariq(t, "init", "--host", host, "--config", p); code != 0 {
+			t.Fatalf("init --host %s: %d %s", host, code, errOut)
+		}
+		l, err := config.Load(config.Options{File: p})
+		if err != nil {
+			t.Fatalf("init --host %s wrote a config that does not load: %v", host, err)
+		}
+		if l.VPN.Outline.Enabled != want {
+			t.Errorf("init --host %s (no --email): vpn.outline.enabled %v, want %v (a trusted certificate: %[2]v)", host, l.VPN.Outline.Enabled, want)
+		}
+	}
 	first, _ := os.ReadFile(path)
 	if code, _, errOut := tariq(t, "init", "--host", "other.example.org", "--config", path); code != exitUsage || !strings.Contains(errOut, "exists") {
 		t.Errorf("second init: %d %q, want refusal", code, errOut)
@@ -201,10 +217,15 @@ func TestTurnApp(t *testing.T) {
 	}
 }
 
-// buildTariq compiles the binary once for the subprocess tests.
+// buildTariq compiles the binary once for the subprocess tests, in a
+// directory of this test process's own (TestMain removes it).
 var buildTariq = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "tariq-bin-")
 	if err != nil {
+		return "", err
+	}
+	builtDir.Store(&dir)
+	if err := os.Chmod(dir, 0o755); err != nil { // tests run it as other users too
 		return "", err
 	}
 	bin := filepath.Join(dir, "tariq")
@@ -252,8 +273,11 @@ func TestServeBinary(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("exit after SIGTERM: %v\n%s", err, stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "turn:127.0.0.1:") || !strings.Contains(stdout.String(), "tariq turn credentials") {
-		t.Errorf("start-up summary lacks the TURN URIs and next step:\n%s", stdout.String())
+	// The next step names this binary (not on $PATH) and serve's paths, so
+	// it reaches this daemon as printed.
+	next := bin + " --data-dir " + dir + "/data --admin-socket " + dir + "/admin.sock turn credentials"
+	if !strings.Contains(stdout.String(), "turn:127.0.0.1:") || !strings.Contains(stdout.String(), "Try it: "+next+" ") {
+		t.Errorf("start-up summary lacks the TURN URIs and next step %q:\n%s", next, stdout.String())
 	}
 	if code, _, errOut := tariq(t, append([]string{"status"}, loopbackArgs(dir)...)...); code != exitFailure || !strings.Contains(errOut, "not running") {
 		t.Errorf("status with the daemon gone: %d %q", code, errOut)

@@ -3,21 +3,16 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
 	"maps"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,14 +31,23 @@ import (
 // The censor lab (issue 6): which of tariq's paths still carry traffic
 // under each kind of blocking, measured with real clients.
 //
+// The lab's topology with its ISP (lab_test.go):
+//
 //	device namespaces ── ISP (routes, NATs, applies one censor profile) ── server (tariq) ── internet
-//	  stock  10.10.6.2   upstream wireguard-go, the stock config (UDP 51820)
-//	  awg    10.10.5.2   amneziawg-go, the obfuscated config (UDP 51821)
-//	  web    10.10.8.2   headless Chromium: relay-only WebRTC calls; the invite page
-//	ISP 10.10.1.2 ── 10.10.1.1 server: WireGuard on UDP 51820 and 443 (stock) and 51821
-//	                 (AmneziaWG), TURN on UDP+TCP 3478 and TLS 5349, the HTTPS page and
-//	                 TURN over TLS on 443; NAT out of 10.10.2.1 ── 10.10.2.2 internet
-//	                 (HTTP, a TCP sink)
+//	  awg    10.10.3.2   amneziawg-go, the obfuscated config (UDP 51821)
+//	  stock  10.10.4.2   upstream wireguard-go, the stock config (UDP 51820)
+//	  web    10.10.5.2   headless Chromium: relay-only WebRTC calls; the invite page;
+//	                     the member's own client, either WireGuard form or Outline
+//	  ol     10.10.6.2   an Outline client (outline-sdk, the Outline app's code path)
+//	ISP 10.10.1.2 ── 10.10.1.1 server tariq.test: WireGuard on UDP 51820 and 443 (stock)
+//	                 and 51821 (AmneziaWG), TURN on UDP+TCP 3478 and TLS 5349, the HTTPS
+//	                 page, TURN over TLS and Outline (Shadowsocks over WebSocket) on 443;
+//	                 NAT out of 10.10.2.1 ── 10.10.2.2 internet (HTTP, a TCP sink, a UDP echo)
+//
+// The server is a DNS name, tariq.test, with a certificate from Pebble
+// (ACME: tls.mode acme, the real HTTP-01 or TLS-ALPN-01 challenge answered
+// by the daemon; see lab_test.go), as the Outline app needs a certificate
+// it trusts.
 //
 // The profiles are nftables rulesets in internal/testutil/censor/, loaded
 // one at a time in the ISP namespace (table inet tariq_censor, never the
@@ -60,8 +64,18 @@ import (
 //	        sends a voice-like stream (50 packets of 160 bytes a second for
 //	        4 s, unordered and unretransmitted) of which 80 % must arrive;
 //	        getStats() must show a relay-to-relay pair over that protocol on
-//	        both sides. TLS is checked against the daemon's self-signed
-//	        certificate, pinned by its SPKI hash.
+//	        both sides. Chromium cannot be given a test root: it pins the
+//	        daemon's certificate from Pebble by its SPKI hash;
+//	Outline an independent client following the Outline app's own code
+//	        path (outline-sdk's x/websocket endpoints under transport/
+//	        shadowsocks dialers, testutil.NewOutlineClient) fetches the
+//	        member's config document from their ssconf:// key over HTTPS,
+//	        trusting Pebble's root alone (the app refetches it on every
+//	        connect: so does the lab, under each profile), sends the sink
+//	        2 MiB over TCP as above, and carries a voice-like UDP stream to
+//	        the internet host's echo (160 bytes, 50 packets a second for
+//	        5 s) with at most 2 % lost; the table gives its round trips'
+//	        median and 99th percentile.
 //
 // In the same run the invite page's reachability check runs from the same
 // device network under each profile (a second browser tab), and its advice
@@ -71,7 +85,10 @@ import (
 // own namespace (a full tunnel, which takes the page's requests too, as on
 // a phone) and keeps the page open, whose confirmation must end on the
 // path the table finds working: under profile 2, after its countdown finds
-// no stock handshake, by switching her to the AmneziaWG form.
+// no stock handshake, by switching her to the AmneziaWG form. Where it
+// advises the Outline app (no UDP path: profiles 1, 3 and 4), she shows
+// her key on the page, her Outline client connects with it from the
+// browser's namespace, and the page must say connected.
 //
 // -censor-lab.table FILE writes the table as Markdown (scripts/censor-lab.sh
 // uses it).
@@ -84,7 +101,7 @@ type censorProfile struct {
 	file    string // in internal/testutil/censor; "" for no censor
 	counter string // the ruleset's drop counter
 	// want is the paths expected to work, in censorPaths order.
-	want [6]bool
+	want [7]bool
 	// page is the invite page's expected first advice, from its check.
 	// Under profile 2 the check advises stock WireGuard although the lab
 	// finds it blocked: a browser can only send STUN, which a censor keyed
@@ -92,28 +109,32 @@ type censorProfile struct {
 	page string
 	// final is the advice the member ends with once the page's
 	// confirmation has run (only where the check advises a VPN app): under
-	// profile 2, AmneziaWG, switched to when no stock handshake arrived.
+	// profile 2, AmneziaWG, switched to when no stock handshake arrived;
+	// where no UDP path works, Outline.
 	final string
 }
 
-var censorPaths = [6]string{"Stock WireGuard", "Obfuscated WireGuard", "TURN UDP", "TURN TCP", "TURN TLS 5349", "TURN TLS 443"}
+var censorPaths = [7]string{"Stock WireGuard", "Obfuscated WireGuard", "TURN UDP", "TURN TCP", "TURN TLS 5349", "TURN TLS 443", "Outline"}
+
+// outlinePath is Outline's index in censorPaths.
+const outlinePath = 6
 
 var censorProfiles = []censorProfile{
-	{"none", "", "", [6]bool{true, true, true, true, true, true}, "wireguard", "wireguard"},
-	{"1. all UDP dropped except DNS", "udp-blocked.nft", "udp_dropped", [6]bool{false, false, false, true, true, true}, "calls", ""},
-	{"2. WireGuard fingerprint dropped", "wg-fingerprint.nft", "wg_fingerprint", [6]bool{false, true, true, true, true, true}, "wireguard", "amneziawg"},
-	{"3. only TCP 80 and 443", "tcp-web-only.nft", "blocked", [6]bool{false, false, false, false, false, true}, "calls", ""},
-	{"4. UDP throttled after 3 s / 150 packets", "udp-throttle.nft", "throttled", [6]bool{false, false, false, true, true, true}, "calls", ""},
+	{"none", "", "", [7]bool{true, true, true, true, true, true, true}, "wireguard", "wireguard"},
+	{"1. all UDP dropped except DNS", "udp-blocked.nft", "udp_dropped", [7]bool{false, false, false, true, true, true, true}, "outline", "outline"},
+	{"2. WireGuard fingerprint dropped", "wg-fingerprint.nft", "wg_fingerprint", [7]bool{false, true, true, true, true, true, true}, "wireguard", "amneziawg"},
+	{"3. only TCP 80 and 443", "tcp-web-only.nft", "blocked", [7]bool{false, false, false, false, false, true, true}, "outline", "outline"},
+	{"4. UDP throttled after 3 s / 150 packets", "udp-throttle.nft", "throttled", [7]bool{false, false, false, true, true, true, true}, "outline", "outline"},
 }
 
 // censorLab is the topology, brought up once for every profile.
 type censorLab struct {
-	*vpnLab
-	isp        *isp
+	*lab
 	stock, awg *device
-	web        *testutil.NetNS
 	member     *device // the family member's client, in the browser's namespace (interface wgweb)
 	memberName string  // the member's peer, whose one-time link invite is
+	outline    *device // the Outline column's client's namespace (no WireGuard client)
+	outlineKey string  // its member's ssconf:// key
 	browser    *testutil.Browser
 	callTab    context.Context // the lab's calls
 	pageTab    context.Context // the invite page
@@ -124,76 +145,37 @@ type censorLab struct {
 	roots      *x509.CertPool
 }
 
-const labServer = "10.10.1.1"
-
 func newCensorLab(t *testing.T) *censorLab {
 	testutil.RequireRoot(t)
-	for _, b := range []string{"wg", "ip", "nft", "chromium"} {
-		testutil.RequireBinary(t, b)
-	}
-	bin, err := buildTariq()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rnd [3]byte
-	rand.Read(rnd[:])
-	l := &vpnLab{t: t, bin: bin, dir: t.TempDir(), iface: "tq" + hex.EncodeToString(rnd[:])}
-	l.server, l.inet = testutil.NewNetNS(t), testutil.NewNetNS(t)
-	testutil.Veth(t, testutil.VethEnd{NS: l.server, Name: "up0", Addrs: []netip.Prefix{pfx("10.10.2.1/24")}},
-		testutil.VethEnd{NS: l.inet, Name: "inet0", Addrs: []netip.Prefix{pfx("10.10.2.2/24")}})
-	l.server.Run("ip", "route", "add", "default", "via", "10.10.2.2")
-	l.conf = filepath.Join(l.dir, "tariq.yaml")
-	err = os.WriteFile(l.conf, []byte(fmt.Sprintf(`server:
-  public_host: %[3]s
-  data_dir: %[1]s/data
-  admin_socket: %[1]s/admin.sock
-  metrics_listen: ""
-tls:
-  mode: self-signed
-vpn:
-  interface: %[2]s
-  extra_ports: [443]
-  obfuscation:
-    enabled: true
-    listen_port: 51821
-relay:
-  relay_ip: [%[3]s]
-web:
-  listen: [":443"]
-`, l.dir, l.iface, labServer)), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.serveInternet()
-	l.startDaemon()
-
-	c := &censorLab{vpnLab: l}
-	c.isp = l.newISP()
+	testutil.RequireBinary(t, "chromium")
+	l := newLab(t, labOptions{ISP: true, ACME: true, Config: map[string]string{
+		"server.metrics_listen":       `""`,
+		"vpn.outline.enabled":         "true",
+		"vpn.extra_ports":             "[443]",
+		"vpn.obfuscation.enabled":     "true",
+		"vpn.obfuscation.listen_port": "51821",
+		"relay.enabled":               "true",
+		"relay.relay_ip":              "[" + labServer + "]",
+		"web.enabled":                 "true",
+		"web.listen":                  `[":443"]`,
+	}})
+	c := &censorLab{lab: l}
 	// ct packets (profile 4) needs conntrack accounting where the ISP forwards.
-	c.isp.ns.Run("sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
-	c.awg, _ = c.isp.addDevice("awg", 5, "--obfuscated")
-	c.stock, _ = c.isp.addDevice("stock", 6)
-	c.web = testutil.NewNetNS(t)
-	testutil.Veth(t, testutil.VethEnd{NS: c.web, Name: "eth0", Addrs: []netip.Prefix{pfx("10.10.8.2/24")}},
-		testutil.VethEnd{NS: c.isp.ns, Name: "devweb", Addrs: []netip.Prefix{pfx("10.10.8.1/24")}})
-	c.web.Run("ip", "route", "add", "default", "via", "10.10.8.1")
+	l.isp.Run("sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
+	c.awg = l.addDevice("awg", "--obfuscated")
+	c.stock = l.addDevice("stock")
+	// The member's client runs beside the browser, so while it is on it
+	// takes the browser's traffic too, as the WireGuard app does a phone's.
+	c.member = l.newDevice("web")
+	// The Outline column's member, whose key prints in one line.
+	c.outline = l.newDevice("ol")
+	c.outlineKey = strings.TrimSpace(l.cli("peer", "add", "ol", "--outline"))
 	// veth carries GSO superpackets (wireguard-go and tariq send UDP GSO):
 	// a router on a real link sees every datagram, so have the senders
 	// segment before the ISP does (a packet-counting censor, profile 4,
 	// would otherwise count 64 KB as one).
-	for _, ns := range []*testutil.NetNS{c.awg.ns, c.stock.ns, c.web} {
-		ns.Run("ip", "link", "set", "dev", "eth0", "gso_max_segs", "1")
-	}
-	// wg-quick's policy routing, once per device: the rules outlive the
-	// clients, whose default route in table 51820 comes and goes with them.
-	// The member's client runs beside the browser, so while it is on it
-	// takes the browser's traffic too, as the WireGuard app does a phone's.
-	c.member = &device{l: l, ns: c.web, name: "web"}
-	for _, d := range []*device{c.awg, c.stock, c.member} {
-		for _, fam := range []string{"-4", "-6"} {
-			d.ns.Run("ip", fam, "rule", "add", "not", "fwmark", "51820", "table", "51820")
-			d.ns.Run("ip", fam, "rule", "add", "table", "main", "suppress_prefixlength", "0")
-		}
+	for _, d := range []*device{c.awg, c.stock, c.member, c.outline} {
+		d.ns.Run("ip", "link", "set", "dev", "eth0", "gso_max_segs", "1")
 	}
 	l.server.Run("ip", "link", "set", "dev", "isp0", "gso_max_segs", "1")
 
@@ -205,23 +187,12 @@ web:
 		t.Fatalf("turn credentials: %d %s %s", code, out, errOut)
 	}
 	c.turnUser, c.turnPass = cred.Username, cred.Password
-
-	pemBytes, err := os.ReadFile(filepath.Join(l.dir, "data", "tls", "self-signed.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := pem.Decode(pemBytes)
-	cert, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.roots = x509.NewCertPool()
-	c.roots.AddCert(cert)
+	c.roots = l.roots
 
 	// The calls' page, served inside the device network on its loopback
 	// (a secure context for WebRTC, and no path through the censor).
 	var ln net.Listener
-	if err := c.web.Do(func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
+	if err := c.member.ns.Do(func() (err error) { ln, err = net.Listen("tcp", "127.0.0.1:0"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -232,13 +203,15 @@ web:
 	t.Cleanup(func() { srv.Close() })
 	c.callPage = "http://" + ln.Addr().String() + "/"
 
-	c.browser = browserIn(t, c.web, testutil.BrowserOptions{
+	c.browser = browserIn(t, c.member.ns, testutil.BrowserOptions{
 		Timeout: 5 * time.Minute,
 		// The offline resolver rules catch IP literals too, and Chromium
-		// resolves the TURN server of a TCP or TLS allocation.
-		HostMap: map[string]string{labServer: labServer},
+		// resolves the TURN server of a TCP or TLS allocation. WebRTC asks
+		// for a STUN or TURN server's name over UDP as a fully qualified
+		// one, with the final dot.
+		HostMap: map[string]string{labServer: labServer, labName: labServer, labName + ".": labServer},
 		Flags: map[string]any{
-			"ignore-certificate-errors-spki-list": certs.SPKIHash(cert),
+			"ignore-certificate-errors-spki-list": certs.SPKIHash(l.cert),
 			// Two tabs run at once: keep the one in the background from
 			// having its timers (the stream's 20 ms ticks) throttled.
 			"disable-background-timer-throttling":    true,
@@ -286,114 +259,76 @@ func (c *censorLab) peerShow(name string) string {
 	return out
 }
 
-// clientUp starts a fresh WireGuard client for d (upstream wireguard-go
-// with the stock config, or amneziawg-go with the AmneziaWG one), set up
-// the way wg-quick/awg-quick would, and returns a function that stops it
-// and waits until its interface is gone.
-func (c *censorLab) clientUp(d *device, amnezia bool) (stop func()) {
-	t := c.t
-	ifname := "wg" + d.name
-	var bin, sock string
-	if amnezia {
-		bin, sock = testutil.BuildAmneziaWGGo(t), testutil.AmneziaWGSocket(ifname)
-	} else {
-		bin, sock = testutil.BuildWireGuardGo(t), "/var/run/wireguard/"+ifname+".sock"
-	}
-	os.Remove(sock)
-	cmd := d.ns.Start(bin, "-f", ifname)
-	stop = func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		os.Remove(sock) // killed, it cannot remove it itself
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if _, err := d.ns.TryRun("ip", "link", "show", ifname); err != nil {
-				return
-			}
-		}
-		t.Errorf("%s outlived its process", ifname)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			stop()
-			t.Fatalf("%s did not open its UAPI socket %s", bin, sock)
-		}
-	}
-	v := confValues(d.conf)
-	var set strings.Builder
-	fmt.Fprintf(&set, "private_key=%s\nfwmark=51820\n", hexKey(t, v["Interface.PrivateKey"]))
-	if amnezia {
-		for _, k := range []string{"Jc", "Jmin", "Jmax", "S1", "S2", "H1", "H2", "H3", "H4"} {
-			fmt.Fprintf(&set, "%s=%s\n", strings.ToLower(k), v["Interface."+k])
-		}
-	}
-	fmt.Fprintf(&set, "replace_peers=true\npublic_key=%s\npreshared_key=%s\nendpoint=%s\npersistent_keepalive_interval=%s\n",
-		hexKey(t, v["Peer.PublicKey"]), hexKey(t, v["Peer.PresharedKey"]), v["Peer.Endpoint"], v["Peer.PersistentKeepalive"])
-	for _, a := range strings.Split(v["Peer.AllowedIPs"], ",") {
-		fmt.Fprintf(&set, "allowed_ip=%s\n", strings.TrimSpace(a))
-	}
-	if amnezia {
-		testutil.AmneziaWGSet(t, ifname, set.String())
-	} else {
-		uapiSet(t, sock, set.String())
-	}
-	for _, a := range strings.Split(v["Interface.Address"], ",") {
-		d.ns.Run("ip", "addr", "add", strings.TrimSpace(a), "dev", ifname)
-	}
-	d.ns.Run("ip", "link", "set", "mtu", "1420", "up", "dev", ifname)
-	for _, fam := range []string{"-4", "-6"} {
-		def := map[string]string{"-4": "0.0.0.0/0", "-6": "::/0"}[fam]
-		d.ns.Run("ip", fam, "route", "add", def, "dev", ifname, "table", "51820")
-	}
-	return stop
-}
-
-// uapiSet sends a UAPI set to the wireguard-go listening on sock.
-func uapiSet(t *testing.T, sock, set string) {
-	t.Helper()
-	conn, err := net.DialTimeout("unix", sock, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "set=1\n%s\n", set)
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if line != "errno=0\n" {
-		t.Fatalf("wireguard-go refused the configuration: %q %v", line, err)
-	}
-}
-
 // tunnelWorks brings a fresh client up on d and reports whether a 2 MiB
 // TCP transfer crossed the tunnel to the internet host, NATed out of the
 // server, within bounded time.
-func (c *censorLab) tunnelWorks(d *device, amnezia bool) (bool, string) {
-	stop := c.clientUp(d, amnezia)
-	defer stop()
+func (c *censorLab) tunnelWorks(d *device) (bool, string) {
+	d.up()
+	defer d.down()
 	const size = 2 << 20
-	var conn net.Conn
-	// wireguard-go sends its handshake initiation at once and again after
-	// 5 s (REKEY_TIMEOUT): 7 s covers two.
-	if err := d.ns.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp", "10.10.2.2:5001", 7*time.Second)
-		return err
-	}); err != nil {
-		return false, "no connection through the tunnel: " + err.Error()
+	got, err := d.transfer("10.10.2.2:5001", size, 10*time.Second)
+	if err != nil {
+		return false, err.Error()
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.CopyN(conn, rand.Reader, size); err != nil {
-		return false, fmt.Sprintf("sending %d bytes: %v", size, err)
-	}
-	conn.(*net.TCPConn).CloseWrite()
-	b, err := io.ReadAll(conn)
-	got := strings.TrimSpace(string(b))
-	if err != nil || !strings.HasPrefix(got, fmt.Sprintf("%d 10.10.2.1:", size)) {
-		return false, fmt.Sprintf("the sink answered %q (%v)", got, err)
+	if !strings.HasPrefix(got, fmt.Sprintf("%d 10.10.2.1:", size)) {
+		return false, fmt.Sprintf("the sink answered %q", got)
 	}
 	return true, got
+}
+
+// outlineWorks measures the Outline path from the Outline column's
+// namespace, as the app would connect there: it fetches the config
+// document from the member's key, builds the client from it, sends the
+// internet host's sink 2 MiB over TCP (which must see the server's uplink
+// address), then a voice-like UDP stream to its echo, of which at most
+// 2 % may be lost. It reports whether both got through, why not, and the
+// stream's measurements.
+func (c *censorLab) outlineWorks() (bool, string, testutil.VoiceResult) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := c.outlineClient(ctx, c.outline.ns, c.outlineKey)
+	if err != nil {
+		return false, err.Error(), testutil.VoiceResult{}
+	}
+	const size = 2 << 20
+	conn, err := cl.Stream.DialStream(ctx, "10.10.2.2:5001")
+	if err != nil {
+		return false, fmt.Sprintf("no TCP stream through Outline: %v", err), testutil.VoiceResult{}
+	}
+	got, err := sinkTransfer(conn, size, 10*time.Second)
+	if err != nil || !strings.HasPrefix(got, fmt.Sprintf("%d 10.10.2.1:", size)) {
+		return false, fmt.Sprintf("TCP through Outline: the sink answered %q (%v)", got, err), testutil.VoiceResult{}
+	}
+	pc, err := cl.Packet.ListenPacket(ctx)
+	if err != nil {
+		return false, fmt.Sprintf("no UDP association through Outline: %v", err), testutil.VoiceResult{}
+	}
+	defer pc.Close()
+	v, err := testutil.Voice(pc, &net.UDPAddr{IP: net.IPv4(10, 10, 2, 2), Port: 5003}, testutil.CallVoice(5*time.Second))
+	switch {
+	case err != nil:
+		return false, fmt.Sprintf("UDP through Outline: %v (%v)", err, v), v
+	case v.LossPercent() > 2:
+		return false, fmt.Sprintf("UDP through Outline: %v, want at most 2 %% lost", v), v
+	}
+	return true, fmt.Sprintf("TCP: %s; UDP: %v", got, v), v
+}
+
+// outlineClient fetches key's config document from ns as the Outline app
+// does on every connect (HTTPS, trusting Pebble's root alone; the lab's
+// names resolved by the lab) and builds the client from it, dialling from
+// ns.
+func (c *censorLab) outlineClient(ctx context.Context, ns *testutil.NetNS, key string) (*testutil.OutlineClient, error) {
+	dial := c.dialer(ns)
+	f, err := testutil.FetchOutlineConfig(ctx, key, c.roots, dial)
+	if err != nil {
+		return nil, fmt.Errorf("fetching the Outline config document of %s: %w", key, err)
+	}
+	cl, err := testutil.NewOutlineClient(f.Config, c.roots, dial)
+	if err != nil {
+		return nil, fmt.Errorf("building the Outline client: %w", err)
+	}
+	return cl, nil
 }
 
 // labCall is one relay-only call's outcome, from labCallPage.
@@ -435,10 +370,10 @@ func (c *censorLab) turnWorks() (map[string]bool, map[string]string) {
 	servers := map[string]map[string]string{}
 	proto := map[string]string{"TURN UDP": "udp", "TURN TCP": "tcp", "TURN TLS 5349": "tls", "TURN TLS 443": "tls"}
 	for name, url := range map[string]string{
-		"TURN UDP":      "turn:" + labServer + ":3478?transport=udp",
-		"TURN TCP":      "turn:" + labServer + ":3478?transport=tcp",
-		"TURN TLS 5349": "turns:" + labServer + ":5349?transport=tcp",
-		"TURN TLS 443":  "turns:" + labServer + ":443?transport=tcp",
+		"TURN UDP":      "turn:" + c.host + ":3478?transport=udp",
+		"TURN TCP":      "turn:" + c.host + ":3478?transport=tcp",
+		"TURN TLS 5349": "turns:" + c.host + ":5349?transport=tcp",
+		"TURN TLS 443":  "turns:" + c.host + ":443?transport=tcp",
 	} {
 		servers[name] = map[string]string{"urls": url, "username": c.turnUser, "credential": c.turnPass}
 	}
@@ -464,11 +399,12 @@ type pageResult struct {
 	State   string          `json:"state"`
 	Verdict string          `json:"verdict"`
 	Form    string          `json:"form"`
-	Paths   map[string]bool `json:"paths"` // ticked (true) or crossed (false); untested paths absent
-	Shown   []string        `json:"shown"` // ids of the verdict paragraphs shown
-	Text    string          `json:"text"`  // their text
-	Href    string          `json:"href"`
-	QR      string          `json:"qr"`
+	Paths   map[string]bool `json:"paths"`  // ticked (true) or crossed (false); untested paths absent
+	Shown   []string        `json:"shown"`  // ids of the verdict paragraphs shown
+	Text    string          `json:"text"`   // their text
+	Reveal  string          `json:"reveal"` // the form the reveal asks for: "" (the peer's own), amneziawg, wireguard-PORT, outline
+	Steps   []string        `json:"steps"`  // the steps shown: steps (WireGuard's), outline-steps
+	Secret  bool            `json:"secret"` // the page carries a download or a QR code
 	Dir     string          `json:"dir"`
 	Confirm string          `json:"confirm"` // the confirmation's state
 }
@@ -482,9 +418,11 @@ const readCheck = `(() => {
 		paths: Object.fromEntries([...s.querySelectorAll('#reach-list li')].filter((li) => li.dataset.ok)
 			.map((li) => [li.dataset.path, li.dataset.ok === 'true'])),
 		shown: shown.map((e) => e.id), text: shown.map((e) => e.innerText.trim()).join('\n'),
-		href: document.getElementById('download').href, qr: document.getElementById('qr').src,
+		reveal: ((f) => f.elements.form.value + (f.elements.port.value ? '-' + f.elements.port.value : ''))(document.getElementById('reveal')),
+		secret: /data:/.test(document.documentElement.outerHTML),
 		dir: getComputedStyle(s).direction,
 		confirm: (document.getElementById('confirm') || {dataset: {}}).dataset.state || '',
+		steps: ['steps', 'outline-steps'].filter((id) => { const e = document.getElementById(id); return e && !e.hidden; }),
 	};
 })()`
 
@@ -516,8 +454,9 @@ func (c *censorLab) runPage(q string) (pageResult, error) {
 // labRow is one profile's measurements.
 type labRow struct {
 	profile censorProfile
-	works   [6]bool
-	why     [6]string
+	works   [7]bool
+	why     [7]string
+	voice   testutil.VoiceResult // the Outline column's stream
 	page    pageResult
 	pageErr error
 	// final is the advice the page's confirmation ended on ("" if it did
@@ -536,9 +475,15 @@ type labRow struct {
 // must end on a path the table finds working: stock WireGuard connects
 // with no profile; under profile 2 the page finds no stock handshake,
 // switches her to the AmneziaWG form (the link's one second download) and
-// then says connected. A network blocking only the stock ports gets the
-// AmneziaWG advice and download from the start; the results survive a
-// restart.
+// then says connected; where no UDP path works (profiles 1, 3 and 4) the
+// page advises the Outline app, shows her key, and says connected once
+// her Outline client used it. A network blocking only the stock ports
+// gets the AmneziaWG advice and download from the start; the results
+// survive a restart.
+//
+// Each profile is a subtest on the one lab (named by profile.key:
+// `-run 'TestCensorLab/2'` reruns profile 2 alone, its row the table's
+// only one), and so is the stock-ports network with the restart.
 func TestCensorLab(t *testing.T) {
 	start := time.Now()
 	c := newCensorLab(t)
@@ -546,98 +491,13 @@ func TestCensorLab(t *testing.T) {
 	en, ar := inviteStrings(t, "en"), inviteStrings(t, "ar")
 
 	var rows []labRow
+	ran := map[string]bool{}
 	for _, prof := range censorProfiles {
-		t0 := time.Now()
-		row := labRow{profile: prof}
-		if prof.file != "" {
-			rules, err := os.ReadFile(filepath.Join("..", "..", "internal", "testutil", "censor", prof.file))
-			if err != nil {
-				t.Fatal(err)
-			}
-			testutil.Censor(t, c.isp.ns, string(rules))
-		}
-		lang, tr, dir := "", en, "ltr"
-		if prof.file == "wg-fingerprint.nft" {
-			// One profile read in Arabic, right to left: the one whose
-			// confirmation switches.
-			lang, tr, dir = "?lang=ar", ar, "rtl"
-		}
-		var wg sync.WaitGroup
-		var took [5]time.Duration
-		timed := func(i int, fn func()) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				t0 := time.Now()
-				fn()
-				took[i] = time.Since(t0).Round(100 * time.Millisecond)
-			}()
-		}
-		timed(0, func() { row.works[0], row.why[0] = c.tunnelWorks(c.stock, false) })
-		timed(1, func() { row.works[1], row.why[1] = c.tunnelWorks(c.awg, true) })
-		timed(2, func() {
-			ok, why := c.turnWorks()
-			for i := 2; i < 6; i++ {
-				row.works[i], row.why[i] = ok[censorPaths[i]], why[censorPaths[i]]
-			}
+		t.Run(prof.key(), func(t *testing.T) {
+			defer c.reportTo(t)()
+			ran[prof.key()] = true
+			rows = append(rows, c.runProfile(t, prof, en, ar))
 		})
-		timed(3, func() { row.page, row.pageErr = c.runPage(lang) })
-		wg.Wait()
-
-		// The page's check, from the same network, under the same profile.
-		c.checkPage(row, tr, dir)
-		// The member follows the advice, under the same profile; then she
-		// (or, once switched, a new member) gets a new link.
-		if prof.final != "" && row.pageErr == nil && row.page.Verdict == prof.page {
-			t1 := time.Now()
-			row.final, row.switched = c.confirmPage(prof, tr, dir)
-			took[4] = time.Since(t1).Round(100 * time.Millisecond)
-			if row.switched {
-				c.newMember("dad", true)
-			} else {
-				c.newMember(c.memberName, false)
-			}
-		}
-		if prof.file != "" {
-			row.drops = testutil.CensorDrops(t, c.isp.ns, prof.counter)
-			testutil.Uncensor(t, c.isp.ns)
-		}
-		row.took = time.Since(t0)
-		rows = append(rows, row)
-		n := 0
-		for _, ok := range row.works {
-			if ok {
-				n++
-			}
-		}
-		t.Logf("%s: %d of %d paths work, in %s (stock %s, obfuscated %s, calls %s, page %s, confirmation %s; censor dropped %d packets)", prof.name,
-			n, len(row.works), row.took.Round(100*time.Millisecond), took[0], took[1], took[2], took[3], took[4], row.drops)
-
-		for i, ok := range row.works {
-			if !ok {
-				first, _, _ := strings.Cut(row.why[i], "\n")
-				t.Logf("\t%s blocked: %s", censorPaths[i], first)
-			}
-		}
-
-		// The table.
-		for i, want := range prof.want {
-			if row.works[i] != want {
-				t.Errorf("%s: %s works=%v, want %v: %s", prof.name, censorPaths[i], row.works[i], want, row.why[i])
-			}
-		}
-		if !slices.Contains(row.works[:], true) {
-			t.Errorf("%s: no path works", prof.name)
-		}
-		if prof.file != "" && row.drops == 0 {
-			t.Errorf("%s: the censor dropped nothing", prof.name)
-		}
-		// The advice the member ends with is a path the table finds working.
-		if row.final != prof.final || (row.final == "wireguard" && !row.works[0]) || (row.final == "amneziawg" && !row.works[1]) ||
-			row.switched != (row.final == "amneziawg" && row.page.Verdict == "wireguard") {
-			t.Errorf("%s: the page ends on %q (switched %v), want %q; stock works %v, obfuscated %v", prof.name,
-				row.final, row.switched, prof.final, row.works[0], row.works[1])
-		}
 	}
 
 	table := censorTable(rows)
@@ -648,55 +508,175 @@ func TestCensorLab(t *testing.T) {
 		}
 	}
 
-	// A network that blocks only the stock WireGuard ports: the page
-	// advises AmneziaWG and its download serves that form, same keys.
-	testutil.Censor(t, c.isp.ns, `table inet tariq_censor {
+	t.Run("stock-ports-blocked", func(t *testing.T) {
+		defer c.reportTo(t)()
+		// A network that blocks only the stock WireGuard ports: the page
+		// advises AmneziaWG and its download serves that form, same keys.
+		testutil.Censor(t, c.isp, `table inet tariq_censor {
 	chain forward {
 		type filter hook forward priority filter; policy accept;
 		udp dport { 51820, 443 } drop
 	}
 }
 `)
-	r, err := c.runPage("")
-	testutil.Uncensor(t, c.isp.ns)
-	if err != nil || r.Verdict != "amneziawg" || r.Form != "amneziawg-51821" || !slices.Equal(r.Shown, []string{"verdict-amneziawg"}) ||
-		r.Paths["wg-51820"] || r.Paths["wg-443"] || !r.Paths["awg-51821"] || !strings.HasPrefix(r.QR, "data:image/png") {
-		t.Fatalf("stock ports blocked: page %+v %v", r, err)
-	}
-	if !strings.HasSuffix(r.Href, "/download?form=amneziawg") {
-		t.Errorf("download link %q, want ?form=amneziawg", r.Href)
-	}
-	stockConf := c.peerShow(c.memberName)
-	got := c.download(r.Href)
-	v, own := confValues(got), confValues(stockConf)
-	if v["Peer.Endpoint"] != labServer+":51821" || v["Interface.Jc"] == "" || v["Interface.PrivateKey"] != own["Interface.PrivateKey"] ||
-		v["Interface.Address"] != own["Interface.Address"] || v["Peer.PresharedKey"] != own["Peer.PresharedKey"] {
-		t.Errorf("the AmneziaWG download:\n%s\nthe peer's own config:\n%s", got, stockConf)
-	}
-	if shown := c.peerShow(c.memberName); shown != got {
-		t.Errorf("after the AmneziaWG download, peer show %s prints\n%s\nwant what was downloaded:\n%s", c.memberName, shown, got)
-	}
-	if resp := c.get(r.Href); resp.StatusCode != http.StatusSeeOther {
-		t.Errorf("a second download: %d, want 303 (burned; no switch from AmneziaWG)", resp.StatusCode)
-	}
-	c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "-")
+		r, err := c.runPage("")
+		testutil.Uncensor(t, c.isp)
+		if err != nil || r.Verdict != "amneziawg" || r.Form != "amneziawg-51821" || !slices.Equal(r.Shown, []string{"verdict-amneziawg"}) ||
+			r.Paths["wg-51820"] || r.Paths["wg-443"] || !r.Paths["awg-51821"] || r.Reveal != "amneziawg" || r.Secret {
+			t.Fatalf("stock ports blocked: page %+v %v", r, err)
+		}
+		stockConf := c.peerShow(c.memberName)
+		got, err := c.revealDownload()
+		if err != nil {
+			t.Fatalf("stock ports blocked: %v", err)
+		}
+		v, own := confValues(got), confValues(stockConf)
+		if v["Peer.Endpoint"] != c.host+":51821" || v["Interface.Jc"] == "" || v["Interface.PrivateKey"] != own["Interface.PrivateKey"] ||
+			v["Interface.Address"] != own["Interface.Address"] || v["Peer.PresharedKey"] != own["Peer.PresharedKey"] {
+			t.Errorf("the AmneziaWG download:\n%s\nthe peer's own config:\n%s", got, stockConf)
+		}
+		if shown := c.peerShow(c.memberName); shown != got {
+			t.Errorf("after the AmneziaWG download, peer show %s prints\n%s\nwant what was downloaded:\n%s", c.memberName, shown, got)
+		}
+		if resp := c.reveal("form=amneziawg"); resp.StatusCode != http.StatusGone {
+			t.Errorf("a second reveal: %d, want 410 (used; no switch from AmneziaWG)", resp.StatusCode)
+		}
+		c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "-")
 
-	// Kept in the store: a restart still shows the last checks, and the
-	// switch under profile 2 with its confirmation.
-	c.stopDaemon()
-	c.startDaemon()
-	c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "-")
-	c.checkStatus("mom", "AmneziaWG app, UDP 51821", "connected (stock handshake never arrived, switched to AmneziaWG)")
-	if _, out, _ := tariq(t, "status", "--config", c.conf); testing.Verbose() {
-		t.Logf("tariq status after a restart:\n%s", out)
-	}
-	c.stopDaemon() // a clean exit, which removes its UAPI socket and nftables table
+		// Kept in the store: a restart still shows the last checks, and the
+		// switch under profile 2 with its confirmation.
+		c.stopDaemon()
+		c.startDaemon()
+		c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "-")
+		if ran[censorProfiles[2].key()] {
+			c.checkStatus("mom", "AmneziaWG app, UDP 51821", "connected (stock handshake never arrived, switched to AmneziaWG)")
+		}
+		if out := c.cli("status"); testing.Verbose() {
+			t.Logf("tariq status after a restart:\n%s", out)
+		}
+		c.stopDaemon() // a clean exit, which removes its UAPI socket and nftables table
+	})
 	t.Logf("whole lab: %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+// key names prof's subtest: "none", or its number and ruleset
+// ("2-wg-fingerprint").
+func (prof censorProfile) key() string {
+	if prof.file == "" {
+		return "none"
+	}
+	n, _, _ := strings.Cut(prof.name, ".")
+	return n + "-" + strings.TrimSuffix(prof.file, ".nft")
+}
+
+// runProfile measures every path under prof, runs the invite page's check
+// and, where it advises a VPN app, the member's confirmation, and checks
+// the row against prof.
+func (c *censorLab) runProfile(t *testing.T, prof censorProfile, en, ar map[string]string) labRow {
+	t0 := time.Now()
+	row := labRow{profile: prof}
+	if prof.file != "" {
+		rules, err := os.ReadFile(filepath.Join("..", "..", "internal", "testutil", "censor", prof.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.Censor(t, c.isp, string(rules))
+	}
+	lang, tr, dir := "", en, "ltr"
+	if prof.file == "wg-fingerprint.nft" {
+		// One profile read in Arabic, right to left: the one whose
+		// confirmation switches.
+		lang, tr, dir = "?lang=ar", ar, "rtl"
+	}
+	var wg sync.WaitGroup
+	var took [6]time.Duration
+	timed := func(i int, fn func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			fn()
+			took[i] = time.Since(t0).Round(100 * time.Millisecond)
+		}()
+	}
+	timed(0, func() { row.works[0], row.why[0] = c.tunnelWorks(c.stock) })
+	timed(1, func() { row.works[1], row.why[1] = c.tunnelWorks(c.awg) })
+	timed(2, func() {
+		ok, why := c.turnWorks()
+		for i := 2; i < 6; i++ {
+			row.works[i], row.why[i] = ok[censorPaths[i]], why[censorPaths[i]]
+		}
+	})
+	timed(3, func() { row.page, row.pageErr = c.runPage(lang) })
+	timed(5, func() { row.works[outlinePath], row.why[outlinePath], row.voice = c.outlineWorks() })
+	wg.Wait()
+
+	// The page's check, from the same network, under the same profile.
+	c.checkPage(row, tr, dir)
+	// The member follows the advice, under the same profile; then she
+	// (or, once switched, a new member) gets a new link.
+	if prof.final != "" && row.pageErr == nil && row.page.Verdict == prof.page {
+		t1 := time.Now()
+		if prof.page == "outline" {
+			row.final = c.confirmOutline(prof, tr, dir)
+		} else {
+			row.final, row.switched = c.confirmPage(prof, tr, dir)
+		}
+		took[4] = time.Since(t1).Round(100 * time.Millisecond)
+		if row.switched {
+			c.newMember("dad", true)
+		} else {
+			c.newMember(c.memberName, false)
+		}
+	}
+	if prof.file != "" {
+		row.drops = testutil.CensorDrops(t, c.isp, prof.counter)
+		testutil.Uncensor(t, c.isp)
+	}
+	row.took = time.Since(t0)
+	n := 0
+	for _, ok := range row.works {
+		if ok {
+			n++
+		}
+	}
+	t.Logf("%s: %d of %d paths work, in %s (stock %s, obfuscated %s, calls %s, page %s, Outline %s, confirmation %s; censor dropped %d packets)", prof.name,
+		n, len(row.works), row.took.Round(100*time.Millisecond), took[0], took[1], took[2], took[3], took[5], took[4], row.drops)
+	if row.works[outlinePath] {
+		t.Logf("\tOutline: %s", row.why[outlinePath])
+	}
+
+	for i, ok := range row.works {
+		if !ok {
+			first, _, _ := strings.Cut(row.why[i], "\n")
+			t.Logf("\t%s blocked: %s", censorPaths[i], first)
+		}
+	}
+
+	// The table.
+	for i, want := range prof.want {
+		if row.works[i] != want {
+			t.Errorf("%s: %s works=%v, want %v: %s", prof.name, censorPaths[i], row.works[i], want, row.why[i])
+		}
+	}
+	if !slices.Contains(row.works[:], true) {
+		t.Errorf("%s: no path works", prof.name)
+	}
+	if prof.file != "" && row.drops == 0 {
+		t.Errorf("%s: the censor dropped nothing", prof.name)
+	}
+	// The advice the member ends with is a path the table finds working.
+	if row.final != prof.final || (row.final == "wireguard" && !row.works[0]) || (row.final == "amneziawg" && !row.works[1]) ||
+		(row.final == "outline" && !row.works[outlinePath]) || row.switched != (row.final == "amneziawg" && row.page.Verdict == "wireguard") {
+		t.Errorf("%s: the page ends on %q (switched %v), want %q; stock works %v, obfuscated %v, Outline %v", prof.name,
+			row.final, row.switched, prof.final, row.works[0], row.works[1], row.works[outlinePath])
+	}
+	return row
 }
 
 // pageExpect maps a lab row to what the page must tick: its probes test
 // UDP to each WireGuard port, TURN over UDP (with a sustained stream), TCP
-// and TLS on 443.
+// and TLS on 443, and a WebSocket on 443 (the Outline app's path).
 func pageExpect(row labRow) map[string]bool {
 	stockUDP := row.works[0]
 	if row.profile.file == "wg-fingerprint.nft" {
@@ -705,6 +685,7 @@ func pageExpect(row labRow) map[string]bool {
 	want := map[string]bool{
 		"wg-51820": stockUDP, "wg-443": stockUDP, "awg-51821": row.works[1],
 		"turn-udp": row.works[2], "turn-tcp": row.works[3], "turns-443": row.works[5],
+		"outline-443": row.works[outlinePath],
 	}
 	if row.works[2] || row.profile.file == "udp-throttle.nft" { // the stream runs once a relay is allocated
 		want["udp-sustained"] = row.works[2]
@@ -726,22 +707,32 @@ func (c *censorLab) checkPage(row labRow, tr map[string]string, dir string) {
 	if want := tr["verdict_"+row.profile.page]; r.Text != want || r.Dir != dir {
 		t.Errorf("%s: the page says (%s)\n%s\nwant (%s)\n%s", name, r.Dir, r.Text, dir, want)
 	}
-	if r.Form != "" || strings.Contains(r.Href, "form=") {
-		t.Errorf("%s: the page switched the download to %q (%s); the member's own form is the advice or there is none", name, r.Form, r.Href)
+	// The reveal: the member's own form, or her Outline key where that is
+	// the advice, with Outline's steps instead of WireGuard's.
+	wantForm, wantSteps := "", []string{"steps"}
+	if row.profile.page == "outline" {
+		wantForm, wantSteps = "outline", []string{"outline-steps"}
 	}
-	// The confirmation waits for the member where the page advises an app.
-	if wantAsk := row.profile.page == "wireguard" || row.profile.page == "amneziawg"; (r.Confirm == "ask") != wantAsk {
-		t.Errorf("%s: the confirmation is %q after the check", name, r.Confirm)
+	if r.Form != wantForm || r.Reveal != wantForm || !slices.Equal(r.Steps, wantSteps) {
+		t.Errorf("%s: the page points the reveal at %q (%s), shows steps %v; want %q and %v", name, r.Form, r.Reveal, r.Steps, wantForm, wantSteps)
 	}
-	advice := map[string]string{"wireguard": "WireGuard app, UDP 51820", "calls": "VPN blocked; relayed calls work"}[row.profile.page]
+	// Nothing is revealed before the member asks: no settings, and no
+	// confirmation yet.
+	if r.Secret || r.Confirm != "idle" {
+		t.Errorf("%s: after the check, settings on the page %v, the confirmation %q", name, r.Secret, r.Confirm)
+	}
+	advice := map[string]string{"wireguard": "WireGuard app, UDP 51820", "calls": "VPN blocked; relayed calls work",
+		"outline": "Outline app (no UDP path)"}[row.profile.page]
 	c.checkStatus(c.memberName, advice, "-")
 }
 
 // confirmView is what the page's confirmation shows.
 type confirmView struct {
 	State     string `json:"state"`
-	Text      string `json:"text"`   // its paragraphs shown
-	Button    bool   `json:"button"` // "I have switched it on"
+	Text      string `json:"text"`      // its paragraphs shown
+	Button    bool   `json:"button"`    // "I have switched it on"
+	AWGReveal bool   `json:"awgReveal"` // "Show AmneziaWG settings"
+	AWGAction string `json:"awgAction"` // where it posts
 	AWGHref   string `json:"awgHref"`
 	AWGQR     string `json:"awgQR"`
 	MainShown bool   `json:"mainShown"` // the first download button
@@ -758,7 +749,9 @@ const readConfirm = `(() => {
 	return {
 		state: s.dataset.state, text: shown.map((e) => e.innerText.trim()).join('\n'),
 		button: seen(document.getElementById('confirm-button')),
-		awgHref: seen(a) ? a.href : '', awgQR: seen(qr) ? qr.src : '',
+		awgReveal: seen(document.getElementById('reveal-amneziawg-button')),
+		awgAction: (document.getElementById('reveal-amneziawg') || {}).action || '',
+		awgHref: seen(a) ? a.href : '', awgQR: seen(qr) && qr.complete && qr.naturalWidth > 0 ? qr.src : '',
 		mainShown: seen(document.getElementById('download')),
 		dir: getComputedStyle(s).direction, align: shown.length ? getComputedStyle(shown[0]).textAlign : '',
 	};
@@ -766,6 +759,15 @@ const readConfirm = `(() => {
 
 // waitConfirm waits until the confirmation reaches state, or says why not.
 func (c *censorLab) waitConfirm(state string, within time.Duration) (confirmView, error) {
+	v, err := c.waitConfirmView(within, func(v confirmView) bool { return v.State == state })
+	if err != nil {
+		return v, fmt.Errorf("the confirmation is %q (%q), not %q: %w", v.State, v.Text, state, err)
+	}
+	return v, nil
+}
+
+// waitConfirmView waits until the confirmation shows what ok wants.
+func (c *censorLab) waitConfirmView(within time.Duration, ok func(confirmView) bool) (confirmView, error) {
 	ctx, cancel := context.WithTimeout(c.pageTab, within)
 	defer cancel()
 	var v confirmView
@@ -773,42 +775,42 @@ func (c *censorLab) waitConfirm(state string, within time.Duration) (confirmView
 		if err := chromedp.Run(ctx, testutil.EvalJSON(readConfirm, &v)); err != nil {
 			return v, fmt.Errorf("reading the confirmation (state %q): %w", v.State, err)
 		}
-		if v.State == state {
+		if ok(v) {
 			return v, nil
 		}
 		select {
 		case <-ctx.Done():
-			return v, fmt.Errorf("the confirmation is %q (%q), not %q within %s", v.State, v.Text, state, within)
+			return v, fmt.Errorf("not within %s", within)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
 
 // confirmPage is the member's way on from the page's advice of stock
-// WireGuard, under the current profile: she downloads the settings with
-// the page's button, switches the client on (upstream wireguard-go, a full
-// tunnel beside the browser) and keeps the page open. If the table says
-// stock WireGuard works, the page must say connected without being told.
-// Else she presses "I have switched it on"; the countdown must end in the
-// AmneziaWG offer (its QR code and download, the stock ones gone); she
-// switches WireGuard off, takes that download (the link's switch),
-// switches amneziawg-go on, presses the button again, and the page must
-// say connected. It returns the form she ends on and whether it switched;
+// WireGuard, under the current profile: she reveals the settings and
+// downloads them with the page's buttons, switches the client on
+// (upstream wireguard-go, a full tunnel beside the browser) and keeps the
+// page open. If the table says stock WireGuard works, the page must say
+// connected without being told. Else she presses "I have switched it on";
+// the countdown must end in the AmneziaWG offer (the stock QR code and
+// download gone); she switches WireGuard off, reveals that form (the
+// link's switch) and downloads it, switches amneziawg-go on, presses the
+// button again, and the page must say connected. It returns the form she ends on and whether it switched;
 // `tariq status` and `tariq peer show` must agree at every step.
 func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir string) (final string, switched bool) {
 	t := c.t
 	t.Helper()
 	name, ownConf := prof.name, c.peerShow(c.memberName)
-	conf, err := c.clickDownload("#download")
+	conf, err := c.revealDownload()
 	if err != nil || conf != ownConf {
 		t.Errorf("%s: the page's download (%v):\n%s\nwant what peer show prints:\n%s", name, err, conf, ownConf)
 		return "", false
 	}
 	c.member.conf = conf
-	stop := c.clientUp(c.member, false)
+	c.member.up()
 	if prof.want[0] {
 		v, err := c.waitConfirm("connected", 20*time.Second)
-		stop()
+		c.member.down()
 		if err != nil || v.Text != tr["confirm_connected"] || v.Dir != dir || v.Button {
 			t.Errorf("%s: a stock tunnel that works: %+v %v", name, v, err)
 			return "", false
@@ -819,7 +821,7 @@ func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir st
 
 	// Blocked: she says it is on, and the countdown finds no handshake.
 	if err := chromedp.Run(c.pageTab, chromedp.Click("#confirm-button", chromedp.ByID)); err != nil {
-		stop()
+		c.member.down()
 		t.Errorf("%s: pressing %q: %v", name, tr["confirm_button"], err)
 		return "", false
 	}
@@ -827,26 +829,34 @@ func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir st
 		t.Errorf("%s: the countdown: %+v %v", name, v, err)
 	}
 	v, err := c.waitConfirm("switch", 45*time.Second)
-	stop() // she switches WireGuard off, as the page says
+	c.member.down() // she switches WireGuard off, as the page says
 	if err != nil {
 		t.Errorf("%s: no switch to AmneziaWG: %v", name, err)
 		return "", false
 	}
-	want := "?form=amneziawg"
+	want := c.invite
 	if dir == "rtl" {
-		want = "?form=amneziawg&lang=ar"
+		want += "?lang=ar"
 	}
-	if v.Text != tr["confirm_switch"] || v.Dir != dir || v.Align != "start" || !strings.HasSuffix(v.AWGHref, "/download"+want) ||
-		!strings.HasPrefix(v.AWGQR, "data:image/png") || v.MainShown || !v.Button {
-		t.Errorf("%s: the switch shows %+v; want (%s) %q, a download ending %s, its QR code, the stock download gone", name, v, dir, tr["confirm_switch"], want)
+	if v.Text != tr["confirm_switch"] || v.Dir != dir || v.Align != "start" || !v.AWGReveal || v.AWGAction != want ||
+		v.AWGHref != "" || v.AWGQR != "" || v.MainShown || v.Button {
+		t.Errorf("%s: the switch shows %+v; want (%s) %q, its reveal posting to %s, no settings before it, the stock download gone", name, v, dir, tr["confirm_switch"], want)
 	}
 	c.checkStatus(c.memberName, "WireGuard app, UDP 51820", "-") // nothing changes before she takes it
 
-	// The switched download: the same keys, in the AmneziaWG form, which
-	// is now the peer's.
+	// The switched reveal: the same keys, in the AmneziaWG form, which is
+	// now the peer's.
+	err = chromedp.Run(c.pageTab, chromedp.Click("#reveal-amneziawg-button", chromedp.ByID))
+	if err == nil {
+		v, err = c.waitConfirmView(5*time.Second, func(v confirmView) bool { return v.AWGQR != "" })
+	}
+	if err != nil || !strings.HasPrefix(v.AWGHref, "data:") || !strings.HasPrefix(v.AWGQR, "data:image/png") || v.AWGReveal || !v.Button || v.State != "switch" {
+		t.Errorf("%s: the switched reveal shows %+v (%v); want its download, its QR code and the button", name, v, err)
+		return "", false
+	}
 	awgConf, err := c.clickDownload("#download-amneziawg")
 	av, sv := confValues(awgConf), confValues(conf)
-	if err != nil || av["Peer.Endpoint"] != labServer+":51821" || av["Interface.Jc"] == "" || av["Interface.PrivateKey"] != sv["Interface.PrivateKey"] ||
+	if err != nil || av["Peer.Endpoint"] != c.host+":51821" || av["Interface.Jc"] == "" || av["Interface.PrivateKey"] != sv["Interface.PrivateKey"] ||
 		av["Interface.Address"] != sv["Interface.Address"] || av["Peer.PresharedKey"] != sv["Peer.PresharedKey"] {
 		t.Errorf("%s: the switched download (%v):\n%s\nthe stock one:\n%s", name, err, awgConf, conf)
 		return "", false
@@ -856,24 +866,98 @@ func (c *censorLab) confirmPage(prof censorProfile, tr map[string]string, dir st
 	}
 	c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "stock handshake never arrived, switched to AmneziaWG")
 	c.member.conf = awgConf
-	stop = c.clientUp(c.member, true)
+	c.member.up()
 	err = chromedp.Run(c.pageTab, chromedp.Click("#confirm-button", chromedp.ByID))
 	if err == nil {
 		v, err = c.waitConfirm("connected", 20*time.Second)
 	}
-	stop()
+	c.member.down()
 	if err != nil || v.Text != tr["confirm_connected"] || v.Dir != dir {
 		t.Errorf("%s: AmneziaWG after the switch: %+v %v", name, v, err)
 		return "", true
 	}
 	c.checkStatus(c.memberName, "AmneziaWG app, UDP 51821", "connected (stock handshake never arrived, switched to AmneziaWG)")
 	// Switched once: the link hands out nothing more, in any form.
-	for _, u := range []string{c.invite + "/download?form=amneziawg", c.invite + "/download"} {
-		if resp := c.get(u); resp.StatusCode != http.StatusSeeOther {
-			t.Errorf("%s: after the switch, %s: %d, want 303 (used)", name, u, resp.StatusCode)
+	for _, f := range []string{"form=amneziawg", "form="} {
+		if resp := c.reveal(f); resp.StatusCode != http.StatusGone {
+			t.Errorf("%s: after the switch, a reveal of %s: %d, want 410 (used)", name, f, resp.StatusCode)
 		}
 	}
 	return "amneziawg", true
+}
+
+// confirmOutline is the member's way on from the page's advice of the
+// Outline app, under the current profile: she presses "Show my settings";
+// the page must show her member's key, as `tariq peer show --outline`
+// prints it, as the "Add to Outline" link and in the copy field, no
+// WireGuard download, and ask her to switch it on. Her Outline app
+// connects with the key the page showed, from the browser's namespace,
+// and fetches a page from the internet host through it; the page must
+// then say connected without being told, and `tariq status` agree. It
+// returns the form she ends on.
+func (c *censorLab) confirmOutline(prof censorProfile, tr map[string]string, dir string) string {
+	t := c.t
+	t.Helper()
+	name := prof.name
+	want := strings.TrimSpace(c.cli("peer", "show", c.memberName, "--outline"))
+	var got struct {
+		Href, Value, State string
+		Download           bool
+	}
+	ctx, cancel := context.WithTimeout(c.pageTab, 10*time.Second)
+	err := chromedp.Run(ctx, chromedp.Click("#reveal-button", chromedp.ByID), chromedp.WaitVisible("#outline-box", chromedp.ByID),
+		testutil.EvalJSON(`(() => {
+			const el = (id) => document.getElementById(id);
+			return {Href: el('outline-add').getAttribute('href') || '', Value: el('outline-key').value,
+				State: el('confirm').dataset.state || '', Download: !!el('download') && !el('download').hidden};
+		})()`, &got))
+	cancel()
+	if err != nil || want == "" || got.Href != want || got.Value != want || got.Download || got.State != "ask" {
+		t.Errorf("%s: the reveal shows %+v (%v); want the key %q as the link and in the copy field, no download, the confirmation asking", name, got, err, want)
+		return ""
+	}
+	c.checkStatus(c.memberName, "Outline app (no UDP path)", "-")
+
+	// Her Outline app: the key the page showed, from the page's network.
+	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl, err := c.outlineClient(ctx, c.member.ns, got.Value)
+	if err != nil {
+		t.Errorf("%s: the member's Outline app: %v", name, err)
+		return ""
+	}
+	conn, err := cl.Stream.DialStream(ctx, "10.10.2.2:80")
+	if err != nil {
+		t.Errorf("%s: the member's Outline app connects: %v", name, err)
+		return ""
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: 10.10.2.2\r\n\r\n")
+	body, err := io.ReadAll(conn)
+	conn.Close()
+	if !strings.Contains(string(body), "you are 10.10.2.1:") {
+		t.Errorf("%s: HTTP through the member's Outline app: %q %v (want the server's uplink address as source)", name, body, err)
+		return ""
+	}
+	v, err := c.waitConfirm("connected", 15*time.Second)
+	if err != nil || v.Text != tr["confirm_connected"] || v.Dir != dir || v.Button {
+		t.Errorf("%s: once her Outline app connected, the confirmation shows %+v (%v); want (%s) %q", name, v, err, dir, tr["confirm_connected"])
+		return ""
+	}
+	c.checkStatus(c.memberName, "Outline app (no UDP path)", "connected")
+	return "outline"
+}
+
+// revealDownload presses the page's "Show my settings", as the member
+// would, and once the settings are shown, downloads them.
+func (c *censorLab) revealDownload() (string, error) {
+	ctx, cancel := context.WithTimeout(c.pageTab, 10*time.Second)
+	err := chromedp.Run(ctx, chromedp.Click("#reveal-button", chromedp.ByID), chromedp.WaitVisible("#download", chromedp.ByID))
+	cancel()
+	if err != nil {
+		return "", fmt.Errorf("revealing the settings: %w", err)
+	}
+	return c.clickDownload("#download")
 }
 
 // clickDownload clicks the page's download button sel, as the member
@@ -922,6 +1006,9 @@ func (c *censorLab) checkStatus(peer, advice, confirmed string) {
 		if strings.HasPrefix(l, "PEER") && strings.Contains(l, "LAST CHECK") {
 			inReach = true
 		}
+		if inReach && strings.TrimSpace(l) == "" {
+			break // the members table follows
+		}
 		if inReach && strings.HasPrefix(l, peer+" ") {
 			line = strings.Join(strings.Fields(l), " ")
 		}
@@ -946,25 +1033,20 @@ func mapDiff(want, got map[string]bool) string {
 	return b.String()
 }
 
-// get fetches url from the device network, trusting only the daemon's
-// certificate, without following redirects.
-func (c *censorLab) get(url string) *http.Response {
+// reveal posts the member's link's reveal form with fields from the
+// device network, as the page does, trusting only Pebble's root.
+func (c *censorLab) reveal(fields string) *http.Response {
 	tr := &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: c.roots, ServerName: labServer},
-		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-			err = c.web.Do(func() error {
-				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
-		},
+		TLSClientConfig: &tls.Config{RootCAs: c.roots},
+		DialContext:     c.dialer(c.member.ns),
 	}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := client.Get(url)
+	req, _ := http.NewRequest("POST", c.invite, strings.NewReader(fields))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
-		c.t.Fatalf("GET %s: %v", url, err)
+		c.t.Fatalf("POST %s: %v", c.invite, err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -972,25 +1054,24 @@ func (c *censorLab) get(url string) *http.Response {
 	return resp
 }
 
-func (c *censorLab) download(url string) string {
-	resp := c.get(url)
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		c.t.Fatalf("download %s: %d %s", url, resp.StatusCode, b)
-	}
-	return string(b)
-}
-
 // censorTable renders the rows as the README's Markdown table.
 func censorTable(rows []labRow) string {
 	var b strings.Builder
-	b.WriteString("| Censor profile | " + strings.Join(censorPaths[:], " | ") + " | Invite page advises |\n")
+	head := censorPaths
+	head[outlinePath] += " (voice RTT p50 / p99)"
+	b.WriteString("| Censor profile | " + strings.Join(head[:], " | ") + " | Invite page advises |\n")
 	b.WriteString("|---" + strings.Repeat("|---", len(censorPaths)) + "|---|\n")
-	advice := map[string]string{"wireguard": "WireGuard app", "amneziawg": "AmneziaWG app", "calls": "VPN blocked, calls work", "none": "try another network"}
+	advice := map[string]string{"wireguard": "WireGuard app", "amneziawg": "AmneziaWG app", "outline": "Outline app",
+		"calls": "VPN blocked, calls work", "none": "try another network"}
 	for _, r := range rows {
 		cells := []string{r.profile.name}
-		for _, w := range r.works {
-			cells = append(cells, map[bool]string{true: "works", false: "blocked"}[w])
+		for i, w := range r.works {
+			cell := map[bool]string{true: "works", false: "blocked"}[w]
+			if i == outlinePath && w {
+				// The voice stream's round trips.
+				cell += fmt.Sprintf(" (RTT %.1f / %.1f ms)", float64(r.voice.RTT(0.5))/1e6, float64(r.voice.RTT(0.99))/1e6)
+			}
+			cells = append(cells, cell)
 		}
 		v := r.page.Verdict
 		if r.final != "" {

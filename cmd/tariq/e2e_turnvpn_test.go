@@ -22,8 +22,14 @@ import (
 func TestTURNOverUDPThroughTheTunnel(t *testing.T) {
 	uclient := testutil.RequireBinary(t, "turnutils_uclient")
 	// relay.listen_udp stays the default ":3478": the wildcard.
-	l := newVPNLabWith(t, "relay:\n  users: {alice: wonderland}\n  listen_tcp: []\n  listen_tls: []\n")
-	phone := l.addDevice("phone", 1)
+	l := newLab(t, labOptions{Config: map[string]string{
+		"relay.enabled":    "true",
+		"relay.users":      "{alice: wonderland}",
+		"relay.listen_tcp": "[]",
+		"relay.listen_tls": "[]",
+	}})
+	phone := l.addDevice("phone")
+	phone.up()
 	phone.mustReach("tunnel up")
 
 	// On the internet the server's public address is no neighbour of the

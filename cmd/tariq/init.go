@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tariq-vpn/tariq/config"
+	"github.com/tariq-vpn/tariq/internal/certs"
 	"github.com/tariq-vpn/tariq/internal/store"
 )
 
@@ -41,8 +42,9 @@ func (a *app) initCmd() *cobra.Command {
 		Short: "Write a commented config with a fresh REST secret",
 		Long: `Write a commented configuration file (--config, default ` + config.DefaultFile + `)
 naming every key, with server.public_host set to --host and a freshly
-generated relay shared secret. With --email and a DNS name, TLS certificates
-come from Let's Encrypt automatically. The file is written 0600 (0640 with
+generated relay shared secret. With a public IP address, or a DNS name and
+--email, TLS certificates come from Let's Encrypt automatically, and the
+Outline path (vpn.outline), which needs such a certificate, is on. The file is written 0600 (0640 with
 group tariq when that system user exists); an existing file is kept unless
 --force.`,
 		Args: cobra.NoArgs,
@@ -59,7 +61,12 @@ group tariq when that system user exists); an existing file is kept unless
 			} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
-			text := config.Template(config.TemplateData{Host: host, Email: email, Secret: store.NewSecret(32).Reveal()})
+			// The Outline path goes on where the certificate will be one
+			// the Outline app trusts: tls.mode auto resolving to ACME.
+			probe := config.Default()
+			probe.Server.PublicHost, probe.TLS.Email = host, email
+			outline := certs.ResolveMode(probe) == config.TLSACME
+			text := config.Template(config.TemplateData{Host: host, Email: email, Secret: store.NewSecret(32).Reveal(), Outline: outline})
 			if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 				return err
 			}
@@ -77,7 +84,7 @@ group tariq when that system user exists); an existing file is kept unless
 		},
 	}
 	cmd.Flags().StringVar(&host, "host", "", "public DNS name or IP address clients dial (required)")
-	cmd.Flags().StringVar(&email, "email", "", "contact for Let's Encrypt (turns on ACME with a DNS name)")
+	cmd.Flags().StringVar(&email, "email", "", "contact for Let's Encrypt (turns on ACME with a DNS name; a public IP address needs none)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing file")
 	cmd.MarkFlagRequired("host")
 	return cmd

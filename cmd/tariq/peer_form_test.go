@@ -33,7 +33,7 @@ func TestPeerForms(t *testing.T) {
 		t.Errorf("peer show: exit %d, stderr %q, same config %v", code, errOut, out == awg)
 	}
 	code, out, errOut := run("peer", "add", "dad", "--port", "443")
-	if code != 0 || strings.Contains(out, "Jc") || !strings.Contains(out, "Endpoint = vpn.example.org:443\n") || !strings.Contains(errOut, "UDP port 443") {
+	if code != 0 || strings.Contains(out, "\nJc = ") || !strings.Contains(out, "Endpoint = vpn.example.org:443\n") || !strings.Contains(errOut, "UDP port 443") {
 		t.Errorf("peer add --port 443: exit %d\n%s\nstderr: %s", code, out, errOut)
 	}
 	code, out, errOut = run("peer", "add", "kid")

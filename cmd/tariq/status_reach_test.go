@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tariq-vpn/tariq/internal/admin"
+	"github.com/tariq-vpn/tariq/internal/members"
+	"github.com/tariq-vpn/tariq/internal/store"
 )
 
 // TestStatusReach: `tariq status` lists, per member whose invite page ran
@@ -17,17 +20,17 @@ import (
 func TestStatusReach(t *testing.T) {
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	st := &admin.Status{Version: "test", PublicHost: "vpn.example.org", StartedAt: now.Add(-time.Hour),
-		VPN: &admin.VPNStatus{Interface: "tariq0", ListenPort: 51820, Peers: []admin.PeerStatus{
-			{Name: "mom", IPv4: "10.77.0.2", Enabled: true, Reach: &admin.Reachability{CheckedAt: now.Add(-90 * time.Second),
+		VPN: &admin.VPNStatus{Interface: "tariq0", ListenPort: 51820, Peers: []members.DeviceStatus{
+			{Name: "mom", IPv4: netip.MustParseAddr("10.77.0.2"), Enabled: true, Reach: &store.Reachability{CheckedAt: now.Add(-90 * time.Second),
 				Verdict: "calls", Reached: []string{"turn-tcp", "turns-443"}, Failed: []string{"wg-51820", "turn-udp"}}},
-			{Name: "dad", IPv4: "10.77.0.3", Enabled: true},
-			{Name: "kid", IPv4: "10.77.0.4", Enabled: true, Reach: &admin.Reachability{CheckedAt: now.Add(-time.Minute),
+			{Name: "dad", IPv4: netip.MustParseAddr("10.77.0.3"), Enabled: true},
+			{Name: "kid", IPv4: netip.MustParseAddr("10.77.0.4"), Enabled: true, Reach: &store.Reachability{CheckedAt: now.Add(-time.Minute),
 				Verdict: "amneziawg", Port: 51821, Reached: []string{"awg-51821"}}},
-			{Name: "gran", IPv4: "10.77.0.5", Enabled: true, Reach: &admin.Reachability{CheckedAt: now.Add(-time.Minute),
+			{Name: "gran", IPv4: netip.MustParseAddr("10.77.0.5"), Enabled: true, Reach: &store.Reachability{CheckedAt: now.Add(-time.Minute),
 				Verdict: "wireguard", Port: 51820, Reached: []string{"wg-51820"}, Confirmed: "connected"}},
-			{Name: "aunt", IPv4: "10.77.0.6", Enabled: true, Reach: &admin.Reachability{CheckedAt: now.Add(-time.Minute),
+			{Name: "aunt", IPv4: netip.MustParseAddr("10.77.0.6"), Enabled: true, Reach: &store.Reachability{CheckedAt: now.Add(-time.Minute),
 				Verdict: "amneziawg", Port: 51821, Reached: []string{"wg-51820", "awg-51821"}, Confirmed: "no-handshake", SwitchedFrom: "wireguard"}},
-			{Name: "uncle", IPv4: "10.77.0.7", Enabled: true, Reach: &admin.Reachability{CheckedAt: now.Add(-time.Minute),
+			{Name: "uncle", IPv4: netip.MustParseAddr("10.77.0.7"), Enabled: true, Reach: &store.Reachability{CheckedAt: now.Add(-time.Minute),
 				Verdict: "amneziawg", Port: 51821, Reached: []string{"wg-51820", "awg-51821"}, Confirmed: "connected", SwitchedFrom: "wireguard"}},
 		}}}
 	var out bytes.Buffer

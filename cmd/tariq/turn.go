@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +26,9 @@ password base64(HMAC-SHA1(secret, username)), exactly as coturn's
 use-auth-secret. Valid for --ttl (default relay.credential_ttl).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkTTL(cmd, ttl); err != nil {
+				return err
+			}
 			l, err := a.load()
 			if err != nil {
 				return err
@@ -64,14 +68,18 @@ use-auth-secret. Valid for --ttl (default relay.credential_ttl).`,
 			if err != nil {
 				return err
 			}
+			// A typo is usage; a state the store refuses is a failure.
+			if !slices.Contains(daemon.Apps(), args[0]) {
+				return usageErr(fmt.Errorf("unknown app %q (one of %s)", args[0], strings.Join(daemon.Apps(), ", ")))
+			}
 			s, err := daemon.AppSnippet(l.Config, args[0])
 			if err != nil {
-				return usageErr(err)
+				return err
 			}
 			fmt.Fprint(a.stdout, s)
 			return nil
 		},
 	}
-	turn.AddCommand(creds, appCmd)
+	turn.AddCommand(creds, appCmd, a.secretCmd())
 	return turn
 }

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"syscall"
 	"time"
+
+	"github.com/tariq-vpn/tariq/internal/members"
 )
 
 // ErrNotRunning means no daemon answers on the admin socket.
@@ -82,31 +84,37 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &st, c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
 }
 
-// Peers lists the WireGuard peers.
-func (c *Client) Peers(ctx context.Context) ([]PeerStatus, error) {
-	var p []PeerStatus
-	return p, c.do(ctx, http.MethodGet, "/v1/peers", nil, &p)
+// Devices lists the devices.
+func (c *Client) Devices(ctx context.Context) ([]members.DeviceStatus, error) {
+	var d []members.DeviceStatus
+	return d, c.do(ctx, http.MethodGet, "/v1/peers", nil, &d)
 }
 
-// AddPeer adds a peer on the live device and returns its client config.
-func (c *Client) AddPeer(ctx context.Context, req AddPeerRequest) (*PeerConfig, error) {
-	var pc PeerConfig
-	return &pc, c.do(ctx, http.MethodPost, "/v1/peers", req, &pc)
+// Members lists the members with their limits and usage.
+func (c *Client) Members(ctx context.Context) ([]members.MemberStatus, error) {
+	var m []members.MemberStatus
+	return m, c.do(ctx, http.MethodGet, "/v1/members", nil, &m)
 }
 
-// PeerConfig returns one peer and its client config.
-func (c *Client) PeerConfig(ctx context.Context, name string) (*PeerConfig, error) {
-	var pc PeerConfig
-	return &pc, c.do(ctx, http.MethodGet, "/v1/peers/"+url.PathEscape(trimName(name)), nil, &pc)
+// Add adds a device, live, and returns its client config.
+func (c *Client) Add(ctx context.Context, req members.AddRequest) (*members.DeviceConfig, error) {
+	var dc members.DeviceConfig
+	return &dc, c.do(ctx, http.MethodPost, "/v1/peers", req, &dc)
 }
 
-// RemovePeer removes a peer from the store and the live device.
-func (c *Client) RemovePeer(ctx context.Context, name string) error {
+// Show returns one device and its client config.
+func (c *Client) Show(ctx context.Context, name string) (*members.DeviceConfig, error) {
+	var dc members.DeviceConfig
+	return &dc, c.do(ctx, http.MethodGet, "/v1/peers/"+url.PathEscape(trimName(name)), nil, &dc)
+}
+
+// Remove removes a device.
+func (c *Client) Remove(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/peers/"+url.PathEscape(trimName(name)), nil, nil)
 }
 
-// SetPeerEnabled enables or disables a peer.
-func (c *Client) SetPeerEnabled(ctx context.Context, name string, enabled bool) error {
+// SetEnabled enables or disables a device.
+func (c *Client) SetEnabled(ctx context.Context, name string, enabled bool) error {
 	verb := "disable"
 	if enabled {
 		verb = "enable"
@@ -114,10 +122,22 @@ func (c *Client) SetPeerEnabled(ctx context.Context, name string, enabled bool) 
 	return c.do(ctx, http.MethodPost, "/v1/peers/"+url.PathEscape(trimName(name))+"/"+verb, nil, nil)
 }
 
-// CreateInvite makes a one-time link to a peer's config.
-func (c *Client) CreateInvite(ctx context.Context, req InviteRequest) (*Invite, error) {
-	var inv Invite
-	return &inv, c.do(ctx, http.MethodPost, "/v1/invites", req, &inv)
+// SetLimits changes a member's limits.
+func (c *Client) SetLimits(ctx context.Context, name string, lc members.LimitsChange) (*members.MemberStatus, error) {
+	var m members.MemberStatus
+	return &m, c.do(ctx, http.MethodPost, "/v1/members/"+url.PathEscape(trimName(name))+"/limits", lc, &m)
 }
 
-var _ Peers = (*Client)(nil)
+// CreateInvite makes a one-time link to a device's settings.
+func (c *Client) CreateInvite(ctx context.Context, name string, ttl time.Duration) (*members.CreatedInvite, error) {
+	var inv members.CreatedInvite
+	return &inv, c.do(ctx, http.MethodPost, "/v1/invites", InviteRequest{Peer: name, TTL: ttl}, &inv)
+}
+
+// OutlineKey returns a member's Outline key.
+func (c *Client) OutlineKey(ctx context.Context, name string) (*members.OutlineKey, error) {
+	var k members.OutlineKey
+	return &k, c.do(ctx, http.MethodGet, "/v1/members/"+url.PathEscape(trimName(name))+"/outline", nil, &k)
+}
+
+var _ members.Manager = (*Client)(nil)

@@ -17,22 +17,15 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/tariq-vpn/tariq/internal/members"
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
-// Peers is peer management, which the CLI gets from the running daemon
-// (Client) or, with no daemon running, from the store directly.
-type Peers interface {
-	Peers(ctx context.Context) ([]PeerStatus, error)
-	AddPeer(ctx context.Context, req AddPeerRequest) (*PeerConfig, error)
-	PeerConfig(ctx context.Context, name string) (*PeerConfig, error)
-	RemovePeer(ctx context.Context, name string) error
-	SetPeerEnabled(ctx context.Context, name string, enabled bool) error
-	CreateInvite(ctx context.Context, req InviteRequest) (*Invite, error)
-}
-
-// Backend is what the API exposes; the daemon implements it.
+// Backend is what the API exposes; the daemon implements it: members
+// management (a members.Local over the daemon's own members), and status.
 type Backend interface {
-	Peers
+	members.Manager
 	Status(ctx context.Context) (*Status, error)
 }
 
@@ -64,13 +57,16 @@ func NewServer(path string, b Backend, log *slog.Logger) *Server {
 	s := &Server{path: path, backend: b, log: log}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", s.status)
-	mux.HandleFunc("GET /v1/peers", s.peers)
-	mux.HandleFunc("POST /v1/peers", s.addPeer)
-	mux.HandleFunc("GET /v1/peers/{name}", s.peerConfig)
-	mux.HandleFunc("DELETE /v1/peers/{name}", s.removePeer)
+	mux.HandleFunc("GET /v1/peers", s.devices)
+	mux.HandleFunc("POST /v1/peers", s.add)
+	mux.HandleFunc("GET /v1/peers/{name}", s.show)
+	mux.HandleFunc("DELETE /v1/peers/{name}", s.remove)
 	mux.HandleFunc("POST /v1/peers/{name}/enable", s.setEnabled(true))
 	mux.HandleFunc("POST /v1/peers/{name}/disable", s.setEnabled(false))
+	mux.HandleFunc("GET /v1/members", s.members)
+	mux.HandleFunc("POST /v1/members/{name}/limits", s.setLimits)
 	mux.HandleFunc("POST /v1/invites", s.createInvite)
+	mux.HandleFunc("GET /v1/members/{name}/outline", s.outlineKey)
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -152,7 +148,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 func writeErr(w http.ResponseWriter, err error) {
 	var e *Error
 	if !errors.As(err, &e) {
-		e = &Error{Code: http.StatusInternalServerError, Msg: err.Error()}
+		e = &Error{Code: statusOf(err), Msg: err.Error()}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(e.Code)
@@ -180,40 +176,55 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, st, err)
 }
 
-func (s *Server) peers(w http.ResponseWriter, r *http.Request) {
+func (s *Server) devices(w http.ResponseWriter, r *http.Request) {
 	if !s.allowed(w, r) {
 		return
 	}
-	p, err := s.backend.Peers(r.Context())
-	s.reply(w, r, p, err)
+	d, err := s.backend.Devices(r.Context())
+	s.reply(w, r, d, err)
 }
 
-func (s *Server) addPeer(w http.ResponseWriter, r *http.Request) {
+func (s *Server) members(w http.ResponseWriter, r *http.Request) {
 	if !s.allowed(w, r) {
 		return
 	}
-	var req AddPeerRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
+	m, err := s.backend.Members(r.Context())
+	s.reply(w, r, m, err)
+}
+
+// decode reads a JSON request body into v, or answers 400 and returns false.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		writeErr(w, Errorf(http.StatusBadRequest, "bad request: %v", err))
-		return
+		return false
 	}
-	pc, err := s.backend.AddPeer(r.Context(), req)
-	s.reply(w, r, pc, err)
+	return true
 }
 
-func (s *Server) peerConfig(w http.ResponseWriter, r *http.Request) {
+func (s *Server) add(w http.ResponseWriter, r *http.Request) {
+	var req members.AddRequest
+	if !s.allowed(w, r) || !decode(w, r, &req) {
+		return
+	}
+	dc, err := s.backend.Add(r.Context(), req)
+	s.reply(w, r, dc, err)
+}
+
+func (s *Server) show(w http.ResponseWriter, r *http.Request) {
 	if !s.allowed(w, r) {
 		return
 	}
-	pc, err := s.backend.PeerConfig(r.Context(), r.PathValue("name"))
-	s.reply(w, r, pc, err)
+	dc, err := s.backend.Show(r.Context(), r.PathValue("name"))
+	s.reply(w, r, dc, err)
 }
 
-func (s *Server) removePeer(w http.ResponseWriter, r *http.Request) {
+func (s *Server) remove(w http.ResponseWriter, r *http.Request) {
 	if !s.allowed(w, r) {
 		return
 	}
-	s.reply(w, r, nil, s.backend.RemovePeer(r.Context(), r.PathValue("name")))
+	s.reply(w, r, nil, s.backend.Remove(r.Context(), r.PathValue("name")))
 }
 
 func (s *Server) setEnabled(enabled bool) http.HandlerFunc {
@@ -221,21 +232,56 @@ func (s *Server) setEnabled(enabled bool) http.HandlerFunc {
 		if !s.allowed(w, r) {
 			return
 		}
-		s.reply(w, r, nil, s.backend.SetPeerEnabled(r.Context(), r.PathValue("name"), enabled))
+		s.reply(w, r, nil, s.backend.SetEnabled(r.Context(), r.PathValue("name"), enabled))
 	}
 }
 
+func (s *Server) setLimits(w http.ResponseWriter, r *http.Request) {
+	var c members.LimitsChange
+	if !s.allowed(w, r) || !decode(w, r, &c) {
+		return
+	}
+	m, err := s.backend.SetLimits(r.Context(), r.PathValue("name"), c)
+	s.reply(w, r, m, err)
+}
+
+// InviteRequest asks for a one-time link to a device's settings.
+type InviteRequest struct {
+	Peer string        `json:"peer"`
+	TTL  time.Duration `json:"ttl"`
+}
+
 func (s *Server) createInvite(w http.ResponseWriter, r *http.Request) {
+	var req InviteRequest
+	if !s.allowed(w, r) || !decode(w, r, &req) {
+		return
+	}
+	inv, err := s.backend.CreateInvite(r.Context(), req.Peer, req.TTL)
+	s.reply(w, r, inv, err)
+}
+
+func (s *Server) outlineKey(w http.ResponseWriter, r *http.Request) {
 	if !s.allowed(w, r) {
 		return
 	}
-	var req InviteRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
-		writeErr(w, Errorf(http.StatusBadRequest, "bad request: %v", err))
-		return
+	k, err := s.backend.OutlineKey(r.Context(), r.PathValue("name"))
+	s.reply(w, r, k, err)
+}
+
+// statusOf gives the members model's sentinel errors their HTTP status.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, members.ErrPeerNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, members.ErrPeerExists), errors.Is(err, members.ErrKeyInUse), errors.Is(err, members.ErrPoolExhausted):
+		return http.StatusConflict
+	case errors.Is(err, members.ErrBadName), errors.Is(err, members.ErrBadInvite), errors.Is(err, members.ErrBadPort),
+		errors.Is(err, members.ErrObfuscationOff), errors.Is(err, members.ErrBadLimit), errors.Is(err, wgconf.ErrBadKey):
+		return http.StatusBadRequest
+	case errors.Is(err, members.ErrOutlineOff), errors.Is(err, members.ErrUntrustedCert):
+		return http.StatusConflict
 	}
-	inv, err := s.backend.CreateInvite(r.Context(), req)
-	s.reply(w, r, inv, err)
+	return http.StatusInternalServerError
 }
 
 // trimName is used by the client to build paths.

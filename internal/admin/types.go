@@ -1,6 +1,10 @@
 package admin
 
-import "time"
+import (
+	"time"
+
+	"github.com/tariq-vpn/tariq/internal/members"
+)
 
 // Status is what `tariq status` shows.
 type Status struct {
@@ -10,6 +14,29 @@ type Status struct {
 	Relay      *RelayStatus `json:"relay,omitempty"`
 	VPN        *VPNStatus   `json:"vpn,omitempty"`
 	TLS        *CertStatus  `json:"tls,omitempty"`
+	// Cluster is the etcd store the nodes share; nil on one server.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
+}
+
+// ClusterStatus is the shared etcd store's part of Status.
+type ClusterStatus struct {
+	Endpoints []string `json:"endpoints"`
+	Prefix    string   `json:"prefix"`
+	Node      string   `json:"node"`
+	// Unreachable says why etcd does not answer now (the node serves the
+	// state it last saw), or "".
+	Unreachable string `json:"unreachable,omitempty"`
+	// Nodes are the live nodes, this one included.
+	Nodes []NodeStatus `json:"nodes,omitempty"`
+}
+
+// NodeStatus is one live node.
+type NodeStatus struct {
+	Name       string    `json:"name"`
+	PublicHost string    `json:"public_host"`
+	Version    string    `json:"version"`
+	StartedAt  time.Time `json:"started_at"`
+	Health     string    `json:"health"`
 }
 
 // RelayStatus is the TURN relay's part of Status.
@@ -32,29 +59,29 @@ type VPNStatus struct {
 	ListenPort int    `json:"listen_port"`
 	// ExtraPorts speak stock WireGuard too; ObfuscationPort, if not 0,
 	// speaks the AmneziaWG form.
-	ExtraPorts      []int        `json:"extra_ports,omitempty"`
-	ObfuscationPort int          `json:"obfuscation_port,omitempty"`
-	PublicKey       string       `json:"public_key"`
-	Peers           []PeerStatus `json:"peers"`
+	ExtraPorts      []int                  `json:"extra_ports,omitempty"`
+	ObfuscationPort int                    `json:"obfuscation_port,omitempty"`
+	PublicKey       string                 `json:"public_key"`
+	Members         []members.MemberStatus `json:"members"`
+	Peers           []members.DeviceStatus `json:"peers"`
+	// Outline is the Outline path, when vpn.outline is on; each member's
+	// activity on it is in Members.
+	Outline *OutlineStatus `json:"outline,omitempty"`
 }
 
-// PeerStatus is one WireGuard peer.
-type PeerStatus struct {
-	Name          string    `json:"name"`
-	PublicKey     string    `json:"public_key"`
-	IPv4          string    `json:"ipv4"`
-	IPv6          string    `json:"ipv6,omitempty"`
-	Enabled       bool      `json:"enabled"`
-	Endpoint      string    `json:"endpoint,omitempty"`
-	LastHandshake time.Time `json:"last_handshake,omitzero"`
-	RxBytes       uint64    `json:"rx_bytes"`
-	TxBytes       uint64    `json:"tx_bytes"`
-	// Port is the UDP port the peer's config dials; Obfuscated says it is
-	// the AmneziaWG form (for the AmneziaWG or AmneziaVPN app).
-	Port       int  `json:"port,omitempty"`
-	Obfuscated bool `json:"obfuscated,omitempty"`
-	// Reach is the last reachability check from the peer's invite page.
-	Reach *Reachability `json:"reach,omitempty"`
+// OutlineStatus is the Outline path's part of VPNStatus.
+type OutlineStatus struct {
+	// Untrusted says why no Outline key works now (the certificate is
+	// not publicly trusted), or "".
+	Untrusted string `json:"untrusted,omitempty"`
+	// Refused counts targets the destination policy refused, by path
+	// (tcp, udp) and rule.
+	Refused map[string]map[string]uint64 `json:"refused,omitempty"`
+	// AuthFailures counts connections that showed no valid key, by path
+	// and reason.
+	AuthFailures map[string]map[string]uint64 `json:"auth_failures,omitempty"`
+	// Cuts counts open connections cut by a removal or a limit.
+	Cuts map[string]uint64 `json:"cuts,omitempty"`
 }
 
 // CertStatus is the certificate being served.
@@ -70,54 +97,4 @@ type CertStatus struct {
 	NotAfter   time.Time `json:"not_after,omitzero"`
 	SelfSigned bool      `json:"self_signed"`
 	SPKIHash   string    `json:"spki_sha256,omitempty"`
-}
-
-// AddPeerRequest asks for a new WireGuard peer.
-type AddPeerRequest struct {
-	Name string `json:"name"`
-	// PublicKey is set when the device made its own key pair; the server
-	// then never holds the private key.
-	PublicKey string `json:"public_key,omitempty"`
-	// Port is the UDP port the device dials: 0 for vpn.listen_port, else
-	// one of vpn.extra_ports.
-	Port int `json:"port,omitempty"`
-	// Obfuscated asks for the AmneziaWG form, on vpn.obfuscation.listen_port.
-	Obfuscated bool `json:"obfuscated,omitempty"`
-}
-
-// PeerConfig is a peer with its client configuration (wg-quick text).
-type PeerConfig struct {
-	Peer   PeerStatus `json:"peer"`
-	Config string     `json:"config"`
-}
-
-// InviteRequest asks for a one-time link to a peer's config.
-type InviteRequest struct {
-	Peer string        `json:"peer"`
-	TTL  time.Duration `json:"ttl"`
-}
-
-// Invite is a one-time link. The URL carries the only copy of the token.
-type Invite struct {
-	URL     string    `json:"url"`
-	Peer    string    `json:"peer"`
-	Expires time.Time `json:"expires"`
-}
-
-// Reachability is the last reachability check a member's invite page ran
-// from their network (store.Reachability).
-type Reachability struct {
-	CheckedAt time.Time `json:"checked_at"`
-	// Verdict is what the page advised: wireguard or amneziawg (that app,
-	// on Port), calls (the VPN is blocked, relayed calls work) or none.
-	Verdict string   `json:"verdict"`
-	Port    int      `json:"port,omitempty"`
-	Reached []string `json:"reached,omitempty"`
-	Failed  []string `json:"failed,omitempty"`
-	// Confirmed is what the page found once the member switched the
-	// connection on: connected, or no-handshake (the page then handed out
-	// the AmneziaWG form; SwitchedFrom is wireguard, the form before).
-	Confirmed    string    `json:"confirmed,omitempty"`
-	ConfirmedAt  time.Time `json:"confirmed_at,omitzero"`
-	SwitchedFrom string    `json:"switched_from,omitempty"`
 }

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,11 +33,13 @@ const acmeTLS1 = "acme-tls/1"
 // when none is stored, retrying on certmagic's schedule; certmagic's cache
 // renews every 10 minutes' check until close.
 type acmeManager struct {
-	log   *slog.Logger
-	host  string
-	ca    string
-	now   func() time.Time
-	retry time.Duration // Deps.ACMERetry
+	storage certmagic.Storage // closed last when it is the data directory's (rootStorage)
+	log     *slog.Logger
+	host    string // an IP address in canonical form (acmeIdentifier)
+	ca      string
+	profile string // the ACME profile ordered; "" for the CA's default
+	now     func() time.Time
+	retry   time.Duration // Deps.ACMERetry
 
 	cache *certmagic.Cache
 	magic atomic.Pointer[certmagic.Config] // set once in openACME; read by the cache's goroutine
@@ -79,30 +80,51 @@ func (s *Source) openACME(ctx context.Context) error {
 			return fmt.Errorf("tls.acme_ca_roots: no PEM certificate in %s", f)
 		}
 	}
+	var storage certmagic.Storage = s.deps.Storage
+	if storage == nil {
+		rs, err := openRootStorage(s.cfg.Server.DataDir)
+		if err != nil {
+			return fmt.Errorf("opening ACME storage: %w", err)
+		}
+		storage = rs
+	}
+	host, isIP := acmeIdentifier(s.cfg.Server.PublicHost)
 	m := &acmeManager{
-		log:    s.log,
-		host:   s.cfg.Server.PublicHost,
-		ca:     s.caURL(),
-		now:    s.now,
-		retry:  s.deps.ACMERetry,
-		failed: make(chan struct{}, 1),
+		storage: storage,
+		log:     s.log,
+		host:    host,
+		ca:      s.caURL(),
+		profile: acmeProfile(s.cfg, isIP),
+		now:     s.now,
+		retry:   s.deps.ACMERetry,
+		failed:  make(chan struct{}, 1),
 	}
 	zl := newZapLogger(s.log.Handler())
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return m.magic.Load(), nil },
-		Logger:           zl,
+		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return m.magic.Load(), nil },
+		RenewCheckInterval: s.deps.ACMERenewCheck, // 0: certmagic's 10 minutes
+		Logger:             zl,
 	})
+	var ratio float64 // 0: certmagic's default, a third of the lifetime left
+	if isIP {
+		ratio = ipRenewalWindowRatio
+	}
 	magic := certmagic.New(m.cache, certmagic.Config{
-		Storage:        &certmagic.FileStorage{Path: filepath.Join(s.cfg.Server.DataDir, "certmagic")},
-		Logger:         zl,
-		OnEvent:        m.onEvent,
-		ShouldEmitFunc: func(event string) bool { return event != "tls_get_certificate" },
+		Storage:            storage,
+		Logger:             zl,
+		OnEvent:            m.onEvent,
+		RenewalWindowRatio: ratio,
+		ShouldEmitFunc:     func(event string) bool { return event != "tls_get_certificate" },
 	})
+	// No email is needed: ManageAsync never prompts, and an account
+	// without a contact is valid (RFC 8555 7.3; certmagic stores it as
+	// "default"). An IP address needs none in auto mode.
 	magic.Issuers = []certmagic.Issuer{certmagic.NewACMEIssuer(magic, certmagic.ACMEIssuer{
 		CA:                      m.ca,
 		TrustedRoots:            roots,
 		Email:                   s.cfg.TLS.Email,
 		Agreed:                  true,
+		Profile:                 m.profile,
 		DisableHTTPChallenge:    s.deps.ACMEDisableHTTP01,
 		DisableTLSALPNChallenge: s.deps.ACMEDisableTLSALPN01,
 		ListenHost:              s.deps.ACMEListenHost,
@@ -239,9 +261,9 @@ func (m *acmeManager) onEvent(ctx context.Context, event string, data map[string
 	switch event {
 	case "cert_obtaining":
 		if renewal {
-			m.log.Info("renewing certificate", "identifier", id, "ca", m.ca)
+			m.log.Info("renewing certificate", "identifier", id, "ca", m.ca, "profile", m.profile)
 		} else {
-			m.log.Info("obtaining certificate", "identifier", id, "ca", m.ca)
+			m.log.Info("obtaining certificate", "identifier", id, "ca", m.ca, "profile", m.profile)
 		}
 	case "cert_obtained":
 		m.setError("")
@@ -300,7 +322,12 @@ func (m *acmeManager) close() {
 		m.stop()
 	}
 	m.wg.Wait()
-	m.stopCache.Do(m.cache.Stop)
+	m.stopCache.Do(func() {
+		m.cache.Stop()
+		if rs, ok := m.storage.(*rootStorage); ok {
+			rs.Close()
+		}
+	})
 }
 
 // getCertificateACME is TLSConfig's GetCertificate in acme mode.

@@ -401,10 +401,12 @@ func TestACMEReloadRefuses(t *testing.T) {
 	next := *cfg
 	next.TLS.Email = "b@example.com"
 	next.TLS.ACMECA = "https://ca.example/dir"
+	next.TLS.ACMEProfile = "tlsserver"
 	err = src.Reload(&next)
 	var fe *config.FieldError
 	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "tls.email: changing it needs a restart") ||
-		!strings.Contains(err.Error(), "tls.acme_ca: changing it needs a restart") {
+		!strings.Contains(err.Error(), "tls.acme_ca: changing it needs a restart") ||
+		!strings.Contains(err.Error(), "tls.acme_profile: changing it needs a restart") {
 		t.Errorf("Reload: %v", err)
 	}
 	if err := src.Reload(cfg); err != nil {

@@ -11,10 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddyserver/certmagic"
 
 	"github.com/tariq-vpn/tariq/config"
 )
@@ -26,6 +29,12 @@ import (
 type Deps struct {
 	Logger *slog.Logger
 	Now    func() time.Time
+
+	// Storage is where ACME's account, certificates and locks live when
+	// several nodes share them (internal/etcdstore), so that one node
+	// orders and the others reuse its certificate; nil means the data
+	// directory's certmagic/ (one server). It is not closed here.
+	Storage certmagic.Storage
 
 	// ACMEListenHost is the address certmagic's own challenge servers bind;
 	// empty means every interface.
@@ -45,7 +54,28 @@ type Deps struct {
 	// retry schedule (1 min, 2 min, 2 min, 5 min, … up to 30 days), so a
 	// test sees the CA come up without waiting minutes.
 	ACMERetry time.Duration
+	// ACMERenewCheck, when positive, is how often certmagic's cache checks
+	// whether the certificate is due for renewal, instead of every 10
+	// minutes, so a test sees a certificate of seconds renewed.
+	ACMERenewCheck time.Duration
+	// PublicIP reports whether a CA certifies an IP address, which decides
+	// whether tls.mode auto asks one for a certificate for an IP
+	// server.public_host; nil means config.IsPublicIP. Tests treat
+	// loopback as public, to get certificates from a Pebble on loopback.
+	PublicIP func(netip.Addr) bool
 }
+
+// ProfileShortlived is the ACME profile ordered for an IP address unless
+// tls.acme_profile names another: the only one in which Let's Encrypt
+// issues IP-address certificates (160 hours; letsencrypt.org/docs/profiles).
+const ProfileShortlived = "shortlived"
+
+// ipRenewalWindowRatio is the share of its lifetime an IP certificate has
+// left when it is renewed: half, 80 of a shortlived certificate's 160
+// hours, rather than certmagic's default third (53 hours), so that days of
+// CA or network trouble pass before it expires. An ACME Renewal Info
+// window the CA suggests (RFC 9773) that starts earlier wins.
+const ipRenewalWindowRatio = 0.5
 
 // Where the served certificate comes from (Info.Source).
 const (
@@ -95,31 +125,77 @@ func New(cfg *config.Config, deps Deps) (*Source, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	s := &Source{cfg: cfg, deps: deps, log: deps.Logger, now: deps.Now, mode: ResolveMode(cfg)}
+	if deps.PublicIP == nil {
+		deps.PublicIP = config.IsPublicIP
+	}
+	s := &Source{cfg: cfg, deps: deps, log: deps.Logger, now: deps.Now, mode: resolveMode(cfg, deps.PublicIP)}
 	if s.mode == config.TLSACME {
-		// config.Validate says the same; checked again because certmagic
-		// with no email would ask for one on stdin.
-		if cfg.TLS.Email == "" {
-			return nil, fmt.Errorf("certs: %w", &config.FieldError{Key: "tls.email", Msg: "is required when tls.mode is acme (the CA's account contact)"})
+		// config.Validate says the same (with config.IsPublicIP).
+		host := cfg.Server.PublicHost
+		if a, err := netip.ParseAddr(host); err == nil {
+			if !deps.PublicIP(a) {
+				return nil, fmt.Errorf("certs: %w", &config.FieldError{Key: "server.public_host",
+					Msg: fmt.Sprintf("%s is not a public IP address, and no public CA certifies another (tls.mode acme)", host)})
+			}
+			return s, nil
 		}
-		if !config.IsDNSName(cfg.Server.PublicHost) {
-			return nil, fmt.Errorf("certs: %w", &config.FieldError{Key: "server.public_host", Msg: "must be a DNS name when tls.mode is acme"})
+		if cfg.TLS.Email == "" {
+			return nil, fmt.Errorf("certs: %w", &config.FieldError{Key: "tls.email", Msg: "is required when tls.mode is acme for a DNS name (the CA's account contact)"})
+		}
+		if !config.IsDNSName(host) {
+			return nil, fmt.Errorf("certs: %w", &config.FieldError{Key: "server.public_host", Msg: "must be a DNS name or a public IP address when tls.mode is acme"})
 		}
 	}
 	return s, nil
 }
 
-// ResolveMode returns the mode tls.mode stands for: auto is acme when
-// server.public_host is a DNS name and tls.email is set, else self-signed.
+// ResolveMode returns the mode tls.mode stands for. auto is acme when
+// server.public_host is a public IP address (config.IsPublicIP: one a CA
+// certifies, RFC 8738), or a DNS name that is not internal (localhost,
+// .local, .internal, .home.arpa) with tls.email set; else self-signed.
 func ResolveMode(cfg *config.Config) config.TLSMode {
-	m := cfg.TLS.Mode
-	if m == config.TLSAuto {
-		if config.IsDNSName(cfg.Server.PublicHost) && cfg.TLS.Email != "" {
+	return resolveMode(cfg, config.IsPublicIP)
+}
+
+// resolveMode is ResolveMode with public deciding which IP addresses a CA
+// certifies (Deps.PublicIP).
+func resolveMode(cfg *config.Config, public func(netip.Addr) bool) config.TLSMode {
+	if cfg.TLS.Mode != config.TLSAuto {
+		return cfg.TLS.Mode
+	}
+	host := cfg.Server.PublicHost
+	if a, err := netip.ParseAddr(host); err == nil {
+		if public(a) {
 			return config.TLSACME
 		}
 		return config.TLSSelfSigned
 	}
-	return m
+	if config.IsDNSName(host) && !certmagic.SubjectIsInternal(host) && cfg.TLS.Email != "" {
+		return config.TLSACME
+	}
+	return config.TLSSelfSigned
+}
+
+// acmeIdentifier returns the name certmagic manages, server.public_host,
+// with an IP address in its canonical form (unmapped, no zone), which is
+// how certmagic names a certificate's IP addresses; and whether it is one.
+func acmeIdentifier(host string) (id string, isIP bool) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap().WithZone("").String(), true
+	}
+	return host, false
+}
+
+// acmeProfile returns the ACME profile to order: tls.acme_profile, else
+// shortlived for an IP address, else none (the CA's default).
+func acmeProfile(cfg *config.Config, isIP bool) string {
+	if p := cfg.TLS.ACMEProfile; p != "" {
+		return p
+	}
+	if isIP {
+		return ProfileShortlived
+	}
+	return ""
 }
 
 // Mode returns the resolved mode.
@@ -193,9 +269,9 @@ func (s *Source) Serve(ctx context.Context) error {
 }
 
 // Reload rereads the files in files mode; a change of mode, or in acme
-// mode of the host, email or CA, needs a restart.
+// mode of the host, email, CA or profile, needs a restart.
 func (s *Source) Reload(cfg *config.Config) error {
-	if ResolveMode(cfg) != s.mode {
+	if resolveMode(cfg, s.deps.PublicIP) != s.mode {
 		return &config.FieldError{Key: "tls.mode", Msg: "changing it needs a restart"}
 	}
 	switch s.mode {
@@ -206,6 +282,7 @@ func (s *Source) Reload(cfg *config.Config) error {
 			{"tls.email", s.cfg.TLS.Email, cfg.TLS.Email},
 			{"tls.acme_ca", s.cfg.TLS.ACMECA, cfg.TLS.ACMECA},
 			{"tls.acme_ca_roots", s.cfg.TLS.ACMECARoots, cfg.TLS.ACMECARoots},
+			{"tls.acme_profile", s.cfg.TLS.ACMEProfile, cfg.TLS.ACMEProfile},
 		} {
 			if k.old != k.new {
 				refused = append(refused, &config.FieldError{Key: k.key, Msg: "changing it needs a restart"})

@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -29,39 +28,64 @@ const (
 	renewBefore        = 30 * 24 * time.Hour
 )
 
-// selfSignedPaths returns where the self-signed pair lives in dir.
-func selfSignedPaths(dir string) (certPath, keyPath string) {
-	return filepath.Join(dir, "tls", "self-signed.crt"), filepath.Join(dir, "tls", "self-signed.key")
-}
+// The self-signed pair lives in the data directory's tls/ subdirectory.
+const (
+	selfSignedDir  = "tls"
+	selfSignedCert = "self-signed.crt"
+	selfSignedKey  = "self-signed.key"
+)
 
 // loadOrCreateSelfSigned returns the kept self-signed certificate for host,
 // generating (and keeping) a new one when there is none, when it does not
-// name host, or when it expires within 30 days.
-func loadOrCreateSelfSigned(dir, host string, now time.Time) (cert *tls.Certificate, created bool, err error) {
-	certPath, keyPath := selfSignedPaths(dir)
-	c, err := tls.LoadX509KeyPair(certPath, keyPath)
+// name host, or when it expires within 30 days. Its files are opened
+// without following links (store.Dir), and temporary files a kill -9 left
+// there (holding a private key) are removed first: only the daemon, which
+// holds the data directory (store.Claim), writes them.
+func loadOrCreateSelfSigned(dataDir, host string, now time.Time) (cert *tls.Certificate, created bool, err error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, false, err
+	}
+	top, err := store.OpenDir(dataDir)
+	if err != nil {
+		return nil, false, err
+	}
+	defer top.Close()
+	dir, err := top.Sub(selfSignedDir)
+	if err != nil {
+		return nil, false, err
+	}
+	defer dir.Close()
+	if _, err := dir.RemoveTemp(); err != nil {
+		return nil, false, err
+	}
+	certPEM, err := dir.ReadFile(selfSignedCert)
+	var keyPEM []byte
+	if err == nil {
+		keyPEM, err = dir.ReadFile(selfSignedKey)
+	}
 	switch {
 	case err == nil:
+		c, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, false, fmt.Errorf("loading self-signed certificate: %w", err)
+		}
 		if leaf := c.Leaf; leaf != nil && now.Add(renewBefore).Before(leaf.NotAfter) && names(leaf, host) {
 			return &c, false, nil
 		}
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, false, fmt.Errorf("loading self-signed certificate: %w", err)
 	}
-	certPEM, keyPEM, err := generateSelfSigned(host, now)
+	certPEM, keyPEM, err = generateSelfSigned(host, now)
 	if err != nil {
 		return nil, false, err
 	}
-	if err := os.MkdirAll(filepath.Dir(certPath), 0o700); err != nil {
-		return nil, false, err
-	}
-	if err := store.WriteFile(keyPath, keyPEM, 0o600); err != nil {
+	if err := dir.WriteFile(selfSignedKey, keyPEM, 0o600); err != nil {
 		return nil, false, fmt.Errorf("writing self-signed key: %w", err)
 	}
-	if err := store.WriteFile(certPath, certPEM, 0o600); err != nil {
+	if err := dir.WriteFile(selfSignedCert, certPEM, 0o600); err != nil {
 		return nil, false, fmt.Errorf("writing self-signed certificate: %w", err)
 	}
-	c, err = tls.X509KeyPair(certPEM, keyPEM)
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, false, err
 	}

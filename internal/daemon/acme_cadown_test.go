@@ -20,8 +20,9 @@ import (
 
 	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/certs"
+	"github.com/tariq-vpn/tariq/internal/members"
 	"github.com/tariq-vpn/tariq/internal/testutil"
-	"github.com/tariq-vpn/tariq/vpn"
+	"github.com/tariq-vpn/tariq/internal/wgconf"
 )
 
 // TestDaemonACMECADown starts the daemon in tls.mode acme while the CA is
@@ -192,7 +193,7 @@ func newWGClient(t *testing.T, r *running, peer, endpoint string) *wgClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	pc, err := admin.NewClient(r.d.config().Server.AdminSocket).AddPeer(ctx, admin.AddPeerRequest{Name: peer})
+	pc, err := admin.NewClient(r.d.config().Server.AdminSocket).Add(ctx, members.AddRequest{Name: peer})
 	if err != nil {
 		t.Fatalf("adding peer %s: %v", peer, err)
 	}
@@ -211,7 +212,7 @@ func newWGClient(t *testing.T, r *running, peer, endpoint string) *wgClient {
 	for _, k := range []struct{ uapi, conf string }{
 		{"private_key", "Interface.PrivateKey"}, {"public_key", "Peer.PublicKey"}, {"preshared_key", "Peer.PresharedKey"},
 	} {
-		key, err := vpn.ParseKey(conf[k.conf])
+		key, err := wgconf.ParseKey(conf[k.conf])
 		if err != nil {
 			t.Fatalf("%s in the exported config: %v", k.conf, err)
 		}

@@ -2,17 +2,106 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
+	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
-	"github.com/tariq-vpn/tariq/vpn"
+	"github.com/tariq-vpn/tariq/internal/certs"
+	"github.com/tariq-vpn/tariq/internal/etcdstore"
+	"github.com/tariq-vpn/tariq/internal/members"
 )
 
-// backend answers the admin API from the running daemon.
+// backend answers the admin API from the running daemon: members through
+// the daemon's own members model, whose changes reach the live endpoint at
+// once, and status.
 type backend struct{ d *Daemon }
 
 var _ admin.Backend = backend{}
+
+var errNoVPN = admin.Errorf(http.StatusServiceUnavailable, "the WireGuard endpoint is not running (vpn.enabled)")
+
+// local returns the members model, or errNoVPN.
+func (b backend) local() (members.Local, error) {
+	if b.d.members == nil {
+		return members.Local{}, errNoVPN
+	}
+	return members.Local{S: b.d.members}, nil
+}
+
+func (b backend) Devices(ctx context.Context) ([]members.DeviceStatus, error) {
+	l, err := b.local()
+	if err != nil {
+		return nil, err
+	}
+	return l.Devices(ctx)
+}
+
+func (b backend) Members(ctx context.Context) ([]members.MemberStatus, error) {
+	l, err := b.local()
+	if err != nil {
+		return nil, err
+	}
+	return l.Members(ctx)
+}
+
+func (b backend) Add(ctx context.Context, req members.AddRequest) (*members.DeviceConfig, error) {
+	l, err := b.local()
+	if err != nil {
+		return nil, err
+	}
+	return l.Add(ctx, req)
+}
+
+func (b backend) Show(ctx context.Context, name string) (*members.DeviceConfig, error) {
+	l, err := b.local()
+	if err != nil {
+		return nil, err
+	}
+	return l.Show(ctx, name)
+}
+
+func (b backend) Remove(ctx context.Context, name string) error {
+	l, err := b.local()
+	if err != nil {
+		return err
+	}
+	return l.Remove(ctx, name)
+}
+
+func (b backend) SetEnabled(ctx context.Context, name string, enabled bool) error {
+	l, err := b.local()
+	if err != nil {
+		return err
+	}
+	return l.SetEnabled(ctx, name, enabled)
+}
+
+func (b backend) SetLimits(ctx context.Context, name string, c members.LimitsChange) (*members.MemberStatus, error) {
+	l, err := b.local()
+	if err != nil {
+		return nil, err
+	}
+	return l.SetLimits(ctx, name, c)
+}
+
+func (b backend) CreateInvite(ctx context.Context, name string, ttl time.Duration) (*members.CreatedInvite, error) {
+	l, err := b.local()
+	if err != nil {
+		return nil, err
+	}
+	return l.CreateInvite(ctx, name, ttl)
+}
+
+func (b backend) OutlineKey(ctx context.Context, name string) (*members.OutlineKey, error) {
+	l, err := b.local()
+	if err != nil {
+		return nil, err
+	}
+	return l.OutlineKey(ctx, name)
+}
 
 func (b backend) Status(ctx context.Context) (*admin.Status, error) {
 	d := b.d
@@ -38,15 +127,40 @@ func (b backend) Status(ctx context.Context) (*admin.Status, error) {
 	if d.vpn != nil {
 		cfg := d.config()
 		vs := &admin.VPNStatus{Interface: cfg.VPN.Interface, ListenPort: d.vpn.ListenPort(), PublicKey: d.vpn.ServerPublicKey(),
-			ExtraPorts: cfg.VPN.ExtraPorts}
-		if cfg.VPN.Obfuscation.Enabled {
-			vs.ObfuscationPort = cfg.VPN.Obfuscation.ListenPort
+			ExtraPorts: cfg.VPN.ExtraPorts, ObfuscationPort: cfg.VPN.ObfuscatedPort()}
+		var err error
+		if vs.Peers, err = d.members.Devices(); err != nil {
+			return nil, err
 		}
-		for _, p := range d.vpn.PeerStatus() {
-			vs.Peers = append(vs.Peers, peerStatus(p))
+		if vs.Members, err = d.members.Members(); err != nil {
+			return nil, err
 		}
-		addReach(d, vs.Peers)
+		if o := d.outline; o != nil {
+			ost := &admin.OutlineStatus{Refused: o.svc.Refusals(), AuthFailures: o.svc.AuthFailures(), Cuts: o.svc.Cuts()}
+			if err := d.trustedCert(); err != nil {
+				ost.Untrusted = err.Error()
+			}
+			vs.Outline = ost
+		}
 		st.VPN = vs
+	}
+	if es, ok := d.state.(*etcdstore.Store); ok {
+		cfg := d.config()
+		cs := &admin.ClusterStatus{Endpoints: cfg.Server.Etcd.Endpoints, Prefix: es.Prefix(), Node: es.Node()}
+		var nodes []etcdstore.Node
+		err := es.Unreachable()
+		if err == nil {
+			nctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			nodes, err = es.Nodes(nctx)
+			cancel()
+		}
+		if err != nil {
+			cs.Unreachable = err.Error()
+		}
+		for _, n := range nodes {
+			cs.Nodes = append(cs.Nodes, nodeStatus(n))
+		}
+		st.Cluster = cs
 	}
 	if d.certs != nil {
 		info := d.certs.Info()
@@ -56,94 +170,35 @@ func (b backend) Status(ctx context.Context) (*admin.Status, error) {
 	return st, nil
 }
 
-var errNoVPN = admin.Errorf(http.StatusServiceUnavailable, "the WireGuard endpoint is not running (vpn.enabled)")
-
-func (b backend) Peers(ctx context.Context) ([]admin.PeerStatus, error) {
-	if b.d.vpn == nil {
-		return nil, errNoVPN
+// Members returns how the CLI manages members: the running daemon's admin
+// API when one answers, else the state store directly (running reports
+// which): the state file, or etcd, whose nodes apply the change at once.
+// Changes through the daemon apply to the live endpoint at once. close
+// releases what Members opened.
+func Members(ctx context.Context, cfg *config.Config) (m members.Manager, running bool, close func(), err error) {
+	c := admin.NewClient(cfg.Server.AdminSocket)
+	if c.Running(ctx) {
+		return c, true, func() {}, nil
 	}
-	var out []admin.PeerStatus
-	for _, p := range b.d.vpn.PeerStatus() {
-		out = append(out, peerStatus(p))
+	if !cfg.VPN.Enabled {
+		return nil, false, nil, errors.New("the WireGuard endpoint is disabled (vpn.enabled)")
 	}
-	return out, nil
-}
-
-func (b backend) peerConfig(name string) (*admin.PeerConfig, error) {
-	text, err := b.d.vpn.ClientConfig(name)
+	st, err := OpenState(ctx, cfg, nil)
 	if err != nil {
-		return nil, apiError(err)
+		return nil, false, nil, err
 	}
-	for _, p := range b.d.vpn.PeerStatus() {
-		if p.Name == name {
-			return &admin.PeerConfig{Peer: peerStatus(p), Config: text}, nil
-		}
-	}
-	return nil, apiError(vpn.ErrPeerNotFound)
-}
-
-func (b backend) AddPeer(ctx context.Context, req admin.AddPeerRequest) (*admin.PeerConfig, error) {
-	if b.d.vpn == nil {
-		return nil, errNoVPN
-	}
-	p, err := b.d.vpn.AddPeer(vpn.AddPeerRequest{Name: req.Name, PublicKey: req.PublicKey, Port: req.Port, Obfuscated: req.Obfuscated})
+	c2 := *cfg
+	c2.Server.PublicHost = ResolveHost(cfg)
+	s, err := members.New(members.Deps{Store: st, Config: func() *config.Config { return &c2 },
+		TrustedCert: offlineTrustedCert(&c2, certs.ResolveMode(&c2))})
 	if err != nil {
-		return nil, apiError(err)
+		st.Close()
+		return nil, false, nil, fmt.Errorf("members: %w", err)
 	}
-	return b.peerConfig(p.Name)
+	return members.Local{S: s}, false, func() { st.Close() }, nil
 }
 
-func (b backend) PeerConfig(ctx context.Context, name string) (*admin.PeerConfig, error) {
-	if b.d.vpn == nil {
-		return nil, errNoVPN
-	}
-	return b.peerConfig(name)
-}
-
-func (b backend) RemovePeer(ctx context.Context, name string) error {
-	if b.d.vpn == nil {
-		return errNoVPN
-	}
-	if err := b.d.vpn.RemovePeer(name); err != nil {
-		return apiError(err)
-	}
-	return dropInvites(b.d.store, name)
-}
-
-func (b backend) SetPeerEnabled(ctx context.Context, name string, enabled bool) error {
-	if b.d.vpn == nil {
-		return errNoVPN
-	}
-	return apiError(b.d.vpn.SetPeerEnabled(name, enabled))
-}
-
-func (b backend) CreateInvite(ctx context.Context, req admin.InviteRequest) (*admin.Invite, error) {
-	if b.d.vpn == nil {
-		return nil, errNoVPN
-	}
-	cfg := *b.d.config()
-	if b.d.web != nil && len(b.d.web.Addrs()) > 0 {
-		cfg.Web.Listen = addrStrings(b.d.web.Addrs()[:1])
-	}
-	inv, err := newInvite(b.d.store, &cfg, req.Peer, req.TTL, time.Now())
-	if err == nil {
-		b.d.log.Info("invite created", "peer", req.Peer, "expires", inv.Expires.Format(time.RFC3339))
-	}
-	return inv, apiError(err)
-}
-
-// addReach fills in each peer's last reachability check from the store.
-func addReach(d *Daemon, peers []admin.PeerStatus) {
-	state, err := d.store.Load()
-	if err != nil {
-		return // status without the checks rather than no status
-	}
-	for i := range peers {
-		if p := state.Peer(peers[i].Name); p != nil && p.Reach != nil {
-			r := p.Reach
-			peers[i].Reach = &admin.Reachability{CheckedAt: r.CheckedAt, Verdict: r.Verdict, Port: r.Port,
-				Reached: r.Reached, Failed: r.Failed, Confirmed: r.Confirmed, ConfirmedAt: r.ConfirmedAt,
-				SwitchedFrom: r.SwitchedFrom}
-		}
-	}
+// nodeStatus is a registry entry as the admin API shows it.
+func nodeStatus(n etcdstore.Node) admin.NodeStatus {
+	return admin.NodeStatus{Name: n.Name, PublicHost: n.PublicHost, Version: n.Version, StartedAt: n.StartedAt, Health: n.Health}
 }

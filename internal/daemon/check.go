@@ -3,16 +3,21 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
+	"github.com/tariq-vpn/tariq/internal/certs"
+	"github.com/tariq-vpn/tariq/internal/store"
 )
 
 // Severity grades a finding of Check.
@@ -58,13 +63,23 @@ func Check(ctx context.Context, l *config.Loaded) []Finding {
 
 	if err := writableDir(cfg.Server.DataDir); err != nil {
 		add(Fail, "server.data_dir", "%s", err)
+	} else if err := safeDataDir(cfg.Server.DataDir); err != nil {
+		add(Fail, "server.data_dir", "%s", err)
 	} else {
 		add(OK, "server.data_dir", "%s is writable", cfg.Server.DataDir)
 	}
 
-	running := admin.NewClient(cfg.Server.AdminSocket).Running(ctx)
+	if cfg.Server.Store == config.StoreEtcd {
+		out = append(out, checkEtcd(ctx, cfg))
+	}
+
+	st, err := admin.NewClient(cfg.Server.AdminSocket).Status(ctx)
+	running := !errors.Is(err, admin.ErrNotRunning)
 	if running {
 		add(OK, "daemon", "running (admin socket %s); its ports are not probed", cfg.Server.AdminSocket)
+	}
+	if err == nil && st.VPN != nil {
+		out = append(out, pendingPorts(cfg, st.VPN)...)
 	}
 
 	if cfg.VPN.Enabled {
@@ -107,12 +122,46 @@ func Check(ctx context.Context, l *config.Loaded) []Finding {
 		}
 	}
 
+	if cfg.VPN.Enabled && cfg.VPN.Outline.Enabled {
+		c := *cfg
+		c.Server.PublicHost = ResolveHost(cfg)
+		if err := offlineTrustedCert(&c, certs.ResolveMode(&c))(); err != nil {
+			add(Warn, "vpn.outline.enabled", "no Outline key will work: %v", err)
+		} else {
+			add(OK, "vpn.outline.enabled", "the certificate will be one the Outline app trusts (tls.mode %s)", certs.ResolveMode(&c))
+		}
+	}
+
 	if cfg.TLS.Mode == config.TLSFiles {
 		if _, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
 			add(Fail, "tls.cert_file", "%v", err)
 		} else {
 			add(OK, "tls.cert_file", "certificate and key load")
 		}
+	}
+	return out
+}
+
+// pendingPorts warns of WireGuard ports the file changes but the running
+// daemon keeps until a restart (a reload never moves them).
+func pendingPorts(cfg *config.Config, running *admin.VPNStatus) []Finding {
+	var out []Finding
+	pending := func(key string, file, serving any) {
+		out = append(out, Finding{Warn, key, fmt.Sprintf("the daemon serves %v; %v takes effect on restart, "+
+			"and devices given the old port then need their config again", serving, file)})
+	}
+	if p := cfg.VPN.ListenPort; p != 0 && p != running.ListenPort {
+		pending("vpn.listen_port", p, running.ListenPort)
+	}
+	if !slices.Equal(cfg.VPN.ExtraPorts, running.ExtraPorts) && (len(cfg.VPN.ExtraPorts) > 0 || len(running.ExtraPorts) > 0) {
+		pending("vpn.extra_ports", cfg.VPN.ExtraPorts, running.ExtraPorts)
+	}
+	filePort := 0
+	if cfg.VPN.Obfuscation.Enabled {
+		filePort = cfg.VPN.Obfuscation.ListenPort
+	}
+	if filePort != running.ObfuscationPort {
+		pending("vpn.obfuscation.listen_port", filePort, running.ObfuscationPort)
 	}
 	return out
 }
@@ -136,6 +185,19 @@ func writableDir(dir string) error {
 			return err
 		}
 	}
+}
+
+// safeDataDir runs the store's checks of an existing data directory
+// (owner, mode), which would refuse it at start.
+func safeDataDir(dir string) error {
+	d, err := store.OpenDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // created at start
+	}
+	if err != nil {
+		return err
+	}
+	return d.Close()
 }
 
 // checkPorts tries to bind every configured listener.
@@ -174,12 +236,8 @@ func checkPorts(cfg *config.Config) []Finding {
 		}
 	}
 	if cfg.VPN.Enabled {
-		probe("vpn.listen_port", "udp", ":"+strconv.Itoa(cfg.VPN.ListenPort))
-		for _, p := range cfg.VPN.ExtraPorts {
-			probe("vpn.extra_ports", "udp", ":"+strconv.Itoa(p))
-		}
-		if o := cfg.VPN.Obfuscation; o.Enabled {
-			probe("vpn.obfuscation.listen_port", "udp", ":"+strconv.Itoa(o.ListenPort))
+		for _, p := range cfg.VPN.WireGuardPorts() {
+			probe(p.Key, "udp", ":"+strconv.Itoa(p.Port))
 		}
 	}
 	if cfg.Web.Enabled {

@@ -13,8 +13,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -22,6 +24,8 @@ import (
 	"github.com/tariq-vpn/tariq/config"
 	"github.com/tariq-vpn/tariq/internal/admin"
 	"github.com/tariq-vpn/tariq/internal/certs"
+	"github.com/tariq-vpn/tariq/internal/egress"
+	"github.com/tariq-vpn/tariq/internal/members"
 	"github.com/tariq-vpn/tariq/internal/mux"
 	"github.com/tariq-vpn/tariq/internal/sdnotify"
 	"github.com/tariq-vpn/tariq/internal/store"
@@ -39,6 +43,9 @@ type Options struct {
 	Level *slog.LevelVar
 	// Out receives the start-up summary for a person (URLs, next steps).
 	Out io.Writer
+	// Command is how that person runs tariq's CLI against this daemon, for
+	// the next steps the summary prints: "tariq" when empty.
+	Command string
 	// Reload delivers SIGHUP.
 	Reload <-chan os.Signal
 	// Ready, if set, is called once every listener is up.
@@ -51,6 +58,17 @@ type Options struct {
 	// in the TLS handshake or before their first bytes; zero fields take
 	// mux.DefaultLimits (tests lower them).
 	WebLimits mux.Limits
+	// Limits are how often members' usage is counted and stored; zero
+	// means members.DefaultTimings (tests shorten them).
+	Limits members.Timings
+	// StoreTimeout bounds each request to etcd (server.store: etcd),
+	// including the first read at start, after which a node whose etcd
+	// does not answer serves from its cache; zero means 5 seconds (tests
+	// shorten it).
+	StoreTimeout time.Duration
+	// AllowDestinations are let through the VPN paths' destination policy
+	// although it refuses them (tests' targets on loopback).
+	AllowDestinations []netip.Prefix
 }
 
 // subsystem is the shape every part of the daemon shares.
@@ -69,14 +87,19 @@ type Daemon struct {
 	cfg  *config.Config
 	host string
 
-	store   *store.Store
+	store   *store.Store  // the data directory: its lock, temporary files, the generated secret's file
+	state   store.Backend // the shared state: that store, or etcd shared with other nodes
+	members *members.Service
 	certs   *certs.Source
 	vpn     *vpn.Service
+	outline *outlinePath                  // nil unless vpn.outline is on
+	egress  atomic.Pointer[egress.Policy] // the Outline path's destination policy, once open
 	relay   *relay.Service
 	web     *httpsServer
 	metrics *metricsServer
 	admin   *admin.Server
 	parts   []namedPart // opened, in order; closed in reverse
+	release func()      // gives up the data directory (store.Claim), after every part closed
 	closed  sync.Once
 }
 
@@ -165,12 +188,32 @@ func (d *Daemon) open(ctx context.Context) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	d.store = st
-	if _, err := st.Load(); err != nil {
+	// One daemon per data directory, for its lifetime; the CLI edits the
+	// state under the state lock meanwhile, through the admin socket when
+	// it can.
+	if d.release, err = st.Claim(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	removed, err := st.RemoveTemp()
+	if len(removed) > 0 {
+		d.log.Info("removed temporary files an interrupted write left", "dir", st.Dir(), "files", removed)
+	}
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	state, es, err := openState(ctx, cfg, d.log.With("component", "store"), d.opts.StoreTimeout)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	d.state = state
+	d.add("store", statePart{d: d, es: es})
+	if _, err := state.Load(); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 
 	if certs.ResolveMode(cfg) != config.TLSOff {
 		deps := certs.Deps{Logger: d.log.With("component", "certs")}
+		d.certStorage(&deps)
 		if d.opts.CertsDeps != nil {
 			d.opts.CertsDeps(&deps)
 		}
@@ -186,19 +229,13 @@ func (d *Daemon) open(ctx context.Context) error {
 	}
 
 	if cfg.VPN.Enabled {
-		v, err := vpn.New(cfg, vpn.Deps{Logger: d.log.With("component", "vpn"), Store: st})
-		if err != nil {
-			return err
-		}
-		d.vpn = v
-		d.add("vpn", v)
-		if err := v.Open(ctx); err != nil {
+		if err := d.openVPN(ctx, state); err != nil {
 			return err
 		}
 	}
 
 	if cfg.Relay.Enabled {
-		deps := relay.Deps{Logger: d.log.With("component", "relay"), Store: st}
+		deps := relay.Deps{Logger: d.log.With("component", "relay"), Secrets: d.storedSecrets}
 		if d.certs != nil {
 			deps.TLS = d.certs.TLSConfig("stun.turn")
 		}
@@ -214,7 +251,10 @@ func (d *Daemon) open(ctx context.Context) error {
 	}
 
 	if cfg.Web.Enabled {
-		w := newHTTPSServer(d)
+		w, err := newHTTPSServer(d)
+		if err != nil {
+			return err
+		}
 		d.web = w
 		d.add("web", w)
 		if err := w.Open(ctx); err != nil {
@@ -250,6 +290,9 @@ func (d *Daemon) close() {
 				if err := d.parts[i].Close(); err != nil {
 					d.log.Warn("closing "+d.parts[i].name, "err", err)
 				}
+			}
+			if d.release != nil {
+				d.release()
 			}
 		}()
 		select {
@@ -287,6 +330,13 @@ func (d *Daemon) reload() {
 	}
 	if d.vpn != nil {
 		refused = append(refused, d.vpn.Reload(cfg))
+		if eg := d.egress.Load(); eg != nil {
+			refused = append(refused, eg.Reload(cfg))
+		}
+		// What the device applied: a refused key (its ports, say) keeps
+		// its running value for everything that reads the daemon's config
+		// (status, the invite page's checks and forms).
+		cfg.VPN = d.vpn.Config().VPN
 	}
 	if d.relay != nil {
 		refused = append(refused, d.relay.Reload(cfg))
@@ -302,23 +352,32 @@ func (d *Daemon) reload() {
 
 // restartOnly names the keys outside any subsystem's Reload that changed
 // and can only take effect on a restart: where the daemon keeps its state
-// and sockets, and subsystems switched on that were not running.
+// and sockets, and subsystems switched on that were not running. It sets
+// them back to their running values in cfg, so the config in force says
+// what runs.
 func (d *Daemon) restartOnly(cfg *config.Config) []error {
 	old := d.config()
 	var out []error
-	need := func(key string, changed bool) {
+	need := func(key string, changed bool, keep func()) {
 		if changed {
 			out = append(out, &config.FieldError{Key: key, Msg: "changing it needs a restart"})
+			keep()
 		}
 	}
-	need("server.data_dir", old.Server.DataDir != cfg.Server.DataDir)
-	need("server.admin_socket", old.Server.AdminSocket != cfg.Server.AdminSocket)
-	need("server.metrics_listen", old.Server.MetricsListen != cfg.Server.MetricsListen)
-	need("web.enabled", old.Web.Enabled != cfg.Web.Enabled)
-	need("web.listen", cfg.Web.Enabled && !slices.Equal(old.Web.Listen, cfg.Web.Listen))
-	need("vpn.enabled", d.vpn == nil && cfg.VPN.Enabled)
-	need("relay.enabled", d.relay == nil && cfg.Relay.Enabled)
-	need("tls.mode", d.certs == nil && certs.ResolveMode(cfg) != config.TLSOff)
+	need("server.data_dir", old.Server.DataDir != cfg.Server.DataDir, func() { cfg.Server.DataDir = old.Server.DataDir })
+	need("server.store", old.Server.Store != cfg.Server.Store, func() { cfg.Server.Store = old.Server.Store })
+	need("server.node_name", old.Server.NodeName != cfg.Server.NodeName, func() { cfg.Server.NodeName = old.Server.NodeName })
+	need("server.etcd", !reflect.DeepEqual(old.Server.Etcd, cfg.Server.Etcd), func() { cfg.Server.Etcd = old.Server.Etcd })
+	need("server.admin_socket", old.Server.AdminSocket != cfg.Server.AdminSocket, func() { cfg.Server.AdminSocket = old.Server.AdminSocket })
+	need("server.metrics_listen", old.Server.MetricsListen != cfg.Server.MetricsListen,
+		func() { cfg.Server.MetricsListen = old.Server.MetricsListen })
+	need("web.enabled", old.Web.Enabled != cfg.Web.Enabled, func() { cfg.Web.Enabled = old.Web.Enabled })
+	need("web.listen", cfg.Web.Enabled && !slices.Equal(old.Web.Listen, cfg.Web.Listen), func() { cfg.Web.Listen = old.Web.Listen })
+	need("vpn.enabled", d.vpn == nil && cfg.VPN.Enabled, func() { cfg.VPN.Enabled = false })
+	need("vpn.outline.enabled", old.VPN.Outline.Enabled != cfg.VPN.Outline.Enabled,
+		func() { cfg.VPN.Outline.Enabled = old.VPN.Outline.Enabled })
+	need("relay.enabled", d.relay == nil && cfg.Relay.Enabled, func() { cfg.Relay.Enabled = false })
+	need("tls.mode", d.certs == nil && certs.ResolveMode(cfg) != config.TLSOff, func() { cfg.TLS.Mode = old.TLS.Mode })
 	return out
 }
 
@@ -410,29 +469,36 @@ func addrStrings(addrs []net.Addr) []string {
 
 func (d *Daemon) printSummary(w io.Writer) {
 	cfg := d.config()
+	tariq := d.opts.Command
+	if tariq == "" {
+		tariq = "tariq"
+	}
 	fmt.Fprintf(w, "\ntariq is serving %s\n", d.host)
 	if d.relay != nil {
-		fmt.Fprintln(w, "\n  TURN relay (paste into your apps; `tariq turn app synapse|nextcloud|jitsi|galene|livekit` prints full snippets):")
+		fmt.Fprintf(w, "\n  TURN relay (paste into your apps; `%s turn app synapse|nextcloud|jitsi|galene|livekit` prints full snippets):\n", tariq)
 		for _, e := range d.Endpoints() {
 			fmt.Fprintf(w, "    %s\n", e.URI())
 		}
-		if len(cfg.Relay.Secrets) == 0 {
-			fmt.Fprintf(w, "  REST shared secret: generated and kept in %s (0600)\n", d.store.Path("state.json"))
-		} else {
+		switch {
+		case len(cfg.Relay.Secrets) > 0:
 			fmt.Fprintln(w, "  REST shared secret: relay.secrets in the config file")
+		case cfg.Server.Store == config.StoreEtcd:
+			fmt.Fprintf(w, "  REST shared secret: kept in etcd, shared by every node (%s turn secret list)\n", tariq)
+		default:
+			fmt.Fprintf(w, "  REST shared secret: generated and kept in %s (0600)\n", d.store.Path("state.json"))
 		}
-		fmt.Fprintln(w, "  Try it: tariq turn credentials   (a username/password pair valid for relay.credential_ttl)")
+		fmt.Fprintf(w, "  Try it: %s turn credentials   (a username/password pair valid for relay.credential_ttl)\n", tariq)
 	}
 	if d.vpn != nil {
 		ports := fmt.Sprint(d.vpn.ListenPort())
-		for _, p := range cfg.VPN.ExtraPorts {
-			ports += fmt.Sprintf(", %d", p)
-		}
-		if cfg.VPN.Obfuscation.Enabled {
-			ports += fmt.Sprintf(", %d (AmneziaWG form)", cfg.VPN.Obfuscation.ListenPort)
+		for _, p := range cfg.VPN.WireGuardPorts()[1:] {
+			ports += fmt.Sprintf(", %d", p.Port)
+			if p.Obfuscated {
+				ports += " (AmneziaWG form)"
+			}
 		}
 		fmt.Fprintf(w, "\n  WireGuard: UDP %s on %s, server key %s\n", ports, cfg.VPN.Interface, d.vpn.ServerPublicKey())
-		fmt.Fprintln(w, "  Add a family member's device: tariq peer add mom --qr   (or --invite for a one-time link)")
+		fmt.Fprintf(w, "  Add a family member's device: %s peer add mom --qr   (or --output mom.conf for a file, --invite for a one-time link)\n", tariq)
 	}
 	if d.web != nil {
 		for _, a := range d.web.Addrs() {
@@ -444,11 +510,21 @@ func (d *Daemon) printSummary(w io.Writer) {
 		switch info.Source {
 		case certs.SourceFallback:
 			fmt.Fprintf(w, "  Certificate: self-signed for now, until %s issues one for %s (status shows progress)\n", info.CA, d.host)
+		case certs.SourceACME:
+			fmt.Fprintf(w, "  Certificate: %s for %v from %s until %s, renewed automatically\n", info.Source, info.Names, info.CA,
+				info.NotAfter.UTC().Format("2006-01-02 15:04 MST"))
 		default:
 			fmt.Fprintf(w, "  Certificate: %s for %v until %s\n", info.Source, info.Names, info.NotAfter.Format(time.DateOnly))
 		}
 	}
-	fmt.Fprintf(w, "  Status: tariq status   (admin socket %s)\n\n", cfg.Server.AdminSocket)
+	if d.outline != nil {
+		if err := d.trustedCert(); err != nil {
+			fmt.Fprintf(w, "  Outline: on the web port, but no key works yet: %v\n", err)
+		} else {
+			fmt.Fprintf(w, "  Outline: on the web port; a member's key for the Outline app: %s peer show mom --outline\n", tariq)
+		}
+	}
+	fmt.Fprintf(w, "  Status: %s status   (admin socket %s)\n\n", tariq, cfg.Server.AdminSocket)
 }
 
 func hostPort(host string, a net.Addr) string {

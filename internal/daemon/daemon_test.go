@@ -142,8 +142,14 @@ func (r *running) stop(t *testing.T) {
 
 func (r *running) reload(t *testing.T, extra string) {
 	t.Helper()
-	dir := filepath.Dir(r.file)
-	if err := os.WriteFile(r.file, []byte(loopbackYAML(dir, extra)), 0o600); err != nil {
+	r.reloadFile(t, loopbackYAML(filepath.Dir(r.file), extra))
+}
+
+// reloadFile writes body as the config file, sends SIGHUP and waits until
+// the daemon has reloaded or rejected it.
+func (r *running) reloadFile(t *testing.T, body string) {
+	t.Helper()
+	if err := os.WriteFile(r.file, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	before := strings.Count(r.logs.String(), "configuration reloaded") + strings.Count(r.logs.String(), "config rejected")
@@ -356,6 +362,12 @@ func TestRestartOnlyKeys(t *testing.T) {
 	want := []string{"server.metrics_listen", "web.listen", "vpn.enabled"}
 	if !slices.Equal(keys, want) {
 		t.Errorf("restart-only keys %v, want %v", keys, want)
+	}
+	// The config in force keeps what runs.
+	if running := r.d.config(); !slices.Equal(next.Web.Listen, running.Web.Listen) ||
+		next.Server.MetricsListen != running.Server.MetricsListen || next.VPN.Enabled {
+		t.Errorf("restart-only keys not kept at their running values: web.listen %v, metrics_listen %q, vpn.enabled %v",
+			next.Web.Listen, next.Server.MetricsListen, next.VPN.Enabled)
 	}
 	if got := r.d.restartOnly(r.d.config()); len(got) != 0 {
 		t.Errorf("unchanged config: %v", got)

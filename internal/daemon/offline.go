@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -11,17 +12,18 @@ import (
 )
 
 // signingSecret returns the REST secret that signs new credentials: the
-// first of relay.secrets, else the one generated in the data directory
-// (created now if the daemon never ran).
+// first of relay.secrets, else the stored one that signs (generated now
+// if none was yet), in the data directory or in etcd.
 func signingSecret(cfg *config.Config) (string, error) {
 	if len(cfg.Relay.Secrets) > 0 {
 		return cfg.Relay.Secrets[0].Reveal(), nil
 	}
-	st, err := store.Open(cfg.Server.DataDir)
+	st, err := OpenState(context.Background(), cfg, nil)
 	if err != nil {
 		return "", err
 	}
-	s, err := st.RelaySecret()
+	defer st.Close()
+	s, err := store.SigningSecret(cfg, st)
 	if err != nil {
 		return "", err
 	}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/tariq-vpn/tariq/config"
+	"github.com/tariq-vpn/tariq/internal/certs"
 )
 
 // Port is one port (or range) to open in the server's firewall.
@@ -37,12 +38,12 @@ func FirewallPorts(cfg *config.Config) []Port {
 		}
 	}
 	if cfg.VPN.Enabled {
-		add("udp", "WireGuard", []string{":" + strconv.Itoa(cfg.VPN.ListenPort)})
-		for _, p := range cfg.VPN.ExtraPorts {
-			add("udp", "WireGuard", []string{":" + strconv.Itoa(p)})
-		}
-		if o := cfg.VPN.Obfuscation; o.Enabled {
-			add("udp", "WireGuard, obfuscated (AmneziaWG)", []string{":" + strconv.Itoa(o.ListenPort)})
+		for _, p := range cfg.VPN.WireGuardPorts() {
+			what := "WireGuard"
+			if p.Obfuscated {
+				what += ", obfuscated (AmneziaWG)"
+			}
+			add("udp", what, []string{":" + strconv.Itoa(p.Port)})
 		}
 	}
 	if cfg.Relay.Enabled {
@@ -62,7 +63,10 @@ func FirewallPorts(cfg *config.Config) []Port {
 			what += " and TURN over TLS"
 		}
 		add("tcp", what, cfg.Web.Listen)
-		if mode := cfg.TLS.Mode; mode == config.TLSACME || (mode == config.TLSAuto && config.IsDNSName(cfg.Server.PublicHost) && cfg.TLS.Email != "") {
+		// As the daemon decides: with public_host empty, for the detected address.
+		resolved := *cfg
+		resolved.Server.PublicHost = ResolveHost(cfg)
+		if certs.ResolveMode(&resolved) == config.TLSACME {
 			out = append(out, Port{"tcp", "80", "ACME HTTP-01 challenges"})
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tariq-vpn/tariq/internal/members"
 	"github.com/tariq-vpn/tariq/internal/mux"
 	"github.com/tariq-vpn/tariq/internal/web"
 )
@@ -104,13 +105,17 @@ type httpsServer struct {
 	lim   mux.Limits
 	srv   *http.Server
 	muxes []*mux.Mux
+	// beforeShutdown ends what the server hijacked (the Outline
+	// WebSockets), which Shutdown neither waits for nor closes.
+	beforeShutdown func()
 }
 
-func newHTTPSServer(d *Daemon) *httpsServer {
+func newHTTPSServer(d *Daemon) (*httpsServer, error) {
 	cfg := d.config()
 	var inv web.Invites
-	if d.vpn != nil {
-		inv = invites{d}
+	var checks web.Checks
+	if d.members != nil {
+		inv, checks = d.members, d.check
 	}
 	h := web.Handler(func() web.Info {
 		info := web.Info{Host: d.host, Version: d.opts.Version, TrustedCert: !d.certs.Info().SelfSigned}
@@ -118,8 +123,18 @@ func newHTTPSServer(d *Daemon) *httpsServer {
 			info.TURN = append(info.TURN, e.URI())
 		}
 		return info
-	}, inv)
+	}, inv, checks)
 	log := d.log.With("component", "web")
+	var before func()
+	if d.outline != nil {
+		// The Outline paths in front of the page: documents and
+		// WebSockets; every other request is the page's.
+		oh, err := d.outline.handler(h)
+		if err != nil {
+			return nil, fmt.Errorf("outline: %w", err)
+		}
+		h, before = oh, func() { d.outline.Close() }
+	}
 	turn := func(raw, conn net.Conn) { conn.Close() }
 	protos := []string{"h2", "http/1.1"}
 	if d.relay != nil {
@@ -134,7 +149,8 @@ func newHTTPSServer(d *Daemon) *httpsServer {
 	protocols.SetUnencryptedHTTP2(true)
 	srv := newHTTPServer("web", nil, nil, h, log).srv
 	srv.Protocols = &protocols
-	return &httpsServer{addrs: cfg.Web.Listen, tls: d.certs.TLSConfig(protos...), turn: turn, log: log, lim: d.opts.WebLimits, srv: srv}
+	return &httpsServer{addrs: cfg.Web.Listen, tls: d.certs.TLSConfig(protos...), turn: turn, log: log, lim: d.opts.WebLimits, srv: srv,
+		beforeShutdown: before}, nil
 }
 
 func (s *httpsServer) Open(ctx context.Context) error {
@@ -171,6 +187,9 @@ func (s *httpsServer) Close() error {
 	for _, m := range s.muxes {
 		m.Close()
 	}
+	if s.beforeShutdown != nil {
+		s.beforeShutdown()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := s.srv.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
@@ -203,8 +222,11 @@ func newMetricsServer(d *Daemon) *metricsServer {
 	if d.relay != nil {
 		reg.MustRegister(d.relay.Stats().Collector(d.relay.Allocations))
 	}
-	if d.vpn != nil {
-		reg.MustRegister(vpnCollector{d})
+	if d.members != nil {
+		reg.MustRegister(membersCollector{d})
+	}
+	if d.outline != nil {
+		reg.MustRegister(d.outline.svc.Collector())
 	}
 	if d.certs != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -217,39 +239,83 @@ func newMetricsServer(d *Daemon) *metricsServer {
 	return &metricsServer{newHTTPServer("metrics", []string{cfg.Server.MetricsListen}, nil, mux, d.log.With("component", "metrics"))}
 }
 
-// vpnCollector exports the WireGuard peers at scrape time, labelled by
-// peer name (names are validated: letters, digits, '-', '_', '.').
-type vpnCollector struct{ d *Daemon }
+// membersCollector exports the WireGuard devices and their members at
+// scrape time, labelled by name (names are validated: letters, digits,
+// '-', '_', '.').
+type membersCollector struct{ d *Daemon }
 
 var (
-	descPeers         = prometheus.NewDesc("tariq_wireguard_peers", "WireGuard peers by state.", []string{"state"}, nil)
-	descPeerHandshake = prometheus.NewDesc("tariq_wireguard_peer_last_handshake_seconds", "Last handshake with the peer, in unix seconds (0: never).", []string{"peer"}, nil)
-	descPeerRx        = prometheus.NewDesc("tariq_wireguard_peer_received_bytes_total", "Bytes received from the peer.", []string{"peer"}, nil)
-	descPeerTx        = prometheus.NewDesc("tariq_wireguard_peer_sent_bytes_total", "Bytes sent to the peer.", []string{"peer"}, nil)
+	descPeers         = prometheus.NewDesc("tariq_wireguard_peers", "WireGuard devices by state.", []string{"state"}, nil)
+	descPeerHandshake = prometheus.NewDesc("tariq_wireguard_peer_last_handshake_seconds", "Last handshake with the device, in unix seconds (0: never).", []string{"peer", "member"}, nil)
+	descPeerRx        = prometheus.NewDesc("tariq_wireguard_peer_received_bytes_total", "Bytes received from the device (WireGuard packets).", []string{"peer", "member"}, nil)
+	descPeerTx        = prometheus.NewDesc("tariq_wireguard_peer_sent_bytes_total", "Bytes sent to the device (WireGuard packets).", []string{"peer", "member"}, nil)
+
+	descMemberBytes     = prometheus.NewDesc("tariq_member_month_bytes", "Bytes the member passed this calendar month (UTC), on every path, by direction.", []string{"member", "direction"}, nil)
+	descMemberLimit     = prometheus.NewDesc("tariq_member_data_limit_bytes", "The member's monthly data limit (0: none).", []string{"member"}, nil)
+	descMemberRate      = prometheus.NewDesc("tariq_member_rate_limit_bits", "The member's rate cap per direction, in bits per second (0: none).", []string{"member"}, nil)
+	descMemberExpires   = prometheus.NewDesc("tariq_member_expires_seconds", "When the member's access ends, in unix seconds (0: never).", []string{"member"}, nil)
+	descMemberHandshake = prometheus.NewDesc("tariq_member_last_handshake_seconds", "The latest handshake of any of the member's devices, in unix seconds (0: never).", []string{"member"}, nil)
+	descMemberBlocked   = prometheus.NewDesc("tariq_member_blocked", "1 when the member's devices are cut off, by reason (expired, over-limit).", []string{"member", "reason"}, nil)
 )
 
-func (c vpnCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPeers, descPeerHandshake, descPeerRx, descPeerTx} {
+func (c membersCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descPeers, descPeerHandshake, descPeerRx, descPeerTx,
+		descMemberBytes, descMemberLimit, descMemberRate, descMemberExpires, descMemberHandshake, descMemberBlocked} {
 		ch <- d
 	}
 }
 
-func (c vpnCollector) Collect(ch chan<- prometheus.Metric) {
-	var enabled, disabled int
-	for _, p := range c.d.vpn.PeerStatus() {
-		if !p.Enabled {
+func unixOrZero(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.Unix())
+}
+
+func (c membersCollector) Collect(ch chan<- prometheus.Metric) {
+	devices, err := c.d.members.Devices()
+	if err != nil {
+		return
+	}
+	last := map[string]time.Time{}
+	var enabled, disabled, blocked int
+	for _, p := range devices {
+		switch {
+		case !p.Enabled:
 			disabled++
 			continue
+		case p.Blocked != "":
+			blocked++
+		default:
+			enabled++
 		}
-		enabled++
-		hs := 0.0
-		if !p.LastHandshake.IsZero() {
-			hs = float64(p.LastHandshake.Unix())
+		if p.LastHandshake.After(last[p.Member]) {
+			last[p.Member] = p.LastHandshake
 		}
-		ch <- prometheus.MustNewConstMetric(descPeerHandshake, prometheus.GaugeValue, hs, p.Name)
-		ch <- prometheus.MustNewConstMetric(descPeerRx, prometheus.CounterValue, float64(p.RxBytes), p.Name)
-		ch <- prometheus.MustNewConstMetric(descPeerTx, prometheus.CounterValue, float64(p.TxBytes), p.Name)
+		ch <- prometheus.MustNewConstMetric(descPeerHandshake, prometheus.GaugeValue, unixOrZero(p.LastHandshake), p.Name, p.Member)
+		ch <- prometheus.MustNewConstMetric(descPeerRx, prometheus.CounterValue, float64(p.RxBytes), p.Name, p.Member)
+		ch <- prometheus.MustNewConstMetric(descPeerTx, prometheus.CounterValue, float64(p.TxBytes), p.Name, p.Member)
 	}
 	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(enabled), "enabled")
 	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(disabled), "disabled")
+	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(blocked), "blocked")
+	ms, err := c.d.members.Members()
+	if err != nil {
+		return
+	}
+	for _, m := range ms {
+		ch <- prometheus.MustNewConstMetric(descMemberBytes, prometheus.GaugeValue, float64(m.Usage.In), m.Name, "in")
+		ch <- prometheus.MustNewConstMetric(descMemberBytes, prometheus.GaugeValue, float64(m.Usage.Out), m.Name, "out")
+		ch <- prometheus.MustNewConstMetric(descMemberLimit, prometheus.GaugeValue, float64(m.DataLimit), m.Name)
+		ch <- prometheus.MustNewConstMetric(descMemberRate, prometheus.GaugeValue, float64(m.Rate), m.Name)
+		ch <- prometheus.MustNewConstMetric(descMemberExpires, prometheus.GaugeValue, unixOrZero(m.Expires), m.Name)
+		ch <- prometheus.MustNewConstMetric(descMemberHandshake, prometheus.GaugeValue, unixOrZero(last[m.Name]), m.Name)
+		for _, why := range []string{members.BlockExpired, members.BlockOverLimit} {
+			v := 0.0
+			if m.Blocked == why {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descMemberBlocked, prometheus.GaugeValue, v, m.Name, why)
+		}
+	}
 }

@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/tariq-vpn/tariq/internal/accept"
 	"github.com/tariq-vpn/tariq/internal/source"
 )
 
@@ -132,50 +133,38 @@ func (m *Mux) Serve(ctx context.Context) error {
 		case <-m.done:
 		}
 	}()
-	var backoff time.Duration
-	for {
-		c, err := m.ln.Accept()
-		if err != nil {
-			select {
-			case <-m.done:
-				return nil
-			default:
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			m.log.Warn("accept failed", "listen", m.ln.Addr().String(), "err", err)
-			time.Sleep(backoff)
-			continue
-		}
-		backoff = 0
-		now := time.Now()
-		a := m.pending.admit(source.KeyOf(c.RemoteAddr()), c, now)
-		for _, p := range a.cut {
-			p.conn.Close()
-		}
-		if len(a.cut) > 0 || a.p == nil {
-			m.pressure.Do(func() {
-				m.log.Warn("shared TLS port under pressure: cutting or refusing connections that have not finished their handshake",
-					"listen", m.ln.Addr().String(), "pending", m.pending.len(), "max_pending", m.lim.MaxPending)
-			})
-		}
-		if a.p == nil {
-			m.log.Debug("connection refused", "remote", c.RemoteAddr().String(), "reason", a.reason)
-			c.Close()
-			continue
-		}
-		deadline := now.Add(m.lim.HandshakeTimeout)
-		if a.busy {
-			deadline = now.Add(m.lim.BusyTimeout)
-		}
-		m.wg.Add(1)
-		go func() {
-			defer m.wg.Done()
-			m.route(a.p, deadline)
-		}()
+	accept.Loop(m.ln, m.done, m.log, "shared port", m.admit)
+	return nil
+}
+
+// admit takes a connection the listener accepted into the pending set,
+// or refuses it, and starts its handshake.
+func (m *Mux) admit(c net.Conn) {
+	now := time.Now()
+	a := m.pending.admit(source.KeyOf(c.RemoteAddr()), c, now)
+	for _, p := range a.cut {
+		p.conn.Close()
 	}
+	if len(a.cut) > 0 || a.p == nil {
+		m.pressure.Do(func() {
+			m.log.Warn("shared TLS port under pressure: cutting or refusing connections that have not finished their handshake",
+				"listen", m.ln.Addr().String(), "pending", m.pending.len(), "max_pending", m.lim.MaxPending)
+		})
+	}
+	if a.p == nil {
+		m.log.Debug("connection refused", "remote", c.RemoteAddr().String(), "reason", a.reason)
+		c.Close()
+		return
+	}
+	deadline := now.Add(m.lim.HandshakeTimeout)
+	if a.busy {
+		deadline = now.Add(m.lim.BusyTimeout)
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.route(a.p, deadline)
+	}()
 }
 
 // route does the handshake and the sniffing of p under deadlines, the

@@ -26,9 +26,6 @@ func Reloading() error {
 // Stopping reports that shutdown began.
 func Stopping() error { return notify("STOPPING=1") }
 
-// Status sets the free-form status line `systemctl status` shows.
-func Status(s string) error { return notify("STATUS=" + s) }
-
 func notify(state string) error {
 	_, err := daemon.SdNotify(false, state)
 	return err

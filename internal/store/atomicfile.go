@@ -1,72 +1,25 @@
 package store
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 )
 
-// WriteFile writes data to path atomically: a reader, or a restart after a
-// crash or kill -9 at any instant, sees either the old file or the new one,
-// never a torn one. It writes a temporary file in the same directory, fsyncs
-// it, renames it over path and fsyncs the directory (tailscale atomicfile).
-func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
+// WriteFile writes data to path atomically (see Dir.WriteFile): the
+// temporary file is created with O_EXCL|O_NOFOLLOW in path's directory and
+// renamed within it. For files outside the data directory (the config
+// file, a QR code PNG); the data directory's files go through Dir, which
+// also checks what it finds. Run as root, the new file goes to the
+// directory's owner, as in the data directory.
+func WriteFile(path string, data []byte, perm os.FileMode) error {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	d, err := openDir(dir)
 	if err != nil {
 		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if err := matchOwner(f, dir); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
 	defer d.Close()
-	return d.Sync()
-}
-
-// matchOwner gives f its directory's owner when running as root, so a root
-// CLI editing the store of a daemon that runs as its own user (systemd
-// User=tariq) leaves files that daemon can still read.
-func matchOwner(f *os.File, dir string) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || st.Uid == 0 {
-		return nil
-	}
-	return f.Chown(int(st.Uid), int(st.Gid))
+	return d.WriteFile(base, data, perm)
 }

@@ -3,16 +3,22 @@ package store
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tariq-vpn/tariq/config"
 )
+
+// testServerKey is a server WireGuard private key for states built by hand:
+// a state with peers always has one.
+const testServerKey = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="
 
 func TestUpdateAndReload(t *testing.T) {
 	dir := t.TempDir()
@@ -83,6 +89,7 @@ func TestCrashSafety(t *testing.T) {
 		}
 		for i := 0; ; i++ {
 			s.Update(func(st *State) error {
+				st.VPN.PrivateKey = testServerKey
 				st.Peers = append(st.Peers, Peer{Name: "p" + strconv.Itoa(i), PublicKey: "k", PresharedKey: "psk"})
 				st.Relay.Secret = config.Secret("secret-" + strconv.Itoa(len(st.Peers)))
 				return nil
@@ -162,7 +169,7 @@ func TestReadsFormat1(t *testing.T) {
 // they survive a write and a read.
 func TestInviteSwitchedAtOptional(t *testing.T) {
 	used := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	st := State{Version: Version, Invites: []Invite{{Hash: "h", Peer: "mom", CreatedAt: used, Expires: used, UsedAt: used}},
+	st := State{Version: Version, VPN: VPNState{PrivateKey: testServerKey}, Invites: []Invite{{Hash: "h", Peer: "mom", CreatedAt: used, Expires: used, UsedAt: used}},
 		Peers: []Peer{{Name: "mom", Reach: &Reachability{CheckedAt: used, Verdict: "wireguard"}}}}
 	b, _ := json.Marshal(st)
 	for _, k := range []string{"switched_at", "confirmed", "switched_from"} {
@@ -208,4 +215,35 @@ func containsKey(b []byte, key string) bool {
 	var v any
 	json.Unmarshal(b, &v)
 	return walk(v)
+}
+
+// TestOutlineOptional: a member's Outline key and the server's Outline
+// material are written only once generated, so a state without them is
+// what format 3 wrote; once set they survive a write and a read, and
+// print redacted.
+func TestOutlineOptional(t *testing.T) {
+	st := State{Version: Version, VPN: VPNState{PrivateKey: testServerKey}, Members: []Member{{Name: "mom"}}}
+	b, _ := json.Marshal(st)
+	for _, k := range []string{"outline", "prefix", "token"} {
+		if containsKey(b, k) {
+			t.Errorf("unset %s written: %s", k, b)
+		}
+	}
+	s, _ := Open(t.TempDir())
+	if _, err := s.Update(func(s *State) error {
+		*s = st
+		s.Members[0].Outline = &OutlineAccess{Secret: "the-secret", Token: "the-token"}
+		s.Outline = OutlineState{Prefix: "the-prefix", Retired: []string{"ab"}}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load()
+	if err != nil || got.Members[0].Outline == nil || got.Members[0].Outline.Secret.Reveal() != "the-secret" ||
+		got.Members[0].Outline.Token.Reveal() != "the-token" || got.Outline.Prefix.Reveal() != "the-prefix" || len(got.Outline.Retired) != 1 {
+		t.Fatalf("read back: %+v %+v %v", got.Members, got.Outline, err)
+	}
+	if s := fmt.Sprintf("%v %+v", *got.Members[0].Outline, got.Outline); strings.Contains(s, "the-") {
+		t.Errorf("Outline material printed: %s", s)
+	}
 }

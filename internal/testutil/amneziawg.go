@@ -24,7 +24,7 @@ var awgGo struct {
 // the engine of the AmneziaWG apps; go.mod pins v0.2.12 as a tool) once per
 // test binary and returns the binary's path: an independent AmneziaWG
 // client for end-to-end tests. It is configured through its UAPI socket,
-// AmneziaWGSocket, with AmneziaWGSet.
+// NetNS.AmneziaWGSocket, with AmneziaWGSet.
 func BuildAmneziaWGGo(t testing.TB) string {
 	t.Helper()
 	goBin := RequireBinary(t, "go")
@@ -51,19 +51,12 @@ func BuildAmneziaWGGo(t testing.TB) string {
 	return awgGo.path
 }
 
-// AmneziaWGSocket is amneziawg-go's UAPI socket for interface ifname: its
-// own directory, not wireguard-go's /var/run/wireguard (amneziawg-go
-// ipc/uapi_unix.go, socketDirectory), so wg(8) does not find it.
-func AmneziaWGSocket(ifname string) string {
-	return filepath.Join("/var/run/amneziawg", ifname+".sock")
-}
-
 // AmneziaWGSet sends a UAPI set operation (the text after "set=1", lines
-// of key=value) to the amneziawg-go serving ifname, as awg(8) would, and
-// fails the test unless it answers errno=0.
-func AmneziaWGSet(t testing.TB, ifname, set string) {
+// of key=value) to the amneziawg-go listening on sock (NetNS.AmneziaWGSocket),
+// as awg(8) would, and fails the test unless it answers errno=0.
+func AmneziaWGSet(t testing.TB, sock, set string) {
 	t.Helper()
-	c, err := net.DialTimeout("unix", AmneziaWGSocket(ifname), 5*time.Second)
+	c, err := net.DialTimeout("unix", sock, 5*time.Second)
 	if err != nil {
 		t.Fatalf("amneziawg-go UAPI: %v", err)
 	}
@@ -82,10 +75,11 @@ func AmneziaWGSet(t testing.TB, ifname, set string) {
 	}
 }
 
-// AmneziaWGGet returns amneziawg-go's UAPI get dump for ifname.
-func AmneziaWGGet(t testing.TB, ifname string) string {
+// AmneziaWGGet returns the UAPI get dump of the amneziawg-go listening on
+// sock.
+func AmneziaWGGet(t testing.TB, sock string) string {
 	t.Helper()
-	c, err := net.DialTimeout("unix", AmneziaWGSocket(ifname), 5*time.Second)
+	c, err := net.DialTimeout("unix", sock, 5*time.Second)
 	if err != nil {
 		t.Fatalf("amneziawg-go UAPI: %v", err)
 	}

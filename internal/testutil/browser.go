@@ -70,8 +70,9 @@ type Browser struct {
 }
 
 // NewBrowser starts Debian's chromium headless with the flags that keep it
-// quiet and offline (see /work/shared/notes/real-clients.md) plus opts. It
-// skips the test when chromium is not installed, and fails it under CI=true.
+// quiet and offline (at start Chromium reaches for its own services, which a
+// closed network refuses, many at a time) plus opts. It skips the test when
+// chromium is not installed, and fails it under CI=true.
 func NewBrowser(t testing.TB, opts BrowserOptions) *Browser {
 	t.Helper()
 	exe := RequireBinary(t, "chromium")

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -21,14 +22,28 @@ import (
 // its loopback up. When the test ends, every process started in it with
 // Start is killed by PID and reaped, then the namespace is deleted, which
 // takes its veth ends and TUN devices with it.
+//
+// Processes run in it (Command, Run, Start) also get private socket
+// directories: /var/run/wireguard and /var/run/amneziawg, where
+// wireguard-go, amneziawg-go, wg(8) and tariq's UAPI socket live, are
+// directories of this namespace's own, bind-mounted in the mount namespace
+// `ip netns exec` makes for each process. The paths are fixed in those
+// programs and not per network namespace, so without this two tests (or
+// two `go test` runs) with an interface of the same name take each other's
+// socket. The test reaches them at WireGuardSocket and AmneziaWGSocket.
 type NetNS struct {
 	// Name is the namespace's name under /run/netns, unique per test.
 	Name string
 
-	t     testing.TB
-	mu    sync.Mutex // guards procs
-	procs []*exec.Cmd
+	t      testing.TB
+	runDir string     // holds wireguard/ and amneziawg/, mounted over /var/run's
+	mu     sync.Mutex // guards procs
+	procs  []*exec.Cmd
 }
+
+// privateRunDirs are the directories under /var/run whose sockets NetNS
+// makes private.
+const privateRunDirs = "wireguard amneziawg"
 
 // NewNetNS creates a namespace for t. It needs root and iproute2.
 func NewNetNS(t testing.TB) *NetNS {
@@ -38,11 +53,31 @@ func NewNetNS(t testing.TB) *NetNS {
 	var b [4]byte
 	rand.Read(b[:])
 	n := &NetNS{Name: "tq-" + hex.EncodeToString(b[:]), t: t}
+	// Short, under /tmp: unix socket paths are limited to 107 bytes, and
+	// t.TempDir's can be long.
+	dir, err := os.MkdirTemp("", "tq-run-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) }) // runs after delete: the processes are gone
+	for _, d := range strings.Fields(privateRunDirs) {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.runDir = dir
 	if out, err := exec.Command("ip", "netns", "add", n.Name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", n.Name, err, out)
 	}
 	t.Cleanup(n.delete)
 	n.Run("ip", "link", "set", "lo", "up")
+	// No duplicate address detection on the interfaces to come: an IPv6
+	// address (the link-local one every veth gets, too) would otherwise
+	// turn from tentative to usable a second or two after the link comes
+	// up, which Chromium reports as a network change, failing a page
+	// load under way with ERR_NETWORK_CHANGED. Nothing else shares these
+	// links. Without IPv6 the keys do not exist, and that is fine.
+	n.TryRun("sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
 	return n
 }
 
@@ -50,11 +85,38 @@ func NewNetNS(t testing.TB) *NetNS {
 // file descriptor (nftables.WithNetNSFd, netlink.NewHandleAt).
 func (n *NetNS) Path() string { return filepath.Join("/run/netns", n.Name) }
 
+// WireGuardSocket is where the test finds the UAPI socket of interface
+// ifname that wireguard-go or tariq, run in this namespace, made as
+// /var/run/wireguard/IFNAME.sock.
+func (n *NetNS) WireGuardSocket(ifname string) string {
+	return filepath.Join(n.runDir, "wireguard", ifname+".sock")
+}
+
+// AmneziaWGSocket is AmneziaWG's: amneziawg-go keeps its UAPI sockets in a
+// directory of its own, /var/run/amneziawg (amneziawg-go ipc/uapi_unix.go,
+// socketDirectory), so wg(8) does not find them.
+func (n *NetNS) AmneziaWGSocket(ifname string) string {
+	return filepath.Join(n.runDir, "amneziawg", ifname+".sock")
+}
+
+// privateRunScript bind-mounts this namespace's directories over
+// /var/run's, then execs argv in place (so the PID is argv's own). `ip
+// netns exec` has already given the process a mount namespace of its own
+// whose mounts do not propagate back to the host (iproute2
+// lib/namespace.c, netns_switch: unshare(CLONE_NEWNS), then / rslave).
+const privateRunScript = `set -e
+for d in ` + privateRunDirs + `; do
+	mkdir -p /var/run/$d
+	mount --bind "$0/$d" /var/run/$d
+done
+exec "$@"`
+
 // Command returns an unstarted command running argv inside the namespace
-// (`ip netns exec NAME argv…`, which execs argv in place, so the PID is
-// argv's own).
+// (`ip netns exec NAME`, with the private socket directories mounted, then
+// argv exec'd in place, so the PID is argv's own).
 func (n *NetNS) Command(argv ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", n.Name}, argv...)...)
+	args := append([]string{"netns", "exec", n.Name, "sh", "-c", privateRunScript, n.runDir}, argv...)
+	return exec.Command("ip", args...)
 }
 
 // Run runs argv inside the namespace to completion and returns its
@@ -103,7 +165,9 @@ func (n *NetNS) Start(argv ...string) *exec.Cmd {
 }
 
 // Do runs fn on a fresh OS thread that has joined the namespace and
-// returns fn's error. Sockets, TUN devices, netlink and nftables
+// returns fn's error. Only the network namespace: the thread sees the
+// host's /var/run/wireguard, so a UAPI socket opened in fn needs an
+// interface name unique to the test. Sockets, TUN devices, netlink and nftables
 // connections, and /proc/sys/net files opened by fn belong to the
 // namespace, and stay there when used later from other threads. The
 // thread is thrown away afterwards, never returned to the Go scheduler.
@@ -237,4 +301,23 @@ func (l *procOutput) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// WaitListening waits until a process accepts connections on the unix
+// socket at path, such as a UAPI socket wireguard-go or amneziawg-go is
+// opening. The file appearing is not enough: it exists from bind(2), and
+// a connection before listen(2) is refused.
+func WaitListening(path string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listening on %s after %v: %w", path, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

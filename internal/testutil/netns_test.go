@@ -6,10 +6,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestNetNS: two namespaces joined by a veth pair reach each other over
@@ -72,6 +74,56 @@ func TestNetNS(t *testing.T) {
 		}
 		if _, err := os.Stat("/run/netns/" + n); err == nil {
 			t.Errorf("/run/netns/%s outlived the test", n)
+		}
+	}
+}
+
+// TestNetNSPrivateRunDirs: two namespaces each run wireguard-go for an
+// interface of the same name, and each one's wg(8) reaches its own: the
+// UAPI socket directories (/var/run/wireguard, /var/run/amneziawg) are the
+// namespace's own, found by the test at WireGuardSocket and
+// AmneziaWGSocket, and the host's are untouched.
+func TestNetNSPrivateRunDirs(t *testing.T) {
+	RequireRoot(t)
+	RequireBinary(t, "wg")
+	wgGo := BuildWireGuardGo(t)
+	const ifname = "wgsame"
+	a, b := NewNetNS(t), NewNetNS(t)
+	hostSock := "/var/run/wireguard/" + ifname + ".sock"
+	_, hostErr := os.Stat(hostSock)
+	keys := map[*NetNS]string{}
+	for _, n := range []*NetNS{a, b} {
+		n.Start(wgGo, "-f", ifname)
+		if err := WaitListening(n.WireGuardSocket(ifname), 10*time.Second); err != nil {
+			t.Fatalf("wireguard-go in %s: %v", n.Name, err)
+		}
+		key := filepath.Join(t.TempDir(), "key")
+		os.WriteFile(key, []byte(strings.TrimSpace(n.Run("wg", "genkey"))+"\n"), 0o600)
+		n.Run("wg", "set", ifname, "private-key", key)
+		keys[n] = strings.TrimSpace(n.Run("sh", "-c", "wg pubkey < "+key))
+	}
+	if keys[a] == keys[b] {
+		t.Fatal("both namespaces generated the same key")
+	}
+	for _, n := range []*NetNS{a, b} {
+		if got := strings.TrimSpace(n.Run("wg", "show", ifname, "public-key")); got != keys[n] {
+			t.Errorf("wg show in %s reached another wireguard-go: public key %s, want %s", n.Name, got, keys[n])
+		}
+		n.Run("sh", "-c", "echo "+n.Name+" > /var/run/amneziawg/probe.sock")
+		if got, _ := os.ReadFile(n.AmneziaWGSocket("probe")); strings.TrimSpace(string(got)) != n.Name {
+			t.Errorf("/var/run/amneziawg in %s is not AmneziaWGSocket's directory: %q", n.Name, got)
+		}
+	}
+	if _, err := os.Stat(hostSock); (err == nil) != (hostErr == nil) {
+		t.Errorf("the host's %s changed: %v, before %v", hostSock, err, hostErr)
+	}
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*NetNS{a, b} {
+		if strings.Contains(string(mounts), n.runDir) {
+			t.Errorf("%s's directories are mounted on the host:\n%s", n.Name, mounts)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,6 +9,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -19,6 +22,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -50,6 +54,18 @@ type PebbleOptions struct {
 	AlwaysValid bool
 	// Verbose sends Pebble's own log to t.Log.
 	Verbose bool
+	// Profiles are the ACME profiles Pebble offers, name to validity
+	// period (whole seconds; a certificate's NotAfter is NotBefore plus
+	// this less one second: see Lifetime). Empty means one "default"
+	// profile of 90 days. An order naming no profile gets a random one of
+	// these, so a test offering several must have its client name one.
+	Profiles map[string]time.Duration
+}
+
+// PebbleOrder is one new-order request Pebble received.
+type PebbleOrder struct {
+	Identifiers []string // "dns:relay.test", "ip:127.0.0.1"
+	Profile     string   // as requested; "" when the order named none
 }
 
 // Pebble is Let's Encrypt's ACME test server run in-process on loopback
@@ -79,6 +95,9 @@ type Pebble struct {
 
 	orders   atomic.Int64
 	requests atomic.Int64
+
+	orderMu  sync.Mutex    // guards orderLog
+	orderLog []PebbleOrder // every new-order request, in arrival order
 
 	mu      sync.Mutex // guards the fields below
 	started bool
@@ -157,9 +176,12 @@ func (p *Pebble) Start() {
 	}
 
 	store := db.NewMemoryStore()
-	// One "default" profile: an order without a profile otherwise gets a
-	// random one (shortlived is 6 days). 7776000 s is 90 days.
-	profiles := map[string]ca.Profile{"default": {Description: "tariq tests", ValidityPeriod: 7776000}}
+	// One "default" profile unless the test asks for others: an order
+	// without a profile gets a random one of those offered.
+	profiles := map[string]ca.Profile{}
+	for name, d := range p.profiles() {
+		profiles[name] = ca.Profile{Description: "tariq tests: " + name, ValidityPeriod: uint64(d / time.Second)}
+	}
 	authority := ca.New(logger, store, "", "ecdsa", 0, 1, profiles)
 	validator := va.New(logger, p.HTTPPort, p.TLSPort, false, dnsAddr, store)
 	front := wfe.New(logger, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
@@ -169,6 +191,7 @@ func (p *Pebble) Start() {
 		p.requests.Add(1)
 		if r.Method == http.MethodPost && r.URL.Path == "/order-plz" {
 			p.orders.Add(1)
+			p.noteOrder(r)
 		}
 		h.ServeHTTP(w, r)
 	}))
@@ -295,6 +318,61 @@ func (p *Pebble) Stop() {
 
 // Orders returns how many new-order requests the ACME server received.
 func (p *Pebble) Orders() int64 { return p.orders.Load() }
+
+// OrderLog returns the new-order requests the ACME server received, with
+// the identifiers and profile each asked for.
+func (p *Pebble) OrderLog() []PebbleOrder {
+	p.orderMu.Lock()
+	defer p.orderMu.Unlock()
+	return slices.Clone(p.orderLog)
+}
+
+// noteOrder records what a new-order request asks for: the payload of its
+// JWS (RFC 8555 7.4, draft-aaron-acme-profiles), read and put back. A body
+// that does not parse is recorded with no identifiers; Pebble judges it.
+func (p *Pebble) noteOrder(r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	var o PebbleOrder
+	var jws struct {
+		Payload string `json:"payload"`
+	}
+	var order struct {
+		Identifiers []struct{ Type, Value string } `json:"identifiers"`
+		Profile     string                         `json:"profile"`
+	}
+	if err == nil && json.Unmarshal(body, &jws) == nil {
+		if payload, err := base64.RawURLEncoding.DecodeString(jws.Payload); err == nil && json.Unmarshal(payload, &order) == nil {
+			for _, id := range order.Identifiers {
+				o.Identifiers = append(o.Identifiers, id.Type+":"+id.Value)
+			}
+			o.Profile = order.Profile
+		}
+	}
+	p.orderMu.Lock()
+	p.orderLog = append(p.orderLog, o)
+	p.orderMu.Unlock()
+}
+
+// profiles returns the profiles Pebble offers (PebbleOptions.Profiles).
+func (p *Pebble) profiles() map[string]time.Duration {
+	if len(p.opts.Profiles) > 0 {
+		return p.opts.Profiles
+	}
+	return map[string]time.Duration{"default": 90 * 24 * time.Hour}
+}
+
+// Lifetime returns NotAfter minus NotBefore of the certificates Pebble
+// issues in profile: its validity period less one second (Pebble's
+// ca.newCertificate), or 0 for a profile it does not offer.
+func (p *Pebble) Lifetime(profile string) time.Duration {
+	d, ok := p.profiles()[profile]
+	if !ok {
+		return 0
+	}
+	return d.Truncate(time.Second) - time.Second
+}
 
 // Requests returns how many requests the ACME server received.
 func (p *Pebble) Requests() int64 { return p.requests.Load() }

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"encoding/json"
 	"net"
 	"strings"
 	"testing"
@@ -36,5 +37,31 @@ func TestPebble(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		c.Close()
 		t.Errorf("%s still accepts after Stop", addr)
+	}
+}
+
+// TestPebbleProfiles checks that the directory offers the profiles asked
+// for (draft-aaron-acme-profiles: meta.profiles), and Lifetime.
+func TestPebbleProfiles(t *testing.T) {
+	LeakCheck(t, PebbleLeakOptions()...)
+	p := StartPebble(t, PebbleOptions{Profiles: map[string]time.Duration{"default": 90 * 24 * time.Hour, "shortlived": 160 * time.Hour}})
+	b, err := p.get(p.DirectoryURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dir struct {
+		Meta struct{ Profiles map[string]string } `json:"meta"`
+	}
+	if err := json.Unmarshal(b, &dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dir.Meta.Profiles["shortlived"]; !ok || len(dir.Meta.Profiles) != 2 {
+		t.Errorf("directory profiles %v, want default and shortlived", dir.Meta.Profiles)
+	}
+	if got := p.Lifetime("shortlived"); got != 160*time.Hour-time.Second {
+		t.Errorf("Lifetime(shortlived) = %v", got)
+	}
+	if got := p.Lifetime("nope"); got != 0 {
+		t.Errorf("Lifetime(nope) = %v, want 0", got)
 	}
 }

@@ -16,3 +16,7 @@ func setns(f *os.File) error { return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
 func browserProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
+
+// lockFile takes an exclusive flock on f, waiting for whoever holds it;
+// closing f releases it.
+func lockFile(f *os.File) error { return unix.Flock(int(f.Fd()), unix.LOCK_EX) }

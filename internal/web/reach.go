@@ -5,14 +5,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"mime"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/tariq-vpn/tariq/internal/members"
+	"github.com/tariq-vpn/tariq/internal/store"
 )
 
 // The reachability check: the invite page tests, from the visitor's own
@@ -30,6 +35,19 @@ import (
 //	               (50 packets a second for four seconds) with little loss:
 //	               what a network that throttles UDP after the first seconds
 //	               of a flow fails
+////	outline-<port> a WebSocket over TLS on the HTTPS port (the Outline
+//	               app's path: TCP only), opened to the link's own probe
+//	               path (/join/{token}/ws) and closed at once
+//
+// The WebSocket probe goes to the link's own path, not to the Outline
+// WebSocket paths: their prefix is the server's, which no GET of a page
+// may show (a link preview would learn where the WebSocket endpoint is),
+// and they hold a keyless connection silent until its auth timeout, by
+// design. To the network between, both are the same: a TLS connection to
+// the same address and port, an HTTP/1.1 upgrade inside it that only the
+// two ends see, a few frames. What the probe tests is what can stop the
+// Outline app: TCP or TLS to the port blocked, or a middlebox that
+// breaks WebSockets.
 //
 // A port check cannot see a censor that recognises WireGuard's handshake
 // (a browser can only send STUN): such a network shows the stock port as
@@ -50,30 +68,6 @@ import (
 // that fails counts as "not connected": on a phone whose tunnel is on but
 // blocked, the page's own requests go into the tunnel too.
 
-// Verdicts: what the page advises.
-const (
-	VerdictWireGuard = "wireguard" // the stock WireGuard app, stock config
-	VerdictAmneziaWG = "amneziawg" // the AmneziaWG app, the obfuscated config
-	VerdictCalls     = "calls"     // no VPN path; relayed calls in apps work
-	VerdictNone      = "none"      // nothing got through: try another network
-)
-
-// Form is one shape of a peer's client config: stock WireGuard dialling a
-// UDP port, or the AmneziaWG form (which dials the obfuscated port).
-type Form struct {
-	AmneziaWG bool
-	Port      int
-}
-
-// Key names f in the page and its download URL: wireguard-<port> or
-// amneziawg-<port>.
-func (f Form) Key() string {
-	if f.AmneziaWG {
-		return fmt.Sprintf("amneziawg-%d", f.Port)
-	}
-	return fmt.Sprintf("wireguard-%d", f.Port)
-}
-
 // Check is what the reachability check probes. The TURN URIs are empty
 // when the relay does not offer that transport.
 type Check struct {
@@ -88,15 +82,9 @@ type Check struct {
 	TURNUDP, TURNTCP, TURNTLS string
 	// Username and Credential are short-lived TURN REST credentials.
 	Username, Credential string
-}
-
-// Reachability is one check's outcome as kept per peer.
-type Reachability struct {
-	CheckedAt time.Time
-	Verdict   string
-	Port      int // for VerdictWireGuard and VerdictAmneziaWG
-	Reached   []string
-	Failed    []string
+	// OutlinePort is the HTTPS port the Outline path rides, when the
+	// server hands out Outline keys (0: it does not).
+	OutlinePort int
 }
 
 // errBadCheck marks a posted check that does not fit the page's paths.
@@ -105,7 +93,7 @@ var errBadCheck = errors.New("bad check result")
 type checkPath struct {
 	ID, URL string
 	Port    int
-	Kind    string // wg, awg, turn-udp, turn-tcp, turns, udp-sustained
+	Kind    string // wg, awg, turn-udp, turn-tcp, turns, udp-sustained, outline
 }
 
 // paths lists what c probes, in the order the page shows them.
@@ -127,6 +115,9 @@ func (c *Check) paths() []checkPath {
 	if c.TURNTLS != "" {
 		p := uriPort(c.TURNTLS)
 		out = append(out, checkPath{ID: fmt.Sprintf("turns-%d", p), URL: c.TURNTLS, Port: p, Kind: "turns"})
+	}
+	if c.OutlinePort != 0 {
+		out = append(out, checkPath{ID: fmt.Sprintf("outline-%d", c.OutlinePort), Port: c.OutlinePort, Kind: "outline"})
 	}
 	return out
 }
@@ -150,7 +141,7 @@ func uriPort(uri string) int {
 // judge validates a posted result against c and decides the advice for a
 // peer whose own config is in form own. Every path named must be one of
 // c's, named once.
-func judge(c *Check, own Form, reached, failed []string, now time.Time) (Reachability, error) {
+func judge(c *Check, own members.Form, reached, failed []string, now time.Time) (store.Reachability, error) {
 	known := map[string]bool{}
 	for _, p := range c.paths() {
 		known[p.ID] = true
@@ -159,14 +150,14 @@ func judge(c *Check, own Form, reached, failed []string, now time.Time) (Reachab
 	for i, list := range [][]string{reached, failed} {
 		for _, id := range list {
 			if !known[id] || tested[id] {
-				return Reachability{}, fmt.Errorf("%w: path %q", errBadCheck, id)
+				return store.Reachability{}, fmt.Errorf("%w: path %q", errBadCheck, id)
 			}
 			tested[id] = true
 			ok[id] = i == 0
 		}
 	}
 	// Kept in the page's order, whatever order the probes finished in.
-	r := Reachability{CheckedAt: now}
+	r := store.Reachability{CheckedAt: now}
 	for _, p := range c.paths() {
 		switch {
 		case !tested[p.ID]:
@@ -190,8 +181,9 @@ func udpUsable(ok, tested map[string]bool) bool {
 
 // verdict is the advice: the stock app if UDP reaches a stock port (the
 // peer's own port first), else the AmneziaWG app if UDP reaches the
-// obfuscated port, else relayed calls if any TURN path works, else none.
-func verdict(c *Check, own Form, ok, tested map[string]bool) (string, int) {
+// obfuscated port, else the Outline app if its WebSocket gets through,
+// else relayed calls if any TURN path works, else none.
+func verdict(c *Check, own members.Form, ok, tested map[string]bool) (string, int) {
 	udp := udpUsable(ok, tested)
 	if udp {
 		ports := c.StockPorts
@@ -200,31 +192,34 @@ func verdict(c *Check, own Form, ok, tested map[string]bool) (string, int) {
 		}
 		for _, p := range ports {
 			if ok[fmt.Sprintf("wg-%d", p)] {
-				return VerdictWireGuard, p
+				return members.VerdictWireGuard, p
 			}
 		}
 		if c.AmneziaWGPort != 0 && ok[fmt.Sprintf("awg-%d", c.AmneziaWGPort)] {
-			return VerdictAmneziaWG, c.AmneziaWGPort
+			return members.VerdictAmneziaWG, c.AmneziaWGPort
 		}
+	}
+	if c.OutlinePort != 0 && ok[fmt.Sprintf("outline-%d", c.OutlinePort)] {
+		return members.VerdictOutline, 0
 	}
 	for _, p := range c.paths() {
 		switch p.Kind {
 		case "turn-tcp", "turns":
 			if ok[p.ID] {
-				return VerdictCalls, 0
+				return members.VerdictCalls, 0
 			}
 		case "turn-udp":
 			if ok[p.ID] && udp {
-				return VerdictCalls, 0
+				return members.VerdictCalls, 0
 			}
 		}
 	}
-	return VerdictNone, 0
+	return members.VerdictNone, 0
 }
 
 // usable lists the paths the page ticks: reached, and for UDP paths only
 // if UDP also carried a sustained stream.
-func usable(c *Check, r Reachability) []string {
+func usable(c *Check, r store.Reachability) []string {
 	ok, tested := map[string]bool{}, map[string]bool{}
 	for _, id := range r.Reached {
 		ok[id], tested[id] = true, true
@@ -249,24 +244,30 @@ func usable(c *Check, r Reachability) []string {
 }
 
 // checkData is the page's <script type="application/json" id="reach-data">
-// block, read by reach.js.
+// block, read by reach.js: the check's probes (none without a check) and
+// the confirmation's polls. It carries nothing secret: the settings come
+// only from the reveal (invite.go).
 type checkData struct {
-	Post       string            `json:"post"`
-	TimeoutMs  int               `json:"timeoutMs"`
-	StreamMs   int               `json:"streamMs"`
-	STUN       []probe           `json:"stun"`
-	TURN       []probe           `json:"turn"`
-	Stream     *probe            `json:"stream,omitempty"` // turn-udp, and udp-sustained
-	Username   string            `json:"username,omitempty"`
-	Credential string            `json:"credential,omitempty"`
-	Own        string            `json:"own"`
-	QR         map[string]string `json:"qr"` // form key → data: URL of its QR code
+	Post      string  `json:"post"`
+	TimeoutMs int     `json:"timeoutMs"`
+	StreamMs  int     `json:"streamMs"`
+	STUN      []probe `json:"stun"`
+	TURN      []probe `json:"turn"`
+	Stream    *probe  `json:"stream,omitempty"` // turn-udp, and udp-sustained
+	WS        *probe  `json:"ws,omitempty"`     // outline-<port>: the link's WebSocket probe
+	// Creds is where the page posts for the TURN probes' short-lived
+	// credentials, so that no GET of the page carries them.
+	Creds string `json:"creds,omitempty"`
+	Own   string `json:"own"`
 	// The confirmation: where to poll, how often, how long the countdown
 	// runs, and the AmneziaWG form's key if the page may switch to it.
 	Connected string `json:"connected"`
 	PollMs    int    `json:"pollMs"`
 	ConfirmMs int    `json:"confirmMs"`
 	Switch    string `json:"switch,omitempty"`
+	// Outline says the page may hand out the member's Outline key: when
+	// the check advises it, or the confirmation finds no handshake.
+	Outline bool `json:"outline,omitempty"`
 }
 
 type probe struct {
@@ -285,7 +286,7 @@ const (
 // handshake confirmWait after the member says the connection is on (the
 // client's first initiation goes at once, then one every 5 s: five tries).
 // A poll waits at most pollInterval for its answer. pollLimitEvery is the
-// per-address budget for polls, after a burst of 10: one every 2 s, more
+// per-link budget for polls, after a burst of 10: one every 2 s, more
 // than a page polling every 3 s needs.
 const (
 	pollInterval   = 3 * time.Second
@@ -293,15 +294,20 @@ const (
 	pollLimitEvery = 2 * time.Second
 )
 
-func newCheckData(token string, inv *Invite) checkData {
-	c := inv.Check
+func newCheckData(token string, inv *members.Invite, c *Check) checkData {
 	d := checkData{Post: "/join/" + token + "/check", TimeoutMs: int(probeTimeout / time.Millisecond),
-		StreamMs: int(streamDuration / time.Millisecond), Username: c.Username, Credential: c.Credential,
-		Own: inv.Form.Key(), QR: map[string]string{},
+		StreamMs: int(streamDuration / time.Millisecond), Own: inv.Form.Key(),
 		Connected: "/join/" + token + "/connected", PollMs: int(pollInterval / time.Millisecond),
 		ConfirmMs: int(confirmWait / time.Millisecond)}
-	if a := switchForm(inv); a != nil {
-		d.Switch = a.Form.Key()
+	if f := switchForm(inv); f != nil {
+		d.Switch = f.Key()
+	}
+	d.Outline = offersOutline(inv)
+	if c == nil {
+		return d
+	}
+	if len(c.TURNURIs()) > 0 {
+		d.Creds = "/join/" + token + "/turn"
 	}
 	for _, p := range c.paths() {
 		switch p.Kind {
@@ -311,40 +317,33 @@ func newCheckData(token string, inv *Invite) checkData {
 			d.Stream = &probe{p.ID, p.URL}
 		case "turn-tcp", "turns":
 			d.TURN = append(d.TURN, probe{p.ID, p.URL})
+		case "outline":
+			if d.Outline {
+				d.WS = &probe{p.ID, "/join/" + token + "/ws"}
+			}
 		}
-	}
-	for _, a := range inv.Alternatives {
-		d.QR[a.Form.Key()] = qrURL(a.QRPNG)
 	}
 	return d
 }
 
+// offersOutline reports whether inv's page may hand out its member's
+// Outline key.
+func offersOutline(inv *members.Invite) bool {
+	return slices.Contains(inv.Alternatives, members.Form{Outline: true})
+}
+
 // switchForm returns the AmneziaWG form the confirmation may switch inv's
 // page to, or nil: the server does not offer it, or it is the peer's own.
-func switchForm(inv *Invite) *AltForm {
+func switchForm(inv *members.Invite) *members.Form {
 	if inv.Form.AmneziaWG {
 		return nil
 	}
-	for i, a := range inv.Alternatives {
-		if a.Form.AmneziaWG {
+	for i, f := range inv.Alternatives {
+		if f.AmneziaWG {
 			return &inv.Alternatives[i]
 		}
 	}
 	return nil
-}
-
-// newPageConfirm is the confirmation's part of inv's page: its AmneziaWG
-// download keeps the page's query (?lang=, ?os=), as the main one does.
-func newPageConfirm(r *http.Request, inv *Invite) *pageConfirm {
-	pc := &pageConfirm{}
-	if a := switchForm(inv); a != nil {
-		q := r.URL.Query()
-		q.Set("form", "amneziawg")
-		q.Del("port")
-		pc.SwitchURL = r.PathValue("token") + "/download?" + q.Encode()
-		pc.SwitchQR = template.URL(qrURL(a.QRPNG))
-	}
-	return pc
 }
 
 // checkLabel is one line of the page's list of paths.
@@ -379,25 +378,14 @@ type checkResponse struct {
 const maxCheckBody = 2048
 
 // check records a result posted by reach.js: same origin, JSON, small,
-// every path one the page probes, rate-limited per address.
+// every path one the page probes, within the link's budget (admit).
 func (h *inviteHandler) check(w http.ResponseWriter, r *http.Request) {
-	reply := func(status int, resp checkResponse) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		json.NewEncoder(w).Encode(resp)
-	}
-	if !h.checkLimit.allow(r) {
-		reply(http.StatusTooManyRequests, checkResponse{Error: "too many tries"})
+	if !sameOrigin(r) {
+		writeJSON(w, http.StatusForbidden, checkResponse{Error: "cross-origin"})
 		return
 	}
-	if o := r.Header.Get("Origin"); o != "" {
-		if u, err := url.Parse(o); err != nil || u.Scheme != "https" || u.Host != r.Host {
-			reply(http.StatusForbidden, checkResponse{Error: "cross-origin"})
-			return
-		}
-	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		reply(http.StatusUnsupportedMediaType, checkResponse{Error: "want application/json"})
+		writeJSON(w, http.StatusUnsupportedMediaType, checkResponse{Error: "want application/json"})
 		return
 	}
 	var in struct {
@@ -407,34 +395,44 @@ func (h *inviteHandler) check(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCheckBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&in); err != nil || dec.More() {
-		reply(http.StatusBadRequest, checkResponse{Error: "malformed result"})
+		writeJSON(w, http.StatusBadRequest, checkResponse{Error: "malformed result"})
 		return
 	}
+	token := r.PathValue("token")
 	var c *Check
-	res, err := h.invites.SaveCheck(r.PathValue("token"), func(chk *Check, own Form) (Reachability, error) {
-		c = chk
-		return judge(chk, own, in.Reached, in.Failed, time.Now())
+	var res store.Reachability
+	err := h.admit(r, h.posts, token, func() error {
+		peer, own, err := h.invites.Page(token)
+		if err != nil {
+			return err
+		}
+		if c = h.checkFor(peer); c == nil {
+			return errBadCheck
+		}
+		if res, err = judge(c, own, in.Reached, in.Failed, time.Now()); err != nil {
+			return err
+		}
+		return h.invites.SaveCheck(token, res)
 	})
 	switch {
 	case errors.Is(err, errBadCheck):
-		reply(http.StatusBadRequest, checkResponse{Error: err.Error()})
+		writeJSON(w, http.StatusBadRequest, checkResponse{Error: err.Error()})
 		return
 	case err != nil:
 		status, _, _ := messageFor(err)
-		if !errors.Is(err, ErrInviteUnknown) && !errors.Is(err, ErrInviteUsed) && !errors.Is(err, ErrInviteExpired) {
-			status = http.StatusInternalServerError
-		}
-		reply(status, checkResponse{Error: "not recorded"})
+		writeJSON(w, status, checkResponse{Error: "not recorded"})
 		return
 	}
 	resp := checkResponse{Verdict: res.Verdict, Usable: usable(c, res)}
 	switch res.Verdict {
-	case VerdictWireGuard:
-		resp.Form = Form{Port: res.Port}.Key()
-	case VerdictAmneziaWG:
-		resp.Form = Form{AmneziaWG: true, Port: res.Port}.Key()
+	case members.VerdictWireGuard:
+		resp.Form = members.Form{Port: res.Port}.Key()
+	case members.VerdictAmneziaWG:
+		resp.Form = members.Form{AmneziaWG: true, Port: res.Port}.Key()
+	case members.VerdictOutline:
+		resp.Form = members.Form{Outline: true}.Key()
 	}
-	reply(http.StatusOK, resp)
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // connectedResponse is the confirmation's answer: nothing but whether the
@@ -443,38 +441,37 @@ type connectedResponse struct {
 	Connected bool `json:"connected"`
 }
 
-// connected answers the page's confirmation polls, rate-limited per
-// address on a budget of their own (a page polls every few seconds, and
-// must keep the downloads' budget for the download it may offer next).
-// Used more than an hour ago, expired or unknown: the matching status,
-// and still only {"connected":false}.
+// connected answers the page's confirmation polls, within the link's
+// budget for polls (a page polls every few seconds). Used more than an
+// hour ago, expired or unknown: the matching status, and still only
+// {"connected":false}.
 func (h *inviteHandler) connected(w http.ResponseWriter, r *http.Request) {
-	status, ok := http.StatusOK, false
-	if !h.pollLimit.allow(r) {
-		status = http.StatusTooManyRequests
-	} else if c, err := h.invites.Connected(r.PathValue("token")); err != nil {
+	token := r.PathValue("token")
+	var ok bool
+	err := h.admit(r, h.polls, token, func() (err error) {
+		ok, err = h.invites.Connected(token)
+		return err
+	})
+	status := http.StatusOK
+	if err != nil {
 		status, _, _ = messageFor(err)
-		if !errors.Is(err, ErrInviteUnknown) && !errors.Is(err, ErrInviteUsed) && !errors.Is(err, ErrInviteExpired) {
-			status = http.StatusInternalServerError
-		}
-	} else {
-		ok = c
+		ok = false
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(connectedResponse{Connected: ok})
+	writeJSON(w, status, connectedResponse{Connected: ok})
 }
 
-// parseForm reads ?form=wireguard|amneziawg (and &port= for wireguard) of
-// a download; nil means the peer's own form.
-func parseForm(q url.Values) (*Form, error) {
+// parseForm reads form=wireguard|amneziawg|outline (and port= for
+// wireguard) of a reveal; nil (form empty) means the peer's own form.
+func parseForm(q url.Values) (*members.Form, error) {
 	switch q.Get("form") {
 	case "":
 		return nil, nil
+	case "outline":
+		return &members.Form{Outline: true}, nil
 	case "amneziawg":
-		return &Form{AmneziaWG: true}, nil
+		return &members.Form{AmneziaWG: true}, nil
 	case "wireguard":
-		f := &Form{}
+		f := &members.Form{}
 		if p := q.Get("port"); p != "" {
 			n, err := strconv.Atoi(p)
 			if err != nil || n < 1 || n > 65535 {
@@ -485,4 +482,109 @@ func parseForm(q url.Values) (*Form, error) {
 		return f, nil
 	}
 	return nil, fmt.Errorf("form %q", q.Get("form"))
+}
+
+// checkFor returns peer's check without credentials, or nil.
+func (h *inviteHandler) checkFor(peer string) *Check {
+	if h.checks == nil {
+		return nil
+	}
+	return h.checks(peer, false)
+}
+
+// TURNURIs lists the check's TURN URIs.
+func (c *Check) TURNURIs() []string {
+	var out []string
+	for _, u := range []string{c.TURNUDP, c.TURNTCP, c.TURNTLS} {
+		if u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// credsResponse is the TURN credentials the page's probes use.
+type credsResponse struct {
+	Username   string `json:"username,omitempty"`
+	Credential string `json:"credential,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// creds hands the page's script the short-lived TURN credentials its
+// probes need: by POST from the page itself (sameOrigin), within the
+// link's budget for posts, while the page may talk to the server. A link
+// preview fetches the page by GET and gets none.
+func (h *inviteHandler) creds(w http.ResponseWriter, r *http.Request) {
+	if !sameOrigin(r) {
+		writeJSON(w, http.StatusForbidden, credsResponse{Error: "cross-origin"})
+		return
+	}
+	token := r.PathValue("token")
+	var c *Check
+	err := h.admit(r, h.posts, token, func() error {
+		peer, _, err := h.invites.Page(token)
+		if err != nil {
+			return err
+		}
+		if h.checks != nil {
+			c = h.checks(peer, true)
+		}
+		return nil
+	})
+	if err != nil {
+		status, _, _ := messageFor(err)
+		writeJSON(w, status, credsResponse{Error: "no credentials"})
+		return
+	}
+	if c == nil || c.Username == "" {
+		writeJSON(w, http.StatusNotFound, credsResponse{Error: "no relay"})
+		return
+	}
+	writeJSON(w, http.StatusOK, credsResponse{Username: c.Username, Credential: c.Credential})
+}
+
+// maxProbeWait bounds how long the WebSocket probe waits for the page to
+// close it.
+const maxProbeWait = 10 * time.Second
+
+// probeUpgrader is the WebSocket probe's: same-origin only (gorilla's
+// default check), no compression, small buffers.
+var probeUpgrader = websocket.Upgrader{ReadBufferSize: 512, WriteBufferSize: 512, HandshakeTimeout: maxProbeWait}
+
+// ws answers the check's WebSocket probe: an upgrade on the HTTPS port,
+// as the Outline app makes one, which the page closes once open; the
+// server answers the close and hangs up (RFC 6455 §5.5.1), or hangs up
+// after maxProbeWait. Only a link's page may probe (same origin, while
+// the page may talk to the server); anything else gets the answer any unknown path gets. It takes from the
+// link's budget for the check's posts (a page probes once, with its two
+// posts), not from the confirmation's polls.
+func (h *inviteHandler) ws(w http.ResponseWriter, r *http.Request) {
+	token := r.PathValue("token")
+	if !websocket.IsWebSocketUpgrade(r) {
+		http.NotFound(w, r)
+		return
+	}
+	err := h.admit(r, h.posts, token, func() error {
+		_, _, err := h.invites.Page(token)
+		return err
+	})
+	if err != nil {
+		status, _, _ := messageFor(err)
+		http.Error(w, http.StatusText(status), status)
+		return
+	}
+	c, err := probeUpgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(maxProbeWait))
+	for {
+		// The page sends nothing but its close, which ReadMessage
+		// answers (gorilla's default close handler) and returns as an
+		// error.
+		if _, _, err := c.ReadMessage(); err != nil {
+			return
+		}
+	}
 }

@@ -2,6 +2,7 @@ package web
 
 import (
 	"encoding/json"
+	"fmt"
 	"html"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/tariq-vpn/tariq/internal/members"
 )
 
 // TestVerdict: the advice for each kind of network, as the censor lab's
@@ -24,23 +27,23 @@ func TestVerdict(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name    string
-		own     Form
+		own     members.Form
 		reached []string
 		want    string
 		port    int
 		usable  []string
 	}{
-		{"open network", Form{Port: 51820}, all, VerdictWireGuard, 51820, all},
-		{"own port 443 first", Form{Port: 443}, all, VerdictWireGuard, 443, all},
-		{"own port blocked", Form{Port: 51820}, minus("wg-51820"), VerdictWireGuard, 443, minus("wg-51820")},
-		{"obfuscated peer, stock works", Form{AmneziaWG: true, Port: 51821}, all, VerdictWireGuard, 51820, all},
-		{"only the obfuscated port", Form{Port: 51820}, minus("wg-51820", "wg-443"), VerdictAmneziaWG, 51821, minus("wg-51820", "wg-443")},
-		{"UDP dropped", Form{Port: 51820}, []string{"turn-tcp", "turns-443"}, VerdictCalls, 0, []string{"turn-tcp", "turns-443"}},
-		{"only TCP 443", Form{Port: 51820}, []string{"turns-443"}, VerdictCalls, 0, []string{"turns-443"}},
+		{"open network", members.Form{Port: 51820}, all, members.VerdictWireGuard, 51820, all},
+		{"own port 443 first", members.Form{Port: 443}, all, members.VerdictWireGuard, 443, all},
+		{"own port blocked", members.Form{Port: 51820}, minus("wg-51820"), members.VerdictWireGuard, 443, minus("wg-51820")},
+		{"obfuscated peer, stock works", members.Form{AmneziaWG: true, Port: 51821}, all, members.VerdictWireGuard, 51820, all},
+		{"only the obfuscated port", members.Form{Port: 51820}, minus("wg-51820", "wg-443"), members.VerdictAmneziaWG, 51821, minus("wg-51820", "wg-443")},
+		{"UDP dropped", members.Form{Port: 51820}, []string{"turn-tcp", "turns-443"}, members.VerdictCalls, 0, []string{"turn-tcp", "turns-443"}},
+		{"only TCP 443", members.Form{Port: 51820}, []string{"turns-443"}, members.VerdictCalls, 0, []string{"turns-443"}},
 		// UDP answers a probe but a sustained stream is throttled: no UDP path is usable.
-		{"UDP throttled", Form{Port: 51820}, minus("udp-sustained"), VerdictCalls, 0, []string{"turn-tcp", "turns-443"}},
-		{"throttled, no TCP", Form{Port: 51820}, []string{"wg-51820", "turn-udp"}, VerdictNone, 0, []string{}},
-		{"nothing", Form{Port: 51820}, nil, VerdictNone, 0, []string{}},
+		{"UDP throttled", members.Form{Port: 51820}, minus("udp-sustained"), members.VerdictCalls, 0, []string{"turn-tcp", "turns-443"}},
+		{"throttled, no TCP", members.Form{Port: 51820}, []string{"wg-51820", "turn-udp"}, members.VerdictNone, 0, []string{}},
+		{"nothing", members.Form{Port: 51820}, nil, members.VerdictNone, 0, []string{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var failed []string
@@ -73,19 +76,19 @@ func TestVerdict(t *testing.T) {
 		{nil, {"awg-51820"}},                  // wrong kind for the port
 		{{"wg-51820", "udp-sustained "}, nil}, // near miss
 	} {
-		if _, err := judge(fakeCheck, Form{Port: 51820}, bad[0], bad[1], time.Now()); err == nil {
+		if _, err := judge(fakeCheck, members.Form{Port: 51820}, bad[0], bad[1], time.Now()); err == nil {
 			t.Errorf("judge accepted reached %q failed %q", bad[0], bad[1])
 		}
 	}
 }
 
 // TestCheckPage: the page carries the check as data (a JSON block, no
-// inline script) and a same-origin script, which the CSP allows and
-// nothing else; the POST records a valid result and refuses everything
-// else; a download can ask for the AmneziaWG form.
+// inline script, nothing secret) and a same-origin script, which the CSP
+// allows and nothing else; the POST records a valid result and refuses
+// everything else, within the link's own budget.
 func TestCheckPage(t *testing.T) {
 	inv := &fakeInvites{}
-	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv)
+	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv, fakeChecks)
 	do := func(method, path, remote, body string, hdr map[string]string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(method, "https://vpn.example.org"+path, strings.NewReader(body))
 		r.RemoteAddr = remote
@@ -116,11 +119,10 @@ func TestCheckPage(t *testing.T) {
 		t.Fatalf("data block %s: %v", m[1], err)
 	}
 	want := checkData{Post: "/join/good/check", TimeoutMs: 8000, StreamMs: 4000,
-		STUN:     []probe{{"wg-51820", "stun:vpn.example.org:51820"}, {"wg-443", "stun:vpn.example.org:443"}, {"awg-51821", "stun:vpn.example.org:51821"}},
-		TURN:     []probe{{"turn-tcp", fakeCheck.TURNTCP}, {"turns-443", fakeCheck.TURNTLS}},
-		Stream:   &probe{"turn-udp", fakeCheck.TURNUDP},
-		Username: "1:check:mom", Credential: "pw", Own: "wireguard-51820",
-		QR:        map[string]string{"amneziawg-51821": "data:image/png;base64,YXdn"},
+		STUN:   []probe{{"wg-51820", "stun:vpn.example.org:51820"}, {"wg-443", "stun:vpn.example.org:443"}, {"awg-51821", "stun:vpn.example.org:51821"}},
+		TURN:   []probe{{"turn-tcp", fakeCheck.TURNTCP}, {"turns-443", fakeCheck.TURNTLS}},
+		Stream: &probe{"turn-udp", fakeCheck.TURNUDP},
+		Creds:  "/join/good/turn", Own: "wireguard-51820",
 		Connected: "/join/good/connected", PollMs: 3000, ConfirmMs: 25000, Switch: "amneziawg-51821"}
 	if diff := cmp.Diff(want, data); diff != "" {
 		t.Errorf("data block (-want +got):\n%s", diff)
@@ -147,7 +149,7 @@ func TestCheckPage(t *testing.T) {
 	w = post("192.0.2.2:1", "good", `{"reached":["awg-51821","turn-udp","udp-sustained","turn-tcp","turns-443"],"failed":["wg-51820","wg-443"]}`, nil)
 	var resp checkResponse
 	json.Unmarshal(w.Body.Bytes(), &resp)
-	if w.Code != 200 || resp.Verdict != VerdictAmneziaWG || resp.Form != "amneziawg-51821" || len(inv.saved) != 1 {
+	if w.Code != 200 || resp.Verdict != members.VerdictAmneziaWG || resp.Form != "amneziawg-51821" || len(inv.saved) != 1 {
 		t.Errorf("valid post: %d %s (saved %v)", w.Code, w.Body, inv.saved)
 	}
 	for _, tc := range []struct {
@@ -170,25 +172,25 @@ func TestCheckPage(t *testing.T) {
 	if len(inv.saved) != 1 {
 		t.Errorf("refused posts were saved: %v", inv.saved)
 	}
+	// The link's own budget, whatever the addresses: a page posts once.
 	limited := false
-	for range 30 {
-		if post("192.0.2.4:1", "good", `{"reached":[]}`, nil).Code == http.StatusTooManyRequests {
+	for i := range 30 {
+		if post(fmt.Sprintf("192.0.2.%d:1", 100+i), "good", `{"reached":[]}`, nil).Code == http.StatusTooManyRequests {
 			limited = true
 			break
 		}
 	}
 	if !limited {
-		t.Error("30 posts from one address, none refused")
+		t.Error("30 posts for one link, none refused")
+	}
+	if w := do("GET", "/join/good", "192.0.2.4:1", "", nil); w.Code != 200 {
+		t.Errorf("the page after a flood of posts: %d", w.Code)
+	}
+	if !strings.Contains(csp, "form-action 'self'") {
+		t.Errorf("CSP %q: the reveal form (without script) needs form-action 'self'", csp)
 	}
 
-	if w := do("GET", "/join/good/download?form=skype", "192.0.2.5:1", "", nil); w.Code != 400 || inv.used {
-		t.Errorf("unknown form: %d, used %v", w.Code, inv.used)
-	}
-	w = do("GET", "/join/good/download?form=amneziawg&lang=ar", "192.0.2.5:1", "", nil)
-	if w.Code != 200 || !strings.Contains(w.Body.String(), "Jc = 4") || inv.form == nil || !inv.form.AmneziaWG {
-		t.Errorf("AmneziaWG download: %d %q (asked %+v)", w.Code, w.Body, inv.form)
-	}
-	if f, err := parseForm(map[string][]string{"form": {"wireguard"}, "port": {"443"}}); err != nil || *f != (Form{Port: 443}) {
+	if f, err := parseForm(map[string][]string{"form": {"wireguard"}, "port": {"443"}}); err != nil || *f != (members.Form{Port: 443}) {
 		t.Errorf("?form=wireguard&port=443: %+v %v", f, err)
 	}
 	if _, err := parseForm(map[string][]string{"form": {"wireguard"}, "port": {"70000"}}); err == nil {
@@ -197,13 +199,14 @@ func TestCheckPage(t *testing.T) {
 }
 
 // TestConfirm: the page carries the confirmation, hidden until the script
-// shows it, with the AmneziaWG form to switch to (its QR code, and a
-// download keeping the page's language); the poll answers JSON with
-// nothing but the one boolean, under the page's strict headers, on a
-// per-address budget of its own that leaves the downloads' budget alone.
+// shows it, with the AmneziaWG form to switch to (a reveal of it, keeping
+// the page's language, and empty places for its QR code and download);
+// the poll answers JSON with nothing but the one boolean, under the
+// page's strict headers, on the link's own budget for polls, which leaves
+// the page alone.
 func TestConfirm(t *testing.T) {
 	inv := &fakeInvites{}
-	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv)
+	h := Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv, fakeChecks)
 	get := func(path, remote string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest("GET", "https://vpn.example.org"+path, nil)
 		r.RemoteAddr = remote
@@ -216,8 +219,10 @@ func TestConfirm(t *testing.T) {
 	for _, want := range []string{
 		`<section id="confirm" data-state="idle" hidden>`,
 		`<button class="btn" id="confirm-button" type="button" hidden>` + translations["ar"]["confirm_button"] + `</button>`,
-		`<a class="btn" id="download-amneziawg" href="good/download?form=amneziawg&lang=ar" download="mom.conf">` + translations["ar"]["download_amneziawg"] + `</a>`,
-		`<img class="qr" id="qr-amneziawg" alt="QR" src="data:image/png;base64,YXdn">`,
+		`<form id="reveal-amneziawg" method="post" action="good?lang=ar">` + "\n" + `<input type="hidden" name="form" value="amneziawg">`,
+		`<button class="btn" id="reveal-amneziawg-button" type="submit">` + translations["ar"]["reveal_amneziawg"] + `</button>`,
+		`<a class="btn" id="download-amneziawg" hidden download="mom.conf">` + translations["ar"]["download_amneziawg"] + `</a>`,
+		`<img class="qr" id="qr-amneziawg" alt="QR" hidden>`,
 		`<p class="verdict" id="confirm-switch" hidden>` + translations["ar"]["confirm_switch"] + `</p>`,
 		`<p class="verdict" id="confirm-blocked" hidden>` + translations["ar"]["confirm_blocked"] + `</p>`,
 		`<p class="verdict" id="confirm-connected" hidden>` + translations["ar"]["confirm_connected"] + `</p>`,
@@ -228,7 +233,8 @@ func TestConfirm(t *testing.T) {
 		}
 	}
 	for _, lang := range []string{"en", "ar"} {
-		for _, k := range []string{"confirm_ask", "confirm_button", "confirm_waiting", "confirm_connected", "confirm_switch", "confirm_blocked", "download_amneziawg"} {
+		for _, k := range []string{"confirm_ask", "confirm_button", "confirm_waiting", "confirm_connected", "confirm_switch", "confirm_blocked",
+			"download_amneziawg", "reveal", "reveal_amneziawg", "revealed"} {
 			if translations[lang][k] == "" {
 				t.Errorf("%s: no %s", lang, k)
 			}
@@ -262,7 +268,9 @@ func TestConfirm(t *testing.T) {
 	}
 
 	// 25 s of polls every 3 s pass; a flood does not, and leaves the
-	// address's page views and downloads alone.
+	// link's page and reveal alone.
+	inv.connected = false
+	h = Handler(func() Info { return Info{Host: "vpn.example.org"} }, inv, fakeChecks) // a fresh budget
 	for i := range 9 {
 		if w := get("/join/good/connected", "192.0.2.3:1"); w.Code != 200 {
 			t.Fatalf("poll %d: %d", i, w.Code)
@@ -276,16 +284,19 @@ func TestConfirm(t *testing.T) {
 		}
 	}
 	if !limited {
-		t.Error("40 polls at once from one address, none refused")
+		t.Error("40 polls at once for one link, none refused")
 	}
 	if w := get("/join/good", "192.0.2.3:1"); w.Code != 200 {
 		t.Errorf("the page after a flood of polls: %d", w.Code)
+	}
+	if w := reveal(h, "/join/good", "192.0.2.3:1", "form=", "application/json"); w.Code != 200 {
+		t.Errorf("the reveal after a flood of polls: %d", w.Code)
 	}
 
 	// No AmneziaWG form to switch to: no switch on the page, in its data
 	// either.
 	own := &ownAWG{fakeInvites: &fakeInvites{}}
-	h = Handler(func() Info { return Info{Host: "vpn.example.org"} }, own)
+	h = Handler(func() Info { return Info{Host: "vpn.example.org"} }, own, fakeChecks)
 	body = get("/join/good", "192.0.2.4:1").Body.String()
 	if !strings.Contains(body, `id="confirm"`) || strings.Contains(body, "download-amneziawg") || strings.Contains(body, `"switch"`) {
 		t.Errorf("a peer already on AmneziaWG is offered the switch:\n%s", body)
@@ -295,11 +306,11 @@ func TestConfirm(t *testing.T) {
 // ownAWG is fakeInvites for a peer whose own form is AmneziaWG.
 type ownAWG struct{ *fakeInvites }
 
-func (o *ownAWG) Peek(token string) (*Invite, error) {
+func (o *ownAWG) Peek(token string) (*members.Invite, error) {
 	inv, err := o.fakeInvites.Peek(token)
 	if err == nil {
-		inv.Form = Form{AmneziaWG: true, Port: 51821}
-		inv.Alternatives = []AltForm{{Form{Port: 51820}, []byte("wg")}}
+		inv.Form = members.Form{AmneziaWG: true, Port: 51821}
+		inv.Alternatives = []members.Form{{Port: 51820}}
 	}
 	return inv, err
 }

@@ -32,20 +32,25 @@ var landing = template.Must(template.New("landing").Parse(`<!doctype html>
 `))
 
 // Handler serves the landing page and, when invites is not nil, the
-// one-time invite links under /join/.
-func Handler(info func() Info, invites Invites) http.Handler {
+// one-time invite links under /join/, whose pages run the reachability
+// check that checks describes (nil: none).
+func Handler(info func() Info, invites Invites, checks Checks) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		landing.Execute(w, info())
 	})
 	if invites != nil {
-		h := &inviteHandler{invites: invites, server: func() string { return info().Host }, limit: &limiter{}, checkLimit: &limiter{},
-			pollLimit: &limiter{every: pollLimitEvery}}
+		h := newInviteHandler(invites, checks, func() string { return info().Host })
+		// GET (and HEAD) never disclose the settings nor use the link up:
+		// link previews and mail scanners fetch links. Only the member's
+		// POST does (invite.go, reveal).
 		mux.HandleFunc("GET /join/{token}", h.page)
-		mux.HandleFunc("GET /join/{token}/download", h.download)
+		mux.HandleFunc("POST /join/{token}", h.reveal)
 		mux.HandleFunc("POST /join/{token}/check", h.check)
+		mux.HandleFunc("POST /join/{token}/turn", h.creds)
 		mux.HandleFunc("GET /join/{token}/connected", h.connected)
+		mux.HandleFunc("GET /join/{token}/ws", h.ws)
 		mux.HandleFunc("GET /assets/reach.js", serveReachJS)
 	}
 	sec := SecurityHeaders(mux)
@@ -58,11 +63,14 @@ func Handler(info func() Info, invites Invites) http.Handler {
 }
 
 // SecurityHeaders sets headers for a page with no third-party assets and no
-// reason to be framed or to leak where its visitors came from.
+// reason to be framed or to leak where its visitors came from. Forms post
+// only to the page itself (the invite's reveal, for a browser without
+// script); Cache-Control: no-store keeps revealed settings out of caches
+// and history.
 func SecurityHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
-		hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
+		hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 		hd.Set("Referrer-Policy", "no-referrer")
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("X-Frame-Options", "DENY")
