@@ -552,6 +552,9 @@ func (l *dataLoop) flush() {
 }
 
 func (l *dataLoop) flushPeers() {
+	// Counted before sent, so a peer's echo never reaches the client
+	// before the count of what provoked it does.
+	l.count()
 	for i := 0; i < len(l.pq); {
 		q := &l.pq[i]
 		size := len(q.data)

@@ -457,7 +457,7 @@ func (s *Service) SecretsChanged() error {
 	if slices.Equal(next.secrets, p.secrets) {
 		return nil
 	}
-	s.policy.Store(&next)
+	s.storePolicyLocked(&next)
 	s.log.Info("relay secrets changed", "secrets", len(next.secrets))
 	return nil
 }
