@@ -339,30 +339,35 @@ both=0
 
 echo
 echo "Throughput: turnutils_uclient -c clients through channels to one turnutils_peer echo, 127.0.0.1; the median of $RUNS runs"
-echo "(msgs/s = echoed messages / uclient's whole-second transmit time; rtt from whole-ms samples, no ratio below 0.1 ms)"
-printf '%-22s %-13s %8s %7s %7s %6s %10s %7s  %s\n' scenario server "msgs/s" "loss%" "rtt_ms" "cpu_s" "msgs/cpu_s" "rss_MB" "msgs/cpu_s of every run"
+echo "(msgs/s = echoed messages / uclient's whole-second transmit time, which includes its wait for lost ones;"
+echo " loss%all = lost / sent over every run; rtt from whole-ms samples, no ratio below 0.1 ms)"
+printf '%-22s %-13s %8s %7s %8s %7s %6s %10s %7s  %s\n' scenario server "msgs/s" "loss%" "loss%all" "rtt_ms" "cpu_s" "msgs/cpu_s" "rss_MB" "msgs/cpu_s of every run"
 for sc in $SCENARIOS; do
 	scenario "$sc"
 	label="$SC_NAME ${SC_CLIENTS}x${SC_MSGS}x${SC_SIZE}B/${SC_INTERVAL}ms"
-	declare -A M=()
+	declare -A M=() L=()
 	for s in "${servers[@]}"; do
 		M[$s]="$SC_NAME.$(median_run "$s" "$SC_NAME")"
 		p=${M[$s]}
-		all=""
-		for ((run = 1; run <= RUNS; run++)); do all+="${R[$s,$SC_NAME.$run,per]} "; done
-		printf '%-22s %-13s %8s %7.2f %7.2f %6s %10s %7s  %s\n' "$label" "$s" "${R[$s,$p,rate]}" "${R[$s,$p,loss]}" \
+		all="" sent=0 recv=0
+		for ((run = 1; run <= RUNS; run++)); do
+			all+="${R[$s,$SC_NAME.$run,per]} "
+			sent=$((sent + R[$s,$SC_NAME.$run,sent])) recv=$((recv + R[$s,$SC_NAME.$run,recv]))
+		done
+		L[$s]=$(awk -v s="$sent" -v r="$recv" 'BEGIN { printf "%.3f", (s > 0 ? 100 * (s - r) / s : 100) }')
+		printf '%-22s %-13s %8s %7.2f %8s %7.2f %6s %10s %7s  %s\n' "$label" "$s" "${R[$s,$p,rate]}" "${R[$s,$p,loss]}" "${L[$s]}" \
 			"${R[$s,$p,rtt]}" "${R[$s,$p,cpu]}" "${R[$s,$p,per]}" "$(mb "${R[$s,$p,rss]}")" "$all"
 	done
 	if [ $both = 1 ]; then
 		t=${M[tariq]} c=${M[coturn]}
-		printf '%-22s %-13s %8s %7s %7s %6s %10s %7s\n' "$label" "tariq/coturn" \
-			"$(ratio "${R[tariq,$t,rate]}" "${R[coturn,$c,rate]}")" "-" \
+		printf '%-22s %-13s %8s %7s %8s %7s %6s %10s %7s\n' "$label" "tariq/coturn" \
+			"$(ratio "${R[tariq,$t,rate]}" "${R[coturn,$c,rate]}")" "-" "-" \
 			"$(ratio "${R[tariq,$t,rtt]}" "${R[coturn,$c,rtt]}" 0.1)" \
 			"$(ratio "${R[tariq,$t,cpu]}" "${R[coturn,$c,cpu]}")" \
 			"$(ratio "${R[tariq,$t,per]}" "${R[coturn,$c,per]}")" \
 			"$(ratio "${R[tariq,$t,rss]}" "${R[coturn,$c,rss]}")"
 	fi
-	unset M
+	unset M L
 done
 
 echo
