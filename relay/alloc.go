@@ -14,11 +14,20 @@ import (
 	"github.com/pion/turn/v5"
 )
 
-// allocator is the relay address generator every listener shares. It binds
-// relayed sockets in relay.relay_ports, advertises relay.relay_ip (or the
-// bound address) and wraps each socket so the peer filter and the own-address
+// allocator is a listener's relay address generator. It binds relayed
+// sockets in relay.relay_ports, advertises relay.relay_ip (or the bound
+// address) and wraps each socket so the peer filter and the own-address
 // port rule hold on every packet, not only when a permission is made.
-type allocator struct{ s *Service }
+//
+// With tariq's data path, the relayed socket of a UDP listener socket's
+// allocation is read by that socket's data loop (lis), and that of a TCP
+// or TLS client's allocation relays from pion's goroutine (stream);
+// otherwise pion relays through a relayPacketConn.
+type allocator struct {
+	s      *Service
+	lis    *loopListener
+	stream bool
+}
 
 var _ turn.RelayAddressGenerator = allocator{}
 
@@ -68,19 +77,40 @@ func (a allocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 	}
 	var pc net.PacketConn
 	var port int
+	fam := uint8(family(f.bind))
 	err = a.tryPorts(conf.RequestedPort, func(p int) error {
-		c, err := net.ListenPacket(conf.Network, net.JoinHostPort(f.bind.String(), strconv.Itoa(p)))
+		key := relayPort{protoUDP, fam, uint16(p)}
+		var c net.PacketConn
+		var err error
+		switch {
+		case a.lis != nil:
+			var r *loopRelay
+			if r, err = a.s.openLoopRelay(a.lis, conf.Network, f.bind, p, key); err == nil {
+				a.s.addEntry(r.entry)
+				c = r
+			}
+		case a.stream:
+			var r *streamRelay
+			if r, err = a.s.openStreamRelay(conf.Network, f.bind, p, key); err == nil {
+				a.s.addEntry(r.entry)
+				c = r
+			}
+		default:
+			var raw net.PacketConn
+			if raw, err = net.ListenPacket(conf.Network, net.JoinHostPort(f.bind.String(), strconv.Itoa(p))); err == nil {
+				c = &relayPacketConn{PacketConn: raw, s: a.s, key: key}
+			}
+		}
 		if err == nil {
 			pc, port = c, p
+			a.s.trackRelay(c, key, true)
 		}
 		return err
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	rc := &relayPacketConn{PacketConn: pc, s: a.s, key: relayPort{protoUDP, uint8(family(f.bind)), uint16(port)}}
-	a.s.trackRelay(rc, true)
-	return rc, &net.UDPAddr{IP: f.adv.AsSlice(), Port: port}, nil
+	return pc, &net.UDPAddr{IP: f.adv.AsSlice(), Port: port}, nil
 }
 
 func (a allocator) AllocateListener(conf turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
@@ -259,7 +289,7 @@ func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 }
 
 func (c *relayPacketConn) Close() error {
-	c.s.trackRelay(c, false)
+	c.s.trackRelay(c, c.key, false)
 	return c.PacketConn.Close()
 }
 

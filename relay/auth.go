@@ -23,6 +23,7 @@ type policy struct {
 	maxAllocs  int
 	maxPerUser int
 	filter     *Filter
+	gen        uint64 // set when stored: one more than the policy before
 }
 
 func newPolicy(cfg *config.Config, realm string, secrets []config.Secret, filter *Filter) *policy {

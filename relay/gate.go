@@ -6,10 +6,10 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v4"
-	"github.com/pion/turn/v5"
 )
 
 // The gate sees every inbound TURN frame before pion does. Most frames
@@ -267,15 +267,15 @@ const maxFrame = 2048
 type gateStreamConn struct {
 	net.Conn
 	s          *Service
-	framer     *turn.STUNConn
-	buf        []byte
-	pending    []byte
+	framer     *streamFramer
+	pending    []byte // the rest of a frame larger than the caller's buffer
 	firstFrame time.Duration
 	idle       time.Duration
 	noAlloc    time.Duration
 	started    bool
 	tuple      streamTuple // the addresses pion's allocation events name it by
 	tupleOK    bool
+	entry      atomic.Pointer[allocEntry] // the data path's view of its allocation
 
 	dlMu      sync.Mutex // guards allocs and noAllocBy, and orders read-deadline changes
 	allocs    int        // live allocations on this connection (pion allows one)
@@ -284,9 +284,8 @@ type gateStreamConn struct {
 	// data is set once an authenticated ConnectionBind went to pion: from
 	// then on pion copies the stream to a TCP peer, so Read passes bytes
 	// through unframed (if pion refused the bind, its own framing still
-	// reads the next requests, without the gate). Bytes a client sent
-	// before the success response would stay in the framer, as they would
-	// in pion's; clients wait for it.
+	// reads the next requests, without the gate). Bytes the framer read
+	// past the ConnectionBind go first.
 	data      bool
 	onClose   func()
 	closeOnce sync.Once
@@ -299,22 +298,24 @@ func (c *gateStreamConn) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	if c.data {
+		if rest := c.framer.drain(b); rest > 0 {
+			return rest, nil
+		}
 		if err := c.Conn.SetReadDeadline(time.Now().Add(c.idle)); err != nil {
 			return 0, err
 		}
 		return c.Conn.Read(b)
 	}
 	for {
-		if err := c.armDeadline(); err != nil {
-			return 0, err
-		}
-		n, _, err := c.framer.ReadFrom(c.buf)
+		frame, err := c.framer.next(c.armDeadline)
 		if err != nil {
 			c.noteNoAllocation(err)
 			return 0, err
 		}
 		c.started = true
-		frame := c.buf[:n]
+		if c.s.fast && c.relayed(frame) {
+			continue
+		}
 		reply, data := c.s.inspect(frame, c.RemoteAddr(), c.LocalAddr())
 		if reply != nil {
 			if _, err := c.Conn.Write(reply); err != nil {
@@ -324,9 +325,51 @@ func (c *gateStreamConn) Read(b []byte) (int, error) {
 		}
 		c.data = data
 		k := copy(b, frame)
-		c.pending = frame[k:]
+		c.pending = append(c.pending[:0], frame[k:]...) // frame is the framer's until the next call
 		return k, nil
 	}
+}
+
+// relayed relays frame to a peer if it is data (ChannelData, a Send
+// indication), and reports whether the data path took it (relayed, or
+// dropped as pion would drop it); false leaves it to pion.
+func (c *gateStreamConn) relayed(frame []byte) bool {
+	if len(frame) >= pionMTU {
+		return false // pion drops it, or ends the connection
+	}
+	var peer netip.AddrPort
+	var data []byte
+	e := c.entry.Load()
+	switch {
+	case frame[0]&0xC0 == 0x40:
+		num, d, ok := channelData(frame)
+		if !ok {
+			return false
+		}
+		if e == nil {
+			return true
+		}
+		if peer, ok = e.chans.Load().peerOf(num); !ok {
+			return true
+		}
+		data = d
+	case isSendIndication(frame):
+		p, d, v := parseSend(frame)
+		switch {
+		case v == sendPion:
+			return false
+		case v == sendDrop || e == nil || family(p.Addr()) != e.fam():
+			return true
+		}
+		peer, data = p, d
+	default:
+		return false
+	}
+	if e.live.Load() && c.s.permitted(e, c.s.policy.Load(), peer) && e.relay.sendPeer(data, peer) {
+		c.s.stats.PacketsToPeers.Add(1)
+		c.s.stats.BytesToPeers.Add(uint64(len(data)))
+	}
+	return true
 }
 
 // armDeadline sets the read deadline for the next frame.

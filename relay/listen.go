@@ -152,8 +152,7 @@ func (l *streamListener) deliver(raw, conn net.Conn, accepted time.Time) {
 	lim := &l.s.limits
 	g := &gateStreamConn{
 		Conn: conn, s: l.s,
-		framer:     newFramer(conn),
-		buf:        make([]byte, maxFrame),
+		framer:     newStreamFramer(conn, maxFrame),
 		firstFrame: lim.FirstFrame,
 		idle:       lim.Idle,
 		noAlloc:    lim.NoAllocation,

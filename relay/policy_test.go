@@ -28,11 +28,13 @@ import (
 // 403 Forbidden with MESSAGE-INTEGRITY: pion by itself answers a refused
 // ChannelBind with 401, which sends clients into a credential retry loop.
 func TestRefusedPeers(t *testing.T) {
-	testutil.LeakCheck(t)
-	r := startRelay(t, testConfig(t), Deps{})
-	for _, transport := range []string{"udp", "tcp", "tls"} {
-		t.Run(transport, func(t *testing.T) { testRefusedPeers(t, r, transport) })
-	}
+	forDataPaths(t, func(t *testing.T, pionData bool) {
+		testutil.LeakCheck(t)
+		r := startRelay(t, testConfig(t), Deps{PionData: pionData})
+		for _, transport := range []string{"udp", "tcp", "tls"} {
+			t.Run(transport, func(t *testing.T) { testRefusedPeers(t, r, transport) })
+		}
+	})
 }
 
 func testRefusedPeers(t *testing.T, r *testRelay, transport string) {
@@ -99,37 +101,39 @@ func sum(m map[string]uint64) (n uint64) {
 // datagrams from it, go nowhere, while the same allocation relays to an
 // allowed peer.
 func TestRefusedPeerGetsNothing(t *testing.T) {
-	testutil.LeakCheck(t)
-	r := startRelay(t, testConfig(t), Deps{})
-	udp, _, _ := r.Addrs()
-	victim := udpPeer(t, "127.0.0.2:0") // a loopback service the relay must not reach
-	echo := echoPeer(t)
+	forDataPaths(t, func(t *testing.T, pionData bool) {
+		testutil.LeakCheck(t)
+		r := startRelay(t, testConfig(t), Deps{PionData: pionData})
+		udp, _, _ := r.Addrs()
+		victim := udpPeer(t, "127.0.0.2:0") // a loopback service the relay must not reach
+		echo := echoPeer(t)
 
-	c := newRawClient(t, udp[0], "alice", "wonderland")
-	relayed := relayedAddr(t, c.allocate())
-	v := apOf(victim.LocalAddr())
-	mapped := netip.AddrPortFrom(netip.AddrFrom16(v.Addr().As16()), v.Port())
-	refused(t, c, c.request(stun.MethodCreatePermission, xorPeer(v)), stun.CodeForbidden)
-	refused(t, c, c.request(stun.MethodCreatePermission, xorPeer(mapped)), stun.CodeForbidden)
-	refused(t, c, c.request(stun.MethodChannelBind, xorPeer(mapped), channelNumber(0x4000)), stun.CodeForbidden)
+		c := newRawClient(t, udp[0], "alice", "wonderland")
+		relayed := relayedAddr(t, c.allocate())
+		v := apOf(victim.LocalAddr())
+		mapped := netip.AddrPortFrom(netip.AddrFrom16(v.Addr().As16()), v.Port())
+		refused(t, c, c.request(stun.MethodCreatePermission, xorPeer(v)), stun.CodeForbidden)
+		refused(t, c, c.request(stun.MethodCreatePermission, xorPeer(mapped)), stun.CodeForbidden)
+		refused(t, c, c.request(stun.MethodChannelBind, xorPeer(mapped), channelNumber(0x4000)), stun.CodeForbidden)
 
-	c.send(v, "send indication")
-	c.send(mapped, "send indication, mapped")
-	c.channelData(0x4000, "channel data")
-	silent(t, victim, "refused peer")
-	if _, err := victim.WriteTo([]byte("from the victim"), net.UDPAddrFromAddrPort(relayed)); err != nil {
-		t.Fatal(err)
-	}
-	if from, data, ok := c.readData(quiet); ok {
-		t.Errorf("client received %q from %s, a refused peer", data, from)
-	}
+		c.send(v, "send indication")
+		c.send(mapped, "send indication, mapped")
+		c.channelData(0x4000, "channel data")
+		silent(t, victim, "refused peer")
+		if _, err := victim.WriteTo([]byte("from the victim"), net.UDPAddrFromAddrPort(relayed)); err != nil {
+			t.Fatal(err)
+		}
+		if from, data, ok := c.readData(quiet); ok {
+			t.Errorf("client received %q from %s, a refused peer", data, from)
+		}
 
-	e := apOf(echo.LocalAddr())
-	succeeded(t, "create permission to the echo peer", c.request(stun.MethodCreatePermission, xorPeer(e)))
-	c.send(e, "ping")
-	if from, data, ok := c.readData(5 * time.Second); !ok || data != "ping" || from != e.String() {
-		t.Fatalf("echo through the relay: got %q from %s (ok %v), want %q from %s", data, from, ok, "ping", e)
-	}
+		e := apOf(echo.LocalAddr())
+		succeeded(t, "create permission to the echo peer", c.request(stun.MethodCreatePermission, xorPeer(e)))
+		c.send(e, "ping")
+		if from, data, ok := c.readData(5 * time.Second); !ok || data != "ping" || from != e.String() {
+			t.Fatalf("echo through the relay: got %q from %s (ok %v), want %q from %s", data, from, ok, "ping", e)
+		}
+	})
 }
 
 // TestOwnAddressRelayPortsOnly: the server's own address (127.0.0.2 here)
@@ -139,60 +143,62 @@ func TestRefusedPeerGetsNothing(t *testing.T) {
 // relay_ports and inside them (a resolver's ephemeral port, say), in either
 // direction.
 func TestOwnAddressRelayPortsOnly(t *testing.T) {
-	testutil.LeakCheck(t)
-	in := udpPeer(t, "127.0.0.2:0")
-	out := udpPeer(t, "127.0.0.2:0")
-	pin, pout := apOf(in.LocalAddr()), apOf(out.LocalAddr())
-	cfg := testConfig(t)
-	cfg.Relay.AllowPeers = nil
-	cfg.Relay.RelayPorts = portRangeWith(int(pin.Port()), int(pout.Port()))
-	cfg.Relay.RelayBind = netip.MustParseAddr("127.0.0.2") // relayed addresses are own addresses too
-	r := startRelay(t, cfg, Deps{OwnAddrs: ownAddrs("127.0.0.2")})
-	udp, _, _ := r.Addrs()
+	forDataPaths(t, func(t *testing.T, pionData bool) {
+		testutil.LeakCheck(t)
+		in := udpPeer(t, "127.0.0.2:0")
+		out := udpPeer(t, "127.0.0.2:0")
+		pin, pout := apOf(in.LocalAddr()), apOf(out.LocalAddr())
+		cfg := testConfig(t)
+		cfg.Relay.AllowPeers = nil
+		cfg.Relay.RelayPorts = portRangeWith(int(pin.Port()), int(pout.Port()))
+		cfg.Relay.RelayBind = netip.MustParseAddr("127.0.0.2") // relayed addresses are own addresses too
+		r := startRelay(t, cfg, Deps{PionData: pionData, OwnAddrs: ownAddrs("127.0.0.2")})
+		udp, _, _ := r.Addrs()
 
-	c := newRawClient(t, udp[0], "alice", "wonderland")
-	relayed := relayedAddr(t, c.allocate())
-	if !cfg.Relay.RelayPorts.Contains(int(relayed.Port())) {
-		t.Fatalf("relayed port %d outside %v", relayed.Port(), cfg.Relay.RelayPorts)
-	}
-	mappedOut := netip.AddrPortFrom(netip.AddrFrom16(pout.Addr().As16()), pout.Port())
+		c := newRawClient(t, udp[0], "alice", "wonderland")
+		relayed := relayedAddr(t, c.allocate())
+		if !cfg.Relay.RelayPorts.Contains(int(relayed.Port())) {
+			t.Fatalf("relayed port %d outside %v", relayed.Port(), cfg.Relay.RelayPorts)
+		}
+		mappedOut := netip.AddrPortFrom(netip.AddrFrom16(pout.Addr().As16()), pout.Port())
 
-	t.Run("permission to the own address", func(t *testing.T) {
-		succeeded(t, "create permission", c.request(stun.MethodCreatePermission, xorPeer(pin)))
-		// Permissions are per IP, so a channel to any port is granted; the
-		// port rule acts on every datagram.
-		succeeded(t, "channel bind", c.request(stun.MethodChannelBind, xorPeer(pout), channelNumber(0x4001)))
-		// A neighbouring loopback address is not the server's own.
-		refused(t, c, c.request(stun.MethodCreatePermission, xorPeer(netip.MustParseAddrPort("127.0.0.3:5000"))), stun.CodeForbidden)
-	})
-	t.Run("client to own address", func(t *testing.T) {
-		c.send(pin, "inside the range, not an allocation")
-		silent(t, in, "own address inside relay_ports but no allocation")
-		c.send(pout, "outside the range")
-		c.send(mappedOut, "outside the range, mapped")
-		c.channelData(0x4001, "outside the range, channel")
-		silent(t, out, "own address outside relay_ports")
-	})
-	t.Run("own address to client", func(t *testing.T) {
-		to := net.UDPAddrFromAddrPort(relayed)
-		for _, p := range []*net.UDPConn{in, out} {
-			if _, err := p.WriteTo([]byte("from the server's own service"), to); err != nil {
-				t.Fatal(err)
+		t.Run("permission to the own address", func(t *testing.T) {
+			succeeded(t, "create permission", c.request(stun.MethodCreatePermission, xorPeer(pin)))
+			// Permissions are per IP, so a channel to any port is granted; the
+			// port rule acts on every datagram.
+			succeeded(t, "channel bind", c.request(stun.MethodChannelBind, xorPeer(pout), channelNumber(0x4001)))
+			// A neighbouring loopback address is not the server's own.
+			refused(t, c, c.request(stun.MethodCreatePermission, xorPeer(netip.MustParseAddrPort("127.0.0.3:5000"))), stun.CodeForbidden)
+		})
+		t.Run("client to own address", func(t *testing.T) {
+			c.send(pin, "inside the range, not an allocation")
+			silent(t, in, "own address inside relay_ports but no allocation")
+			c.send(pout, "outside the range")
+			c.send(mappedOut, "outside the range, mapped")
+			c.channelData(0x4001, "outside the range, channel")
+			silent(t, out, "own address outside relay_ports")
+		})
+		t.Run("own address to client", func(t *testing.T) {
+			to := net.UDPAddrFromAddrPort(relayed)
+			for _, p := range []*net.UDPConn{in, out} {
+				if _, err := p.WriteTo([]byte("from the server's own service"), to); err != nil {
+					t.Fatal(err)
+				}
 			}
-		}
-		if from, data, ok := c.readData(quiet); ok {
-			t.Errorf("client got %q from %s, which is no allocation", data, from)
-		}
-	})
-	t.Run("another allocation on the own address", func(t *testing.T) {
-		// The positive case: a second client's relayed address is reachable.
-		c2 := newRawClient(t, udp[0], "alice", "wonderland")
-		relayed2 := relayedAddr(t, c2.allocate())
-		succeeded(t, "permission for the first client", c2.request(stun.MethodCreatePermission, xorPeer(relayed)))
-		c.send(relayed2, "to the second allocation")
-		if from, data, ok := c2.readData(5 * time.Second); !ok || data != "to the second allocation" || from != relayed.String() {
-			t.Fatalf("second client got %q from %s (ok %v), want it from %s", data, from, ok, relayed)
-		}
+			if from, data, ok := c.readData(quiet); ok {
+				t.Errorf("client got %q from %s, which is no allocation", data, from)
+			}
+		})
+		t.Run("another allocation on the own address", func(t *testing.T) {
+			// The positive case: a second client's relayed address is reachable.
+			c2 := newRawClient(t, udp[0], "alice", "wonderland")
+			relayed2 := relayedAddr(t, c2.allocate())
+			succeeded(t, "permission for the first client", c2.request(stun.MethodCreatePermission, xorPeer(relayed)))
+			c.send(relayed2, "to the second allocation")
+			if from, data, ok := c2.readData(5 * time.Second); !ok || data != "to the second allocation" || from != relayed.String() {
+				t.Fatalf("second client got %q from %s (ok %v), want it from %s", data, from, ok, relayed)
+			}
+		})
 	})
 }
 
@@ -202,68 +208,70 @@ func TestOwnAddressRelayPortsOnly(t *testing.T) {
 // service on that address outside relay_ports stays out of reach although
 // both clients hold a permission for its IP.
 func TestTwoClientsThroughOneServer(t *testing.T) {
-	testutil.LeakCheck(t)
-	service := udpPeer(t, "127.0.0.1:0")
-	cfg := testConfig(t)
-	cfg.Relay.AllowPeers = nil
-	cfg.Relay.RelayIP = addrs("127.0.0.1")
-	cfg.Relay.RelayPorts = portRangeWith(0, int(apOf(service.LocalAddr()).Port()))
-	r := startRelay(t, cfg, Deps{OwnAddrs: ownAddrs("127.0.0.1")})
+	forDataPaths(t, func(t *testing.T, pionData bool) {
+		testutil.LeakCheck(t)
+		service := udpPeer(t, "127.0.0.1:0")
+		cfg := testConfig(t)
+		cfg.Relay.AllowPeers = nil
+		cfg.Relay.RelayIP = addrs("127.0.0.1")
+		cfg.Relay.RelayPorts = portRangeWith(0, int(apOf(service.LocalAddr()).Port()))
+		r := startRelay(t, cfg, Deps{PionData: pionData, OwnAddrs: ownAddrs("127.0.0.1")})
 
-	credA := MintCredentials(testSecret, "@alice:example.org", time.Hour, time.Now())
-	credB := MintCredentials(testSecret, "@bob:example.org", time.Hour, time.Now())
-	relayA, err := r.client(t, "udp", credA.Username, credA.Password).Allocate()
-	if err != nil {
-		t.Fatalf("alice allocate: %v", err)
-	}
-	defer relayA.Close()
-	relayB, err := r.client(t, "tcp", credB.Username, credB.Password).Allocate()
-	if err != nil {
-		t.Fatalf("bob allocate: %v", err)
-	}
-	defer relayB.Close()
-	for _, a := range []net.Addr{relayA.LocalAddr(), relayB.LocalAddr()} {
-		if ap := apOf(a); ap.Addr() != netip.MustParseAddr("127.0.0.1") || !cfg.Relay.RelayPorts.Contains(int(ap.Port())) {
-			t.Fatalf("relayed address %v, want 127.0.0.1 in %v", a, cfg.Relay.RelayPorts)
+		credA := MintCredentials(testSecret, "@alice:example.org", time.Hour, time.Now())
+		credB := MintCredentials(testSecret, "@bob:example.org", time.Hour, time.Now())
+		relayA, err := r.client(t, "udp", credA.Username, credA.Password).Allocate()
+		if err != nil {
+			t.Fatalf("alice allocate: %v", err)
 		}
-	}
-
-	// Bob knocks first so that he holds a permission for Alice's address;
-	// the knock itself is dropped by Alice's allocation, which has none yet.
-	if _, err := relayB.WriteTo([]byte("knock"), relayA.LocalAddr()); err != nil {
-		t.Fatal(err)
-	}
-	expect := func(to net.PacketConn, from net.Addr, msg string) {
-		t.Helper()
-		for {
-			data, src := recv(t, to)
-			if data == "knock" {
-				continue // it may win the race with Alice's permission
-			}
-			if data != msg || src.String() != from.String() {
-				t.Fatalf("got %q from %v, want %q from %v", data, src, msg, from)
-			}
-			return
+		defer relayA.Close()
+		relayB, err := r.client(t, "tcp", credB.Username, credB.Password).Allocate()
+		if err != nil {
+			t.Fatalf("bob allocate: %v", err)
 		}
-	}
-	if _, err := relayA.WriteTo([]byte("hello bob"), relayB.LocalAddr()); err != nil {
-		t.Fatal(err)
-	}
-	expect(relayB, relayA.LocalAddr(), "hello bob")
-	if _, err := relayB.WriteTo([]byte("hello alice"), relayA.LocalAddr()); err != nil {
-		t.Fatal(err)
-	}
-	expect(relayA, relayB.LocalAddr(), "hello alice")
+		defer relayB.Close()
+		for _, a := range []net.Addr{relayA.LocalAddr(), relayB.LocalAddr()} {
+			if ap := apOf(a); ap.Addr() != netip.MustParseAddr("127.0.0.1") || !cfg.Relay.RelayPorts.Contains(int(ap.Port())) {
+				t.Fatalf("relayed address %v, want 127.0.0.1 in %v", a, cfg.Relay.RelayPorts)
+			}
+		}
 
-	t.Run("local service outside relay_ports", func(t *testing.T) {
-		if _, err := relayA.WriteTo([]byte("to the service"), service.LocalAddr()); err != nil {
+		// Bob knocks first so that he holds a permission for Alice's address;
+		// the knock itself is dropped by Alice's allocation, which has none yet.
+		if _, err := relayB.WriteTo([]byte("knock"), relayA.LocalAddr()); err != nil {
 			t.Fatal(err)
 		}
-		silent(t, service, "service outside relay_ports")
-		if _, err := service.WriteTo([]byte("from the service"), relayA.LocalAddr()); err != nil {
+		expect := func(to net.PacketConn, from net.Addr, msg string) {
+			t.Helper()
+			for {
+				data, src := recv(t, to)
+				if data == "knock" {
+					continue // it may win the race with Alice's permission
+				}
+				if data != msg || src.String() != from.String() {
+					t.Fatalf("got %q from %v, want %q from %v", data, src, msg, from)
+				}
+				return
+			}
+		}
+		if _, err := relayA.WriteTo([]byte("hello bob"), relayB.LocalAddr()); err != nil {
 			t.Fatal(err)
 		}
-		silent(t, relayA, "alice's allocation")
+		expect(relayB, relayA.LocalAddr(), "hello bob")
+		if _, err := relayB.WriteTo([]byte("hello alice"), relayA.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		expect(relayA, relayB.LocalAddr(), "hello alice")
+
+		t.Run("local service outside relay_ports", func(t *testing.T) {
+			if _, err := relayA.WriteTo([]byte("to the service"), service.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			silent(t, service, "service outside relay_ports")
+			if _, err := service.WriteTo([]byte("from the service"), relayA.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			silent(t, relayA, "alice's allocation")
+		})
 	})
 }
 
@@ -416,59 +424,61 @@ func TestReloadUsers(t *testing.T) {
 // allocation at once, in both directions, and let through again when the
 // rule goes.
 func TestReloadDenyPeers(t *testing.T) {
-	testutil.LeakCheck(t)
-	cfg := testConfig(t)
-	r := startRelay(t, cfg, Deps{})
-	peer := udpPeer(t, "127.0.0.1:0")
-	c := r.client(t, "udp", "alice", "wonderland")
-	relayed, err := c.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relayed.Close()
-	exchange := func(t *testing.T, msg string) {
-		t.Helper()
-		if _, err := relayed.WriteTo([]byte(msg), peer.LocalAddr()); err != nil {
+	forDataPaths(t, func(t *testing.T, pionData bool) {
+		testutil.LeakCheck(t)
+		cfg := testConfig(t)
+		r := startRelay(t, cfg, Deps{PionData: pionData})
+		peer := udpPeer(t, "127.0.0.1:0")
+		c := r.client(t, "udp", "alice", "wonderland")
+		relayed, err := c.Allocate()
+		if err != nil {
 			t.Fatal(err)
 		}
-		if data, _ := recv(t, peer); data != msg {
-			t.Fatalf("peer got %q, want %q", data, msg)
+		defer relayed.Close()
+		exchange := func(t *testing.T, msg string) {
+			t.Helper()
+			if _, err := relayed.WriteTo([]byte(msg), peer.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			if data, _ := recv(t, peer); data != msg {
+				t.Fatalf("peer got %q, want %q", data, msg)
+			}
+			if _, err := peer.WriteTo([]byte(msg+" back"), relayed.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			if data, _ := recv(t, relayed); data != msg+" back" {
+				t.Fatalf("client got %q, want %q", data, msg+" back")
+			}
 		}
-		if _, err := peer.WriteTo([]byte(msg+" back"), relayed.LocalAddr()); err != nil {
-			t.Fatal(err)
-		}
-		if data, _ := recv(t, relayed); data != msg+" back" {
-			t.Fatalf("client got %q, want %q", data, msg+" back")
-		}
-	}
-	exchange(t, "before")
+		exchange(t, "before")
 
-	deny := cloneConfig(cfg)
-	deny.Relay.DenyPeers = prefixes("127.0.0.1/32")
-	if err := r.Reload(deny); err != nil {
-		t.Fatalf("reload: %v", err)
-	}
-	t.Run("denied", func(t *testing.T) {
-		before := r.Stats().PeersDenied()["deny_peers"]
-		if _, err := relayed.WriteTo([]byte("to a denied peer"), peer.LocalAddr()); err != nil {
-			t.Fatal(err)
+		deny := cloneConfig(cfg)
+		deny.Relay.DenyPeers = prefixes("127.0.0.1/32")
+		if err := r.Reload(deny); err != nil {
+			t.Fatalf("reload: %v", err)
 		}
-		silent(t, peer, "peer denied by reload")
-		if _, err := peer.WriteTo([]byte("from a denied peer"), relayed.LocalAddr()); err != nil {
-			t.Fatal(err)
+		t.Run("denied", func(t *testing.T) {
+			before := r.Stats().PeersDenied()["deny_peers"]
+			if _, err := relayed.WriteTo([]byte("to a denied peer"), peer.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			silent(t, peer, "peer denied by reload")
+			if _, err := peer.WriteTo([]byte("from a denied peer"), relayed.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			silent(t, relayed, "client after reload denied the peer")
+			if err := c.CreatePermission(peer.LocalAddr()); err == nil || !strings.Contains(err.Error(), "403") {
+				t.Errorf("new permission to a denied peer: %v, want 403", err)
+			}
+			if after := r.Stats().PeersDenied()["deny_peers"]; after <= before {
+				t.Errorf("deny_peers counter %d, want more than %d", after, before)
+			}
+		})
+		if err := r.Reload(cloneConfig(cfg)); err != nil {
+			t.Fatalf("reload: %v", err)
 		}
-		silent(t, relayed, "client after reload denied the peer")
-		if err := c.CreatePermission(peer.LocalAddr()); err == nil || !strings.Contains(err.Error(), "403") {
-			t.Errorf("new permission to a denied peer: %v, want 403", err)
-		}
-		if after := r.Stats().PeersDenied()["deny_peers"]; after <= before {
-			t.Errorf("deny_peers counter %d, want more than %d", after, before)
-		}
+		t.Run("allowed again", func(t *testing.T) { exchange(t, "after") })
 	})
-	if err := r.Reload(cloneConfig(cfg)); err != nil {
-		t.Fatalf("reload: %v", err)
-	}
-	t.Run("allowed again", func(t *testing.T) { exchange(t, "after") })
 }
 
 // TestReloadRefusesRestartKeys: a key that needs a restart is refused by
@@ -865,67 +875,69 @@ func garbage() map[string][]byte {
 // (a TCP connection that breaks framing is closed) and the next valid
 // client is served.
 func TestGarbageDoesNotStopRelay(t *testing.T) {
-	testutil.LeakCheck(t)
-	r := startRelay(t, testConfig(t), Deps{})
-	udp, tcp, _ := r.Addrs()
-	peer := echoPeer(t)
+	forDataPaths(t, func(t *testing.T, pionData bool) {
+		testutil.LeakCheck(t)
+		r := startRelay(t, testConfig(t), Deps{PionData: pionData})
+		udp, tcp, _ := r.Addrs()
+		peer := echoPeer(t)
 
-	t.Run("udp", func(t *testing.T) {
-		conn, err := net.Dial("udp", udp[0].String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		for _, b := range garbage() {
-			conn.Write(b)
-		}
-		// Authenticated but malformed: gets past the gate's integrity check.
-		c := newRawClient(t, udp[0], "alice", "wonderland")
-		succeeded(t, "allocate", c.allocate())
-		for _, attrs := range [][]stun.Setter{
-			{rawAttr{stun.AttrXORPeerAddress, []byte{0, 1, 2}}, channelNumber(0x4000)},
-			{rawAttr{stun.AttrXORPeerAddress, []byte{0, 9, 0, 0, 1, 2, 3, 4}}, channelNumber(0x4000)},
-			{rawAttr{stun.AttrXORPeerAddress, []byte{0, 2, 0, 0, 1, 2, 3, 4}}, channelNumber(0x4000)},
-			{channelNumber(0x4000)},
-		} {
-			if resp := c.request(stun.MethodChannelBind, attrs...); resp.Type.Class != stun.ClassErrorResponse {
-				t.Errorf("malformed channel bind answered %v", resp.Type)
+		t.Run("udp", func(t *testing.T) {
+			conn, err := net.Dial("udp", udp[0].String())
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		binding(t, conn, false)
-		relayed, err := r.client(t, "udp", "alice", "wonderland").Allocate()
-		if err != nil {
-			t.Fatalf("allocate after garbage: %v", err)
-		}
-		defer relayed.Close()
-		roundTrip(t, relayed, peer.LocalAddr(), "after udp garbage")
-	})
-	t.Run("tcp", func(t *testing.T) {
-		for _, b := range garbage() {
+			defer conn.Close()
+			for _, b := range garbage() {
+				conn.Write(b)
+			}
+			// Authenticated but malformed: gets past the gate's integrity check.
+			c := newRawClient(t, udp[0], "alice", "wonderland")
+			succeeded(t, "allocate", c.allocate())
+			for _, attrs := range [][]stun.Setter{
+				{rawAttr{stun.AttrXORPeerAddress, []byte{0, 1, 2}}, channelNumber(0x4000)},
+				{rawAttr{stun.AttrXORPeerAddress, []byte{0, 9, 0, 0, 1, 2, 3, 4}}, channelNumber(0x4000)},
+				{rawAttr{stun.AttrXORPeerAddress, []byte{0, 2, 0, 0, 1, 2, 3, 4}}, channelNumber(0x4000)},
+				{channelNumber(0x4000)},
+			} {
+				if resp := c.request(stun.MethodChannelBind, attrs...); resp.Type.Class != stun.ClassErrorResponse {
+					t.Errorf("malformed channel bind answered %v", resp.Type)
+				}
+			}
+			binding(t, conn, false)
+			relayed, err := r.client(t, "udp", "alice", "wonderland").Allocate()
+			if err != nil {
+				t.Fatalf("allocate after garbage: %v", err)
+			}
+			defer relayed.Close()
+			roundTrip(t, relayed, peer.LocalAddr(), "after udp garbage")
+		})
+		t.Run("tcp", func(t *testing.T) {
+			for _, b := range garbage() {
+				conn, err := net.Dial("tcp", tcp[0].String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				conn.Write(b)
+				conn.Close()
+			}
+			// A frame that is neither STUN nor ChannelData breaks the framing:
+			// the relay closes the connection rather than guess.
 			conn, err := net.Dial("tcp", tcp[0].String())
 			if err != nil {
 				t.Fatal(err)
 			}
-			conn.Write(b)
-			conn.Close()
-		}
-		// A frame that is neither STUN nor ChannelData breaks the framing:
-		// the relay closes the connection rather than guess.
-		conn, err := net.Dial("tcp", tcp[0].String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		conn.Write(append([]byte{0x80}, make([]byte, 40)...))
-		if err := waitClosed(conn); err != nil {
-			t.Errorf("connection with broken framing: %v", err)
-		}
-		relayed, err := r.client(t, "tcp", "alice", "wonderland").Allocate()
-		if err != nil {
-			t.Fatalf("allocate after garbage: %v", err)
-		}
-		defer relayed.Close()
-		roundTrip(t, relayed, peer.LocalAddr(), "after tcp garbage")
+			defer conn.Close()
+			conn.Write(append([]byte{0x80}, make([]byte, 40)...))
+			if err := waitClosed(conn); err != nil {
+				t.Errorf("connection with broken framing: %v", err)
+			}
+			relayed, err := r.client(t, "tcp", "alice", "wonderland").Allocate()
+			if err != nil {
+				t.Fatalf("allocate after garbage: %v", err)
+			}
+			defer relayed.Close()
+			roundTrip(t, relayed, peer.LocalAddr(), "after tcp garbage")
+		})
 	})
 }
 

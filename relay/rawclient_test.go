@@ -24,7 +24,7 @@ const quiet = 400 * time.Millisecond
 type rawClient struct {
 	t          *testing.T
 	conn       net.Conn
-	framer     *turn.STUNConn // for a stream; nil on UDP
+	framer     *streamFramer // for a stream; nil on UDP
 	user, pass string
 	realm      string
 	nonce      string
@@ -45,14 +45,14 @@ func newRawClient(t *testing.T, server net.Addr, user, pass string) *rawClient {
 // newRawStreamClient is newRawClient over a TCP or TLS connection.
 func newRawStreamClient(t *testing.T, conn net.Conn, user, pass string) *rawClient {
 	t.Cleanup(func() { conn.Close() })
-	return &rawClient{t: t, conn: conn, framer: turn.NewSTUNConn(conn), user: user, pass: pass}
+	return &rawClient{t: t, conn: conn, framer: newStreamFramer(conn, 1<<16), user: user, pass: pass}
 }
 
 // read returns the next datagram, or frame on a stream.
 func (c *rawClient) read(b []byte) (int, error) {
 	if c.framer != nil {
-		n, _, err := c.framer.ReadFrom(b)
-		return n, err
+		f, err := c.framer.next(nil)
+		return copy(b, f), err
 	}
 	return c.conn.Read(b)
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +47,7 @@ type testRelay struct {
 	caPool *x509.CertPool
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -95,10 +97,13 @@ func openRelay(t *testing.T, cfg *config.Config, deps Deps) *testRelay {
 	return r
 }
 
+// stop stops the relay; it may be called again (t.Cleanup calls it).
 func (r *testRelay) stop() {
-	r.cancel()
-	<-r.done
-	r.Close()
+	r.once.Do(func() {
+		r.cancel()
+		<-r.done
+		r.Close()
+	})
 }
 
 // echoPeer is a UDP peer on loopback that sends every datagram back.
@@ -361,4 +366,17 @@ func TestQuota(t *testing.T) {
 
 func containsCode(err error, code string) bool {
 	return err != nil && (stringsContains(err.Error(), code))
+}
+
+// forDataPaths runs f twice: with tariq's data path relaying the data, and
+// with pion relaying it (Deps.PionData), so the attacks a test makes are
+// made on both.
+func forDataPaths(t *testing.T, f func(t *testing.T, pionData bool)) {
+	t.Helper()
+	for _, dp := range []struct {
+		name string
+		pion bool
+	}{{"tariq data path", false}, {"pion data path", true}} {
+		t.Run(dp.name, func(t *testing.T) { f(t, dp.pion) })
+	}
 }

@@ -56,28 +56,41 @@ func newReplySources() *replySources {
 }
 
 // noteArrival records that datagram, from remote, arrived on the local
-// address in its control messages oob. It allocates nothing for a remote
-// whose datagrams keep arriving where they did.
-func (r *replySources) noteArrival(remote netip.AddrPort, oob, datagram []byte) {
+// address in its control messages oob, and returns where remote's TURN
+// traffic now leaves from (nil if unknown). It allocates nothing for a
+// remote whose datagrams keep arriving where they did.
+func (r *replySources) noteArrival(remote netip.AddrPort, oob, datagram []byte) *localAddr {
+	la := r.arrival(oob)
+	if la == nil {
+		return nil
+	}
+	return r.note(remote, la, isBindingRequest(datagram))
+}
+
+// arrival returns the local address named in the control messages oob,
+// nil if none can be a source.
+func (r *replySources) arrival(oob []byte) *localAddr {
 	dst, ifindex, ok := packetDst(oob)
 	if !ok {
-		return
+		return nil
 	}
-	la := r.local(dst, ifindex)
-	if la == nil {
-		return
-	}
+	return r.local(dst, ifindex)
+}
+
+// note records a datagram from remote that arrived on la (binding: a
+// Binding request or indication) and returns remote's TURN source.
+func (r *replySources) note(remote netip.AddrPort, la *localAddr, binding bool) *localAddr {
 	key := netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
 	r.mu.RLock()
 	cur, found := r.byRemote[key]
 	r.mu.RUnlock()
 	next := cur
 	next.last = la
-	if !isBindingRequest(datagram) || next.turn == nil {
+	if !binding || next.turn == nil {
 		next.turn = la
 	}
 	if found && next == cur {
-		return
+		return next.turn
 	}
 	r.mu.Lock()
 	if !found && len(r.byRemote) >= replySourcesMax {
@@ -85,6 +98,16 @@ func (r *replySources) noteArrival(remote netip.AddrPort, oob, datagram []byte) 
 	}
 	r.byRemote[key] = next
 	r.mu.Unlock()
+	return next.turn
+}
+
+// turnSource returns where remote's TURN traffic leaves from, nil if
+// unknown.
+func (r *replySources) turnSource(remote netip.AddrPort) *localAddr {
+	key := netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.byRemote[key].turn
 }
 
 // local returns the shared localAddr for dst, making it on first sight;

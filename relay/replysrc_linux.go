@@ -25,26 +25,28 @@ func enablePacketInfo(uc *net.UDPConn) error {
 		return err
 	}
 	var serr error
-	err = rc.Control(func(fd uintptr) {
-		domain, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
-		if err != nil {
-			serr = err
-			return
-		}
-		if domain == unix.AF_INET6 {
-			if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1); serr != nil {
-				return
-			}
-			if v6only, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_V6ONLY); err != nil || v6only == 1 {
-				return
-			}
-		}
-		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
-	})
+	err = rc.Control(func(fd uintptr) { serr = packetInfoOn(int(fd)) })
 	if err != nil {
 		return err
 	}
 	return serr
+}
+
+// packetInfoOn is enablePacketInfo on the socket fd.
+func packetInfoOn(fd int) error {
+	domain, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return err
+	}
+	if domain == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1); err != nil {
+			return err
+		}
+		if v6only, err := unix.GetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY); err != nil || v6only == 1 {
+			return nil
+		}
+	}
+	return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
 }
 
 // packetDst returns the local address in the control messages oob, and

@@ -44,6 +44,22 @@ type Deps struct {
 	// Streams bounds TCP and TLS control connections; zero fields take
 	// the defaults.
 	Streams StreamLimits
+	// Lifetimes shortens pion's lifetimes of allocations, permissions and
+	// channel bindings; zero fields keep RFC 8656's. Tests set it.
+	Lifetimes Lifetimes
+	// PionData leaves relaying the data to pion, as it was before tariq had
+	// its own data path (datapath.go): the reference the data path is
+	// tested against. Off Linux pion always relays the data.
+	PionData bool
+}
+
+// Lifetimes are pion's lifetimes for what a client makes. Zero fields keep
+// the defaults: allocations 10 minutes unless the client asks (RFC 8656
+// §7.2), permissions 5 minutes (§9), channel bindings 10 minutes (§12).
+type Lifetimes struct {
+	Allocation time.Duration
+	Permission time.Duration
+	Channel    time.Duration
 }
 
 // Service is the TURN relay.
@@ -55,10 +71,11 @@ type Service struct {
 	now    func() time.Time
 	limits StreamLimits // deps.Streams with the defaults filled in
 
-	policyMu sync.Mutex // serialises building and storing policy (Open, Reload, own-address changes)
-	policy   atomic.Pointer[policy]
-	stats    *Stats
-	hints    hints
+	policyMu  sync.Mutex // serialises building and storing policy (Open, Reload, own-address changes)
+	policyGen uint64     // guarded by policyMu: the generation of the last policy stored
+	policy    atomic.Pointer[policy]
+	stats     *Stats
+	hints     hints
 
 	liveOwn   bool          // OwnAddrs lists the interfaces: follow their changes
 	watchStop chan struct{} // closed by Close to stop the address watch
@@ -72,9 +89,21 @@ type Service struct {
 	allocTotal  int
 	allocByUser map[string]int
 
-	relayMu    sync.Mutex // guards relayConns and relayPorts
-	relayConns map[*relayPacketConn]struct{}
-	relayPorts map[relayPort]int // live relayed sockets and listeners
+	relayMu    sync.Mutex // guards relayConns
+	relayConns map[net.PacketConn]struct{}
+	// portLive counts the live relayed sockets and listeners per protocol,
+	// family and port (portIndex), read per packet by the own-address rule.
+	portLive []atomic.Int32
+
+	// fast is set when tariq's data path relays the data (datapath.go);
+	// fixed at New.
+	fast          bool
+	loops         []*dataLoop
+	bufs          sync.Pool // *[slotSize]byte for datagrams handed to pion
+	streamBatches sync.Pool // *streamBatch
+
+	entryMu sync.Mutex                // guards entries
+	entries map[relayPort]*allocEntry // the data path's allocations by relayed port
 
 	fdStreams, fdAllocs int         // caps from the open-file limit (fdBudget), fixed at Open; 0 = none
 	slots               streamSlots // open stream connections, in total and per source
@@ -108,7 +137,7 @@ func New(cfg *config.Config, deps Deps) (*Service, error) {
 	if realm == "" {
 		realm = "tariq"
 	}
-	return &Service{
+	s := &Service{
 		cfg:         cfg,
 		deps:        deps,
 		log:         deps.Logger,
@@ -117,13 +146,18 @@ func New(cfg *config.Config, deps Deps) (*Service, error) {
 		limits:      deps.Streams.withDefaults(),
 		stats:       newStats(),
 		allocByUser: map[string]int{},
-		relayConns:  map[*relayPacketConn]struct{}{},
-		relayPorts:  map[relayPort]int{},
+		relayConns:  map[net.PacketConn]struct{}{},
+		portLive:    make([]atomic.Int32, 4*portSpan(cfg.Relay.RelayPorts)),
 		streamConns: map[streamTuple]*gateStreamConn{},
+		entries:     map[relayPort]*allocEntry{},
 		tcpRelay:    cfg.Relay.TCPRelay,
 		ports:       cfg.Relay.RelayPorts,
 		liveOwn:     liveOwn,
-	}, nil
+		fast:        fastPathSupported && !deps.PionData,
+	}
+	s.bufs.New = func() any { return new([slotSize]byte) }
+	s.streamBatches.New = func() any { return newStreamBatch() }
+	return s, nil
 }
 
 // Realm returns the realm the relay authenticates in.
@@ -150,7 +184,7 @@ func (s *Service) Open(ctx context.Context) (err error) {
 	s.policyMu.Lock()
 	p, err := s.buildPolicy(s.cfg)
 	if err == nil {
-		s.policy.Store(p)
+		s.storePolicyLocked(p)
 	}
 	s.policyMu.Unlock()
 	if err != nil {
@@ -162,12 +196,18 @@ func (s *Service) Open(ctx context.Context) (err error) {
 	s.sizeFromOpenFiles()
 
 	cores := udpSocketsPerListener(runtime.GOMAXPROCS(0))
-	for _, addr := range s.cfg.Relay.ListenUDP {
-		conns, err := listenUDP(ctx, addr, cores)
-		if err != nil {
+	if s.fast {
+		if err := s.openDataPath(cores); err != nil {
 			return err
 		}
-		s.packetConns = append(s.packetConns, conns...)
+	} else {
+		for _, addr := range s.cfg.Relay.ListenUDP {
+			conns, err := listenUDP(ctx, addr, cores)
+			if err != nil {
+				return err
+			}
+			s.packetConns = append(s.packetConns, conns...)
+		}
 	}
 	var lc net.ListenConfig
 	for _, addr := range s.cfg.Relay.ListenTCP {
@@ -187,28 +227,40 @@ func (s *Service) Open(ctx context.Context) (err error) {
 	s.shared = newStreamListener(s, nil, nil, &net.TCPAddr{})
 	s.streams = append(s.streams, s.shared)
 
+	lt := s.deps.Lifetimes
 	sc := turn.ServerConfig{
-		Realm:         s.realm,
-		AuthHandler:   s.authenticate,
-		QuotaHandler:  s.quotaOK,
-		LoggerFactory: pionLogs{s.log},
+		Realm:              s.realm,
+		AuthHandler:        s.authenticate,
+		QuotaHandler:       s.quotaOK,
+		LoggerFactory:      pionLogs{s.log},
+		AllocationLifetime: lt.Allocation,
+		PermissionTimeout:  lt.Permission,
+		ChannelBindTimeout: lt.Channel,
 		EventHandler: turn.EventHandler{
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
 			OnAllocationDeleted: s.onAllocationDeleted,
 		},
 	}
+	if s.fast {
+		sc.EventHandler.OnPermissionCreated = s.onPermissionCreated
+		sc.EventHandler.OnPermissionDeleted = s.onPermissionDeleted
+		sc.EventHandler.OnChannelCreated = s.onChannelCreated
+		sc.EventHandler.OnChannelDeleted = s.onChannelDeleted
+	}
 	for _, pc := range s.packetConns {
-		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn:            newGatePacketConn(s, pc),
-			RelayAddressGenerator: allocator{s},
-			PermissionHandler:     s.permit,
-		})
+		conf := turn.PacketConnConfig{RelayAddressGenerator: allocator{s: s}, PermissionHandler: s.permit}
+		if ls, ok := pc.(*loopListener); ok {
+			conf.PacketConn, conf.RelayAddressGenerator = ls, allocator{s: s, lis: ls}
+		} else {
+			conf.PacketConn = newGatePacketConn(s, pc)
+		}
+		sc.PacketConnConfigs = append(sc.PacketConnConfigs, conf)
 	}
 	for _, l := range s.streams {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
 			Listener:              l,
-			RelayAddressGenerator: allocator{s},
+			RelayAddressGenerator: allocator{s: s, stream: s.fast},
 			PermissionHandler:     s.permit,
 		})
 	}
@@ -220,7 +272,7 @@ func (s *Service) Open(ctx context.Context) (err error) {
 	s.log.Info("relay listening", "udp", s.cfg.Relay.ListenUDP, "tcp", s.cfg.Relay.ListenTCP,
 		"tls", s.cfg.Relay.ListenTLS, "realm", s.realm, "relay_ipv4", addrOrNone(s.fam4.adv),
 		"relay_ipv6", addrOrNone(s.fam6.adv), "relay_bind_ipv4", addrOrNone(s.fam4.bind),
-		"relay_bind_ipv6", addrOrNone(s.fam6.bind), "udp_sockets_per_listener", cores)
+		"relay_bind_ipv6", addrOrNone(s.fam6.bind), "udp_sockets_per_listener", cores, "data_path", s.dataPathName())
 	return nil
 }
 
@@ -295,6 +347,9 @@ func (s *Service) Close() error {
 		for s.liveRelays() > 0 && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}
+		for _, l := range s.loops {
+			l.stop()
+		}
 	})
 	return nil
 }
@@ -332,7 +387,7 @@ func (s *Service) Reload(cfg *config.Config) error {
 	s.policyMu.Lock()
 	p, err := s.buildPolicy(cfg)
 	if err == nil {
-		s.policy.Store(p)
+		s.storePolicyLocked(p)
 	}
 	s.policyMu.Unlock()
 	if err != nil {
@@ -341,6 +396,14 @@ func (s *Service) Reload(cfg *config.Config) error {
 	s.log.Info("relay policy reloaded", "users", len(n.Users), "secrets", len(p.secrets),
 		"allow_peers", len(n.AllowPeers), "deny_peers", len(n.DenyPeers))
 	return errors.Join(refused...)
+}
+
+// storePolicyLocked makes p the policy, with the next generation (which
+// the data path's cached verdicts are checked against); policyMu is held.
+func (s *Service) storePolicyLocked(p *policy) {
+	s.policyGen++
+	p.gen = s.policyGen
+	s.policy.Store(p)
 }
 
 // buildPolicy builds the policy for cfg, listing the server's own
@@ -394,7 +457,7 @@ func (s *Service) SecretsChanged() error {
 	if slices.Equal(next.secrets, p.secrets) {
 		return nil
 	}
-	s.policy.Store(&next)
+	s.storePolicyLocked(&next)
 	s.log.Info("relay secrets changed", "secrets", len(next.secrets))
 	return nil
 }
@@ -423,7 +486,7 @@ func (s *Service) refreshOwnAddrs() {
 	}
 	next := *p
 	next.filter = f
-	s.policy.Store(&next)
+	s.storePolicyLocked(&next)
 	s.log.Info("relay own addresses changed", "own", fmt.Sprint(f.Own()))
 }
 
@@ -533,7 +596,8 @@ func interfaceAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-func (s *Service) trackRelay(c *relayPacketConn, live bool) {
+// trackRelay counts the relayed socket c, on key, in or out.
+func (s *Service) trackRelay(c net.PacketConn, key relayPort, live bool) {
 	s.relayMu.Lock()
 	_, was := s.relayConns[c]
 	if live {
@@ -543,7 +607,7 @@ func (s *Service) trackRelay(c *relayPacketConn, live bool) {
 	}
 	s.relayMu.Unlock()
 	if live != was {
-		s.trackPort(c.key, live)
+		s.trackPort(key, live)
 	}
 }
 
@@ -555,22 +619,54 @@ type relayPort struct {
 	port  uint16
 }
 
+// portSpan is how many ports r holds.
+func portSpan(r config.PortRange) int {
+	if r.Max < r.Min {
+		return 0
+	}
+	return int(r.Max) - int(r.Min) + 1
+}
+
+// portIndex is k's counter in portLive, or -1 outside relay.relay_ports.
+func (s *Service) portIndex(k relayPort) int {
+	if !s.ports.Contains(int(k.port)) {
+		return -1
+	}
+	i := int(k.port - s.ports.Min)
+	if k.proto == protoTCP {
+		i += 2 * portSpan(s.ports)
+	}
+	if k.fam == 6 {
+		i += portSpan(s.ports)
+	}
+	return i
+}
+
 // trackPort counts a relayed socket or listener in or out.
 func (s *Service) trackPort(k relayPort, live bool) {
-	s.relayMu.Lock()
-	defer s.relayMu.Unlock()
+	i := s.portIndex(k)
+	if i < 0 {
+		return
+	}
 	if live {
-		s.relayPorts[k]++
-	} else if s.relayPorts[k]--; s.relayPorts[k] <= 0 {
-		delete(s.relayPorts, k)
+		s.portLive[i].Add(1)
+	} else {
+		s.portLive[i].Add(-1)
 	}
 }
 
 // liveRelayPort reports whether one of the relay's allocations holds k.
+// It takes no lock: the data path asks per packet.
 func (s *Service) liveRelayPort(k relayPort) bool {
-	s.relayMu.Lock()
-	defer s.relayMu.Unlock()
-	return s.relayPorts[k] > 0
+	i := s.portIndex(k)
+	return i >= 0 && s.portLive[i].Load() > 0
+}
+
+func (s *Service) dataPathName() string {
+	if s.fast {
+		return "tariq"
+	}
+	return "pion"
 }
 
 func (s *Service) liveRelays() int {
@@ -587,6 +683,9 @@ func (s *Service) onAuth(src, dst net.Addr, protocol, username, realm, method st
 }
 
 func (s *Service) onAllocationCreated(src, dst net.Addr, protocol, userID, realm string, relayAddr net.Addr, requestedPort int) {
+	if e := s.entryFor(relayAddr); e != nil {
+		s.goLive(e, src, dst)
+	}
 	s.allocMu.Lock()
 	s.allocTotal++
 	s.allocByUser[userID]++
@@ -641,8 +740,6 @@ func (s *Service) Allocations() int {
 	defer s.allocMu.Unlock()
 	return s.allocTotal
 }
-
-func newFramer(c net.Conn) *turn.STUNConn { return turn.NewSTUNConn(c) }
 
 // Addrs returns the bound listen addresses by transport (for tests and
 // logs, where ports may have been chosen by the kernel).

@@ -6,11 +6,20 @@
 #
 # For each server in turn (never both at once, so they do not share the CPU)
 # it starts a fresh server per phase and measures:
-#   - throughput: turnutils_uclient, CLIENTS clients each sending MSGS messages
-#     every INTERVAL_MS ms (172-byte VoIP-sized, then 1200-byte packets) to one
-#     turnutils_peer echo: messages relayed per second, loss, uclient's average
-#     RTT, server CPU-seconds (utime+stime from /proc/PID/stat), messages per
-#     CPU-second and RSS (VmRSS) at the end;
+#   - throughput, in four scenarios of turnutils_uclient clients relaying
+#     through channels to one turnutils_peer echo:
+#       burst172   50 clients x 2000 172-byte messages, sent as fast as
+#                  uclient goes (-z 0)
+#       burst1200  the same with 1200-byte messages
+#       voice      50 clients x 500 172-byte messages every 20 ms: 50 calls'
+#                  worth of paced voice, 50 packets a second each way
+#       loss       100 clients x 5000 172-byte messages every 1 ms (1000 a
+#                  second each offered; uclient sends what it can), for loss
+#     each RUNS times, the servers taking turns: messages relayed per second,
+#     loss, uclient's average RTT, server CPU-seconds (utime+stime from
+#     /proc/PID/stat), messages per CPU-second and RSS (VmRSS) at the end; the
+#     table shows the run with the median messages per CPU-second, and every
+#     run's figure beside it;
 #   - memory: RSS idle and with HOLD live allocations each (default 1000 and
 #     5000), opened and held by scripts/turnhold (pion client; uclient cannot
 #     hold thousands, see scripts/turnhold/main.go), counted independently as
@@ -20,17 +29,17 @@
 # KB/alloc is (RSS with N - RSS of the same server idle) / live allocations.
 # "Messages" are echoed messages: each crossed the relay twice (client → peer,
 # peer → client). uclient, the echo peer and the server share this machine's
-# CPUs, so absolute numbers are a floor; compare the ratios.
+# CPUs, so absolute numbers are a floor; compare the ratios, and run it more
+# than once on a machine that is doing other work.
 #
-# Knobs (environment): CLIENTS=200 MSGS=500 INTERVAL_MS=20 SIZES="172 1200"
+# Knobs (environment): SCENARIOS="burst172 burst1200 voice loss" (or
+# "name:clients:messages:interval_ms:bytes" entries) RUNS=3
 # HOLD="1000 5000" SERVERS="tariq coturn". Needs go, coturn (installed with
 # apt-get when missing and running as root), /proc, bash 4.
 set -euo pipefail
 
-CLIENTS=${CLIENTS:-200}
-MSGS=${MSGS:-500}
-INTERVAL_MS=${INTERVAL_MS:-20}
-SIZES=${SIZES:-"172 1200"}
+SCENARIOS=${SCENARIOS:-"burst172 burst1200 voice loss"}
+RUNS=${RUNS:-3}
 HOLD=${HOLD:-"1000 5000"}
 SERVERS=${SERVERS:-"tariq coturn"}
 RELAY_MIN=50000
@@ -220,21 +229,36 @@ done
 
 declare -A R=() # results: R[server,key]
 tck=$(getconf CLK_TCK)
-budget=$((MSGS * INTERVAL_MS / 1000 + 120))
+
+# scenario NAME: sets SC_CLIENTS SC_MSGS SC_INTERVAL SC_SIZE for NAME, a
+# built-in scenario or "name:clients:messages:interval_ms:bytes".
+scenario() {
+	case $1 in
+	burst172) set -- "$1:50:2000:0:172" ;;
+	burst1200) set -- "$1:50:2000:0:1200" ;;
+	voice) set -- "$1:50:500:20:172" ;;
+	loss) set -- "$1:100:5000:1:172" ;;
+	esac
+	IFS=: read -r SC_NAME SC_CLIENTS SC_MSGS SC_INTERVAL SC_SIZE <<<"$1"
+	[ -n "${SC_SIZE:-}" ] || die "bad scenario $1: want name:clients:messages:interval_ms:bytes"
+}
 
 # ---- throughput ----------------------------------------------------------------
 
-# load_phase runs one throughput phase against server $1 with ${2}-byte
-# messages into R; it returns 1 when uclient printed no totals (it gives up
-# on a client whose ChannelBind is refused, which happens now and then when
-# one of its ports was a probe allocation's a moment before).
+# load_phase runs scenario $2 against server $1 once, as run $3, into R;
+# it returns 1 when uclient printed no totals (it gives up on a client
+# whose ChannelBind is refused, which happens now and then when one of its
+# ports was a probe allocation's a moment before).
 load_phase() {
-	local s=$1 size=$2 phase="load$2" before after upid out secs loss rtt sent recv
+	local s=$1 run=$3 phase before after upid out secs loss rtt sent recv budget
+	scenario "$2"
+	phase="$SC_NAME.$run"
+	budget=$((SC_MSGS * (SC_INTERVAL + 1) / 1000 + 120))
 	start_server "$s" "$phase"
 	before=$(cpu_ticks "$SPID")
-	log "$s: $CLIENTS clients x $MSGS x ${size}B every ${INTERVAL_MS}ms"
+	log "$s: $SC_NAME run $run: $SC_CLIENTS clients x $SC_MSGS x ${SC_SIZE}B every ${SC_INTERVAL}ms"
 	spawn "$tmp/uclient-$s-$phase.log" timeout "$budget" turnutils_uclient -c \
-		-m "$CLIENTS" -n "$MSGS" -z "$INTERVAL_MS" -l "$size" -L 127.0.0.1 \
+		-m "$SC_CLIENTS" -n "$SC_MSGS" -z "$SC_INTERVAL" -l "$SC_SIZE" -L 127.0.0.1 \
 		-u "$USER_NAME" -w "$USER_PASS" -e 127.0.0.1 -r "$PEER" -p "$SPORT" 127.0.0.1
 	upid=$PID
 	wait "$upid" || log "$s: turnutils_uclient exited $?"
@@ -261,13 +285,22 @@ load_phase() {
 	R[$s,$phase,per]=$(awk -v r="$recv" -v c="${R[$s,$phase,cpu]}" 'BEGIN { printf "%.0f", (c > 0 ? r / c : 0) }')
 }
 
-for size in $SIZES; do
-	for s in "${servers[@]}"; do
-		load_phase "$s" "$size" ||
-			{ log "$s: no totals from turnutils_uclient; running the phase again"; load_phase "$s" "$size"; } ||
-			die "$s: no totals from turnutils_uclient, twice"
+for sc in $SCENARIOS; do
+	for ((run = 1; run <= RUNS; run++)); do
+		for s in "${servers[@]}"; do
+			load_phase "$s" "$sc" "$run" ||
+				{ log "$s: no totals from turnutils_uclient; running the phase again"; load_phase "$s" "$sc" "$run"; } ||
+				die "$s: no totals from turnutils_uclient, twice"
+		done
 	done
 done
+
+# median_run SERVER SCENARIO: the run whose msgs/cpu_s is the median.
+median_run() {
+	local s=$1 name=$2 run
+	for ((run = 1; run <= RUNS; run++)); do echo "${R[$s,$name.$run,per]} $run"; done |
+		sort -n | awk '{ r[NR] = $2 } END { print r[int((NR + 1) / 2)] }'
+}
 
 # ---- memory with live allocations ------------------------------------------
 
@@ -305,23 +338,36 @@ both=0
 [ ${#servers[@]} -eq 2 ] && both=1
 
 echo
-echo "Throughput: $CLIENTS clients x $MSGS messages every ${INTERVAL_MS} ms each (turnutils_uclient -c), one turnutils_peer echo, 127.0.0.1"
-echo "(msgs/s = echoed messages / uclient's whole-second transmit time; rtt from whole-ms samples, no ratio below 0.1 ms)"
-printf '%-6s %-13s %10s %7s %7s %7s %11s %8s\n' size server "msgs/s" "loss%" "rtt_ms" "cpu_s" "msgs/cpu_s" "rss_MB"
-for size in $SIZES; do
-	p="load$size"
+echo "Throughput: turnutils_uclient -c clients through channels to one turnutils_peer echo, 127.0.0.1; the median of $RUNS runs"
+echo "(msgs/s = echoed messages / uclient's whole-second transmit time, which includes its wait for lost ones;"
+echo " loss%all = lost / sent over every run; rtt from whole-ms samples, no ratio below 0.1 ms)"
+printf '%-22s %-13s %8s %7s %8s %7s %6s %10s %7s  %s\n' scenario server "msgs/s" "loss%" "loss%all" "rtt_ms" "cpu_s" "msgs/cpu_s" "rss_MB" "msgs/cpu_s of every run"
+for sc in $SCENARIOS; do
+	scenario "$sc"
+	label="$SC_NAME ${SC_CLIENTS}x${SC_MSGS}x${SC_SIZE}B/${SC_INTERVAL}ms"
+	declare -A M=() L=()
 	for s in "${servers[@]}"; do
-		printf '%-6s %-13s %10s %7.2f %7.2f %7s %11s %8s\n' "${size}B" "$s" "${R[$s,$p,rate]}" "${R[$s,$p,loss]}" \
-			"${R[$s,$p,rtt]}" "${R[$s,$p,cpu]}" "${R[$s,$p,per]}" "$(mb "${R[$s,$p,rss]}")"
+		M[$s]="$SC_NAME.$(median_run "$s" "$SC_NAME")"
+		p=${M[$s]}
+		all="" sent=0 recv=0
+		for ((run = 1; run <= RUNS; run++)); do
+			all+="${R[$s,$SC_NAME.$run,per]} "
+			sent=$((sent + R[$s,$SC_NAME.$run,sent])) recv=$((recv + R[$s,$SC_NAME.$run,recv]))
+		done
+		L[$s]=$(awk -v s="$sent" -v r="$recv" 'BEGIN { printf "%.3f", (s > 0 ? 100 * (s - r) / s : 100) }')
+		printf '%-22s %-13s %8s %7.2f %8s %7.2f %6s %10s %7s  %s\n' "$label" "$s" "${R[$s,$p,rate]}" "${R[$s,$p,loss]}" "${L[$s]}" \
+			"${R[$s,$p,rtt]}" "${R[$s,$p,cpu]}" "${R[$s,$p,per]}" "$(mb "${R[$s,$p,rss]}")" "$all"
 	done
 	if [ $both = 1 ]; then
-		printf '%-6s %-13s %10s %7s %7s %7s %11s %8s\n' "${size}B" "tariq/coturn" \
-			"$(ratio "${R[tariq,$p,rate]}" "${R[coturn,$p,rate]}")" "-" \
-			"$(ratio "${R[tariq,$p,rtt]}" "${R[coturn,$p,rtt]}" 0.1)" \
-			"$(ratio "${R[tariq,$p,cpu]}" "${R[coturn,$p,cpu]}")" \
-			"$(ratio "${R[tariq,$p,per]}" "${R[coturn,$p,per]}")" \
-			"$(ratio "${R[tariq,$p,rss]}" "${R[coturn,$p,rss]}")"
+		t=${M[tariq]} c=${M[coturn]}
+		printf '%-22s %-13s %8s %7s %8s %7s %6s %10s %7s\n' "$label" "tariq/coturn" \
+			"$(ratio "${R[tariq,$t,rate]}" "${R[coturn,$c,rate]}")" "-" "-" \
+			"$(ratio "${R[tariq,$t,rtt]}" "${R[coturn,$c,rtt]}" 0.1)" \
+			"$(ratio "${R[tariq,$t,cpu]}" "${R[coturn,$c,cpu]}")" \
+			"$(ratio "${R[tariq,$t,per]}" "${R[coturn,$c,per]}")" \
+			"$(ratio "${R[tariq,$t,rss]}" "${R[coturn,$c,rss]}")"
 	fi
+	unset M L
 done
 
 echo
