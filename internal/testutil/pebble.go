@@ -16,6 +16,7 @@ import (
 	"io"
 	"log"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -449,14 +450,45 @@ func PebbleLeakOptions() []goleak.Option {
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// It is taken below the kernel's ephemeral range, so that nothing the
+// kernel numbers meanwhile (a listener on port 0, the source port of a
+// connection such as Pebble's or a keep-alive client's) can take it before
+// the test binds it; only within that range if nothing below is free.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	if low := ephemeralLow(); low > freePortMin {
+		for range 100 {
+			port := freePortMin + mrand.IntN(low-freePortMin)
+			if ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+				ln.Close()
+				return port
+			}
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// freePortMin is the lowest port FreePort hands out, above the
+// well-known and most registered services' ports.
+const freePortMin = 20000
+
+// ephemeralLow returns the start of the kernel's ephemeral port range, or
+// 0 if it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	var low, high int
+	if _, err := fmt.Sscan(string(b), &low, &high); err != nil {
+		return 0
+	}
+	return low
 }
 
 // loopbackCert makes a self-signed certificate for 127.0.0.1, which is
