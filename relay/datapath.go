@@ -361,13 +361,7 @@ func (s *Service) goLive(e *allocEntry, src, dst net.Addr) {
 		t.update(e.client, nil, e)
 		return
 	}
-	t, ok := tupleOf(src, dst)
-	if !ok {
-		return
-	}
-	s.streamMu.Lock()
-	c := s.streamConns[t]
-	s.streamMu.Unlock()
+	c := s.streamConnOf(src, dst)
 	if c == nil {
 		return // gone already
 	}

@@ -196,14 +196,19 @@ func (s *Service) streamAllocation(src, dst net.Addr, delta int) {
 	if _, udp := dst.(*net.UDPAddr); udp {
 		return
 	}
-	t, ok := tupleOf(src, dst)
-	if !ok {
-		return
-	}
-	s.streamMu.Lock()
-	c := s.streamConns[t]
-	s.streamMu.Unlock()
-	if c != nil {
+	if c := s.streamConnOf(src, dst); c != nil {
 		c.allocationChanged(delta)
 	}
+}
+
+// streamConnOf returns the live stream connection with the 5-tuple of an
+// allocation event (src, dst), or nil.
+func (s *Service) streamConnOf(src, dst net.Addr) *gateStreamConn {
+	t, ok := tupleOf(src, dst)
+	if !ok {
+		return nil
+	}
+	s.streamMu.Lock()
+	defer s.streamMu.Unlock()
+	return s.streamConns[t]
 }

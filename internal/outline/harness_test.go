@@ -571,7 +571,7 @@ func newCanary(t *testing.T, ip string) *canary {
 	for range 20 { // find a port free on both TCP and UDP
 		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 		if err != nil {
-			t.Skipf("no %s here: %v", ip, err)
+			t.Fatalf("listening on %s: %v", ip, err)
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
 		pc, err := net.ListenPacket("udp", ln.Addr().String())

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tariq-vpn/tariq/internal/testutil"
 )
 
 // canary is a file outside the data directory that a planted link points
@@ -134,9 +136,7 @@ func TestUnsafeDataDirRefused(t *testing.T) {
 // and a state lock the root CLI creates goes to the service user so the
 // daemon can open it.
 func TestForeignOwnerRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to own files as other users")
-	}
+	testutil.RequireRoot(t) // to own files as other users
 	dir := filepath.Join(t.TempDir(), "data")
 	s, err := Open(dir)
 	if err != nil {
