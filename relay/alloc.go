@@ -86,13 +86,11 @@ func (a allocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 		case a.lis != nil:
 			var r *loopRelay
 			if r, err = a.s.openLoopRelay(a.lis, conf.Network, f.bind, p, key); err == nil {
-				a.s.addEntry(r.entry)
 				c = r
 			}
 		case a.stream:
 			var r *streamRelay
 			if r, err = a.s.openStreamRelay(conf.Network, f.bind, p, key); err == nil {
-				a.s.addEntry(r.entry)
 				c = r
 			}
 		default:

@@ -210,6 +210,8 @@ type loopRelay struct {
 
 var _ net.PacketConn = (*loopRelay)(nil)
 
+// openLoopRelay opens the relayed socket key for an allocation made on ls,
+// read by ls's data loop, with its entry registered (addEntry).
 func (s *Service) openLoopRelay(ls *loopListener, network string, bind netip.Addr, port int, key relayPort) (*loopRelay, error) {
 	fd, local, inet6, err := openUDP(netip.AddrPortFrom(bind, uint16(port)), network, false)
 	if err != nil {
@@ -227,6 +229,7 @@ func (s *Service) openLoopRelay(ls *loopListener, network string, bind netip.Add
 		return nil, err
 	}
 	r.sock = sock
+	s.addEntry(r.entry)
 	return r, nil
 }
 
@@ -306,6 +309,8 @@ func newStreamBatch() *streamBatch {
 	return b
 }
 
+// openStreamRelay opens the relayed socket key for a TCP or TLS client's
+// allocation, with its entry registered (addEntry).
 func (s *Service) openStreamRelay(network string, bind netip.Addr, port int, key relayPort) (*streamRelay, error) {
 	pc, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(bind, uint16(port))))
 	if err != nil {
@@ -319,6 +324,7 @@ func (s *Service) openStreamRelay(network string, bind netip.Addr, port int, key
 	r := &streamRelay{UDPConn: pc, s: s, rc: rc}
 	r.entry = newAllocEntry(key, r, nil)
 	r.fwd = r.forward
+	s.addEntry(r.entry)
 	return r, nil
 }
 
