@@ -14,18 +14,6 @@ import (
 	"github.com/tariq-vpn/tariq/internal/testutil"
 )
 
-// waitFor polls cond until it holds, failing t after 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("still waiting after 10s: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // entryOf returns the data path's entry for the allocation relayed at ap.
 func (r *testRelay) entryOf(t *testing.T, ap netip.AddrPort) *allocEntry {
 	t.Helper()
@@ -97,7 +85,7 @@ func TestDataPathLifetimes(t *testing.T) {
 					time.Sleep(permission / 4)
 				}
 				e := r.entryOf(t, relayed)
-				waitFor(t, "permission to expire", func() bool { return e.perms.Load().len() == 0 })
+				testutil.WaitFor(t, 10*time.Second, "permission to expire", func() bool { return e.perms.Load().len() == 0 })
 				if _, ok := e.chans.Load().peerOf(0x4000); !ok {
 					t.Fatal("the channel went with the permission; this case needs it bound")
 				}
@@ -111,7 +99,7 @@ func TestDataPathLifetimes(t *testing.T) {
 				succeeded(t, "channel bind", c.request(stun.MethodChannelBind, xorPeer(apOf(p1.LocalAddr())), channelNumber(0x4000)))
 				both(t, c, p1, relayed, 0x4000, "first binding")
 				e := r.entryOf(t, relayed)
-				waitFor(t, "channel to expire", func() bool { return e.chans.Load().len() == 0 })
+				testutil.WaitFor(t, 10*time.Second, "channel to expire", func() bool { return e.chans.Load().len() == 0 })
 				succeeded(t, "bind the channel elsewhere", c.request(stun.MethodChannelBind, xorPeer(apOf(p2.LocalAddr())), channelNumber(0x4000)))
 				c.channelData(0x4000, "rebound")
 				if got, _ := recv(t, p2); got != "rebound" {
@@ -152,7 +140,7 @@ func TestDataPathLifetimes(t *testing.T) {
 				relayed := relayedAddr(t, c.allocate(lifetime(time.Second)))
 				succeeded(t, "channel bind", c.request(stun.MethodChannelBind, xorPeer(apOf(p.LocalAddr())), channelNumber(0x4000)))
 				both(t, c, p, relayed, 0x4000, "before expiry")
-				waitFor(t, "allocation to expire", func() bool { return r.Allocations() == 0 })
+				testutil.WaitFor(t, 10*time.Second, "allocation to expire", func() bool { return r.Allocations() == 0 })
 				neither(t, c, p, relayed, 0x4000, "allocation expired")
 			})
 			t.Run("peer denied by reload", func(t *testing.T) {
@@ -253,5 +241,5 @@ func TestDataPathChurn(t *testing.T) {
 	for _, s := range stray {
 		t.Error(s)
 	}
-	waitFor(t, "every allocation to go", func() bool { return r.Allocations() == 0 })
+	testutil.WaitFor(t, 10*time.Second, "every allocation to go", func() bool { return r.Allocations() == 0 })
 }

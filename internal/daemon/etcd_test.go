@@ -51,17 +51,6 @@ func (r *running) cfg(t *testing.T) *config.Config {
 	return l.Config
 }
 
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestDaemonsShareEtcd: two daemons on one etcd prefix are one relay to
 // apps: credentials minted on one node allocate on the other; a REST
 // secret added (tariq turn secret add) is verified by both within
@@ -88,7 +77,7 @@ func TestDaemonsShareEtcd(t *testing.T) {
 	}
 	fresh := mint(added.Secret.Reveal())
 	for _, r := range []*running{a, b} {
-		waitUntil(t, 3*time.Second, "the added secret verified on "+r.file, func() bool {
+		testutil.WaitFor(t, 3*time.Second, "the added secret verified on "+r.file, func() bool {
 			_, err := r.allocate(t, fresh.Username, fresh.Password)
 			return err == nil
 		})
@@ -101,7 +90,7 @@ func TestDaemonsShareEtcd(t *testing.T) {
 	}
 
 	for _, r := range []*running{a, b} {
-		waitUntil(t, 10*time.Second, "both nodes in "+r.file+"'s status", func() bool {
+		testutil.WaitFor(t, 10*time.Second, "both nodes in "+r.file+"'s status", func() bool {
 			st, err := admin.NewClient(r.cfg(t).Server.AdminSocket).Status(context.Background())
 			return err == nil && st.Cluster != nil && len(st.Cluster.Nodes) == 2 && st.Cluster.Unreachable == ""
 		})
@@ -111,7 +100,7 @@ func TestDaemonsShareEtcd(t *testing.T) {
 		t.Errorf("nodes: %+v", n)
 	}
 	a.stop(t)
-	waitUntil(t, 15*time.Second, "a off the node list", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "a off the node list", func() bool {
 		nodes, err := Nodes(context.Background(), b.cfg(t))
 		return err == nil && len(nodes) == 1 && nodes[0].Name == "b"
 	})
@@ -127,7 +116,7 @@ func TestDaemonStartsWithEtcdDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 5*time.Second, "the cache written", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "the cache written", func() bool {
 		b, _ := os.ReadFile(filepath.Join(dir, "data", etcdstore.CacheFile))
 		return strings.Contains(string(b), `"secret"`)
 	})

@@ -73,18 +73,6 @@ func service(t *testing.T, st store.Backend, cfg *config.Config) *members.Servic
 	return s
 }
 
-// waitFor polls cond until it holds, failing after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestConcurrentAdds: 50 `peer add`s at once, split across two nodes'
 // members models on one prefix, all succeed with 50 distinct IPv4 and
 // IPv6 addresses, one server identity, and both nodes see all 50.
@@ -115,7 +103,7 @@ func TestConcurrentAdds(t *testing.T) {
 		t.Error(err)
 	}
 	for _, s := range []*etcdstore.Store{a, b} {
-		waitFor(t, 5*time.Second, "both nodes see 50 devices", func() bool {
+		testutil.WaitFor(t, 5*time.Second, "both nodes see 50 devices", func() bool {
 			st, _ := s.Load()
 			return len(st.Peers) == n
 		})
@@ -154,7 +142,7 @@ func TestWatch(t *testing.T) {
 	if _, err := sa.Identity(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "b sees the identity", func() bool { st, _ := b.Load(); return st.VPN.PrivateKey != "" })
+	testutil.WaitFor(t, 5*time.Second, "b sees the identity", func() bool { st, _ := b.Load(); return st.VPN.PrivateKey != "" })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	changed := b.Watch(ctx)
@@ -240,7 +228,7 @@ func TestUsageSums(t *testing.T) {
 	wg.Wait()
 	want := store.Usage{Month: month, In: 3 * rounds, Out: 30 * rounds}
 	for _, s := range []*etcdstore.Store{a, b} {
-		waitFor(t, 5*time.Second, fmt.Sprintf("usage %+v on every node", want), func() bool {
+		testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("usage %+v on every node", want), func() bool {
 			st, _ := s.Load()
 			return st.Member("mom") != nil && st.Member("mom").Usage == want
 		})
@@ -274,8 +262,8 @@ func TestEtcdDown(t *testing.T) {
 	if _, err := sa.Add(members.AddRequest{Name: "mom"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "b sees mom", func() bool { st, _ := b.Load(); return st.Peer("mom") != nil })
-	waitFor(t, 5*time.Second, "b's cache holds mom", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "b sees mom", func() bool { st, _ := b.Load(); return st.Peer("mom") != nil })
+	testutil.WaitFor(t, 5*time.Second, "b's cache holds mom", func() bool {
 		raw, _ := os.ReadFile(filepath.Join(dirB, etcdstore.CacheFile))
 		return strings.Contains(string(raw), `"mom"`)
 	})
@@ -320,14 +308,14 @@ func TestEtcdDown(t *testing.T) {
 	if _, err := sa.Add(members.AddRequest{Name: "dad"}); err != nil {
 		t.Fatalf("peer add once etcd is back: %v", err)
 	}
-	waitFor(t, 15*time.Second, "the restarted node converges", func() bool { st, _ := b2.Load(); return st.Peer("dad") != nil })
+	testutil.WaitFor(t, 15*time.Second, "the restarted node converges", func() bool { st, _ := b2.Load(); return st.Peer("dad") != nil })
 	if b2.Down() {
 		t.Error("b2 still says etcd is down")
 	}
 	if _, err := sb2.Add(members.AddRequest{Name: "kid"}); err != nil {
 		t.Fatalf("peer add on the restarted node: %v", err)
 	}
-	waitFor(t, 5*time.Second, "a sees kid", func() bool { st, _ := a.Load(); return st.Peer("kid") != nil })
+	testutil.WaitFor(t, 5*time.Second, "a sees kid", func() bool { st, _ := a.Load(); return st.Peer("kid") != nil })
 }
 
 // TestOpenWithoutEtcdOrCache: a node that never reached etcd has nothing
@@ -355,7 +343,7 @@ func TestStateNotLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, _ := a.Load()
-	waitFor(t, 5*time.Second, "the cache written", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "the cache written", func() bool {
 		raw, _ := os.ReadFile(filepath.Join(dir, etcdstore.CacheFile))
 		return strings.Contains(string(raw), `"mom"`)
 	})
@@ -473,13 +461,13 @@ func TestNodes(t *testing.T) {
 	})
 	defer wg.Wait()
 	defer stopB()
-	waitFor(t, 5*time.Second, "both nodes listed", func() bool { n, _ := a.Nodes(context.Background()); return len(n) == 2 })
+	testutil.WaitFor(t, 5*time.Second, "both nodes listed", func() bool { n, _ := a.Nodes(context.Background()); return len(n) == 2 })
 	nodes, _ := b.Nodes(context.Background())
 	if nodes[0].Name != "a" || nodes[0].PublicHost != "a.example" || nodes[1].Name != "b" || nodes[1].PublicHost != "203.0.113.2" || !nodes[0].StartedAt.Equal(started) {
 		t.Fatalf("nodes: %+v", nodes)
 	}
 	stopA()
-	waitFor(t, 5*time.Second, "a gone", func() bool { n, _ := b.Nodes(context.Background()); return len(n) == 1 && n[0].Name == "b" })
+	testutil.WaitFor(t, 5*time.Second, "a gone", func() bool { n, _ := b.Nodes(context.Background()); return len(n) == 1 && n[0].Name == "b" })
 }
 
 // recordingPath is a members.Path that keeps what it was told.
@@ -535,26 +523,26 @@ func TestLiveOnEveryNode(t *testing.T) {
 	if _, err := sa.Add(members.AddRequest{Name: "dad"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "dad on b's path", func() bool { return pb.has("dad") })
+	testutil.WaitFor(t, 2*time.Second, "dad on b's path", func() bool { return pb.has("dad") })
 	if _, err := sa.Add(members.AddRequest{Name: "mom"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "mom on b's path", func() bool { return pb.has("mom") })
+	testutil.WaitFor(t, 2*time.Second, "mom on b's path", func() bool { return pb.has("mom") })
 	if err := sa.SetEnabled("mom", false); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "mom off b's path", func() bool { return !pb.has("mom") })
+	testutil.WaitFor(t, 2*time.Second, "mom off b's path", func() bool { return !pb.has("mom") })
 	if !pb.has("dad") {
 		t.Fatal("disabling mom took dad off")
 	}
 	if err := sa.SetEnabled("mom", true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "mom back on b's path", func() bool { return pb.has("mom") })
+	testutil.WaitFor(t, 2*time.Second, "mom back on b's path", func() bool { return pb.has("mom") })
 	if err := sa.Remove("mom"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Second, "mom removed from b's path", func() bool { return !pb.has("mom") })
+	testutil.WaitFor(t, 2*time.Second, "mom removed from b's path", func() bool { return !pb.has("mom") })
 	if !pb.has("dad") {
 		t.Fatal("removing mom took dad off")
 	}
@@ -587,7 +575,7 @@ func TestMemberKilled(t *testing.T) {
 		}
 	}
 	for _, s := range []*etcdstore.Store{a, b} {
-		waitFor(t, 10*time.Second, "both nodes see both devices", func() bool {
+		testutil.WaitFor(t, 10*time.Second, "both nodes see both devices", func() bool {
 			st, _ := s.Load()
 			return st.Peer("dev0") != nil && st.Peer("dev1") != nil
 		})

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -55,4 +56,17 @@ func LeakCheck(t testing.TB, ignore ...goleak.Option) {
 			t.Error(err)
 		}
 	})
+}
+
+// WaitFor polls cond every 20 ms until it holds, failing t with what if it
+// does not within timeout.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
