@@ -191,47 +191,6 @@ func tcpEcho(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// echoRound writes n random bytes on c and reads them back within d.
-func echoRound(c net.Conn, n int, d time.Duration) error {
-	msg := make([]byte, n)
-	rand.Read(msg)
-	c.SetDeadline(time.Now().Add(d))
-	errc := make(chan error, 1)
-	go func() { _, err := c.Write(msg); errc <- err }()
-	got := make([]byte, n)
-	_, rerr := io.ReadFull(c, got)
-	werr := <-errc // the deadline bounds the write too
-	c.SetDeadline(time.Time{})
-	if err := errors.Join(rerr, werr); err != nil {
-		return err
-	}
-	if !bytes.Equal(got, msg) {
-		return errors.New("the echo differs")
-	}
-	return nil
-}
-
-// udpRound sends msg to target through pc and waits d for its echo.
-func udpRound(pc net.PacketConn, target net.Addr, d time.Duration) error {
-	msg := make([]byte, 160)
-	rand.Read(msg)
-	pc.SetDeadline(time.Now().Add(d))
-	defer pc.SetDeadline(time.Time{})
-	if _, err := pc.WriteTo(msg, target); err != nil {
-		return err
-	}
-	buf := make([]byte, 2048)
-	for {
-		n, _, err := pc.ReadFrom(buf)
-		if err != nil {
-			return err
-		}
-		if bytes.Equal(buf[:n], msg) {
-			return nil
-		}
-	}
-}
-
 // isTimeout reports whether err is a deadline passing.
 func isTimeout(err error) bool {
 	var ne net.Error
@@ -311,7 +270,7 @@ func TestOutlineEndToEnd(t *testing.T) {
 		t.Fatalf("mom: TCP through Outline: %v", err)
 	}
 	defer momTCP.Close()
-	if err := echoRound(momTCP, 256<<10, 20*time.Second); err != nil {
+	if err := testutil.EchoRound(momTCP, noise(256<<10), 20*time.Second); err != nil {
 		t.Fatalf("mom: 256 KiB echoed through Outline over TCP: %v", err)
 	}
 	momUDP, err := mom.Packet.ListenPacket(context.Background())
@@ -319,7 +278,7 @@ func TestOutlineEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer momUDP.Close()
-	if err := udpRound(momUDP, udpTarget, 5*time.Second); err != nil {
+	if err := testutil.UDPRound(momUDP, udpTarget, noise(160), 5*time.Second); err != nil {
 		t.Fatalf("mom: UDP echo through Outline: %v", err)
 	}
 
@@ -352,10 +311,10 @@ func TestOutlineEndToEnd(t *testing.T) {
 	dad, f := l.client(dadKey)
 	dadSecret := f.Config.Secret
 	dadTCP, err := dad.Stream.DialStream(context.Background(), tcpTarget)
-	if err != nil || echoRound(dadTCP, 4096, 10*time.Second) != nil {
+	if err != nil || testutil.EchoRound(dadTCP, noise(4096), 10*time.Second) != nil {
 		t.Fatalf("dad, added live: TCP through Outline: %v", err)
 	}
-	if err := echoRound(momTCP, 4096, 10*time.Second); err != nil {
+	if err := testutil.EchoRound(momTCP, noise(4096), 10*time.Second); err != nil {
 		t.Errorf("mom's open stream after dad was added: %v", err)
 	}
 
@@ -366,14 +325,14 @@ func TestOutlineEndToEnd(t *testing.T) {
 	}
 	assertCut(t, "dad's stream after his device was disabled", dadTCP)
 	l.assertErrorDoc(dadKey, dadSecret, "switched off")
-	if err := echoRound(momTCP, 4096, 10*time.Second); err != nil {
+	if err := testutil.EchoRound(momTCP, noise(4096), 10*time.Second); err != nil {
 		t.Errorf("mom's open stream after dad was disabled: %v", err)
 	}
 	if err := l.admin.SetEnabled(l.ctx(), "dad", true); err != nil {
 		t.Fatal(err)
 	}
 	dad, _ = l.client(dadKey)
-	if c, err := dad.Stream.DialStream(context.Background(), tcpTarget); err != nil || echoRound(c, 4096, 10*time.Second) != nil {
+	if c, err := dad.Stream.DialStream(context.Background(), tcpTarget); err != nil || testutil.EchoRound(c, noise(4096), 10*time.Second) != nil {
 		t.Errorf("dad enabled again: %v", err)
 	} else {
 		c.Close()
@@ -386,12 +345,12 @@ func TestOutlineEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertCut(t, "mom's TCP stream after her removal", momTCP)
-	if err := udpRound(momUDP, udpTarget, 3*time.Second); err == nil {
+	if err := testutil.UDPRound(momUDP, udpTarget, noise(160), 3*time.Second); err == nil {
 		t.Error("mom's UDP association still echoes after her removal")
 	}
 	l.assertErrorDoc(momKey, momSecret, "removed")
 	if c, err := mom.Stream.DialStream(context.Background(), tcpTarget); err == nil {
-		if echoRound(c, 16, 3*time.Second) == nil {
+		if testutil.EchoRound(c, noise(16), 3*time.Second) == nil {
 			t.Error("mom's saved secret still carries a new stream")
 		}
 		c.Close()
@@ -413,7 +372,7 @@ func TestOutlineEndToEnd(t *testing.T) {
 	cut := false
 	deadline := time.Now().Add(15 * time.Second)
 	for i := 0; i < 1000 && time.Now().Before(deadline); i++ {
-		if err := echoRound(kidTCP, 16<<10, 5*time.Second); err != nil {
+		if err := testutil.EchoRound(kidTCP, noise(16<<10), 5*time.Second); err != nil {
 			cut = true
 			break
 		}
@@ -768,4 +727,11 @@ func TestOutlineInviteBrowser(t *testing.T) {
 		!slices.Contains(st.Peers[0].Reach.Reached, fmt.Sprintf("outline-%d", l.r.d.WebAddrs()[0].(*net.TCPAddr).Port)) {
 		t.Errorf("the check as recorded: %+v", st.Peers[0].Reach)
 	}
+}
+
+// noise returns n random bytes, a message no other round repeats.
+func noise(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
 }

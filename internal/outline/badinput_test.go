@@ -98,9 +98,9 @@ func TestBadInputOnTheWebSocketPaths(t *testing.T) {
 			case <-time.After(20 * time.Millisecond):
 			}
 			msg := fmt.Appendf(nil, "bob %d", i)
-			err := echoRound(bTCP, msg, 10*time.Second)
+			err := testutil.EchoRound(bTCP, msg, 10*time.Second)
 			if err == nil {
-				err = udpRound(bUDP, uecho, msg, 10*time.Second)
+				err = testutil.UDPRound(bUDP, uecho, msg, 10*time.Second)
 			}
 			rounds.Add(1)
 			if err != nil {

@@ -34,7 +34,7 @@ func TestCutIsDoneWhenSetKeysReturns(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := echoRound(c, []byte("open"), 10*time.Second); err != nil {
+			if err := testutil.EchoRound(c, []byte("open"), 10*time.Second); err != nil {
 				t.Fatalf("round %d: alice's TCP echo: %v", i, err)
 			}
 			conns = append(conns, c)
@@ -43,7 +43,7 @@ func TestCutIsDoneWhenSetKeysReturns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := udpRound(pc, uecho, []byte("before"), 10*time.Second); err != nil {
+		if err := testutil.UDPRound(pc, uecho, []byte("before"), 10*time.Second); err != nil {
 			t.Fatalf("round %d: alice's UDP echo: %v", i, err)
 		}
 		h.setKeys(map[string]string{})

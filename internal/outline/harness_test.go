@@ -625,42 +625,6 @@ func (c *canary) assertQuiet(t *testing.T) {
 	}
 }
 
-// echoRound writes msg on c and reads the echo back within d.
-func echoRound(c net.Conn, msg []byte, d time.Duration) error {
-	c.SetDeadline(time.Now().Add(d))
-	defer c.SetDeadline(time.Time{})
-	if _, err := c.Write(msg); err != nil {
-		return err
-	}
-	got := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return err
-	}
-	if !bytes.Equal(got, msg) {
-		return errors.New("echo differs")
-	}
-	return nil
-}
-
-// udpRound sends msg to target through pc and waits for the echo.
-func udpRound(pc net.PacketConn, target net.Addr, msg []byte, d time.Duration) error {
-	pc.SetDeadline(time.Now().Add(d))
-	defer pc.SetDeadline(time.Time{})
-	if _, err := pc.WriteTo(msg, target); err != nil {
-		return err
-	}
-	buf := make([]byte, 2048)
-	for {
-		n, _, err := pc.ReadFrom(buf)
-		if err != nil {
-			return err
-		}
-		if bytes.Equal(buf[:n], msg) {
-			return nil
-		}
-	}
-}
-
 // waitFor polls cond every 10 ms for up to d.
 func waitFor(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)

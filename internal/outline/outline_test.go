@@ -252,13 +252,13 @@ func TestDestinationPolicy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := udpRound(pc, uecho, []byte("before"), 10*time.Second); err != nil {
+		if err := testutil.UDPRound(pc, uecho, []byte("before"), 10*time.Second); err != nil {
 			t.Errorf("UDP echo before %s: %v", target, err)
 		}
 		if _, err := pc.WriteTo([]byte("refused"), taddr); err != nil {
 			t.Errorf("UDP to %s: %v", target, err)
 		}
-		if err := udpRound(pc, uecho, []byte("after"), 10*time.Second); err != nil {
+		if err := testutil.UDPRound(pc, uecho, []byte("after"), 10*time.Second); err != nil {
 			t.Errorf("UDP echo after %s: %v", target, err)
 		}
 		pc.Close()
@@ -290,7 +290,7 @@ func tcpEcho(ctx context.Context, c *outlineClient, target string) error {
 		return err
 	}
 	defer conn.Close()
-	return echoRound(conn, []byte("ping"), 10*time.Second)
+	return testutil.EchoRound(conn, []byte("ping"), 10*time.Second)
 }
 
 // TestKeyLeavingCutsItsConnections opens a member's TCP stream and UDP
@@ -334,7 +334,7 @@ func TestKeyLeavingCutsItsConnections(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { conn.Close() })
-				if err := echoRound(conn, []byte(who), 10*time.Second); err != nil {
+				if err := testutil.EchoRound(conn, []byte(who), 10*time.Second); err != nil {
 					t.Fatalf("%s's TCP echo: %v", who, err)
 				}
 				pc, err := c.packet.ListenPacket(ctx)
@@ -342,7 +342,7 @@ func TestKeyLeavingCutsItsConnections(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { pc.Close() })
-				if err := udpRound(pc, uecho, []byte(who), 10*time.Second); err != nil {
+				if err := testutil.UDPRound(pc, uecho, []byte(who), 10*time.Second); err != nil {
 					t.Fatalf("%s's UDP echo: %v", who, err)
 				}
 				return conn, pc
@@ -364,10 +364,10 @@ func TestKeyLeavingCutsItsConnections(t *testing.T) {
 				t.Errorf("alice's open UDP association: read %d, %v; want it cut", n, err)
 			}
 
-			if err := echoRound(bTCP, []byte("bob again"), 10*time.Second); err != nil {
+			if err := testutil.EchoRound(bTCP, []byte("bob again"), 10*time.Second); err != nil {
 				t.Errorf("bob's open TCP stream after alice's key left: %v", err)
 			}
-			if err := udpRound(bUDP, uecho, []byte("bob again"), 10*time.Second); err != nil {
+			if err := testutil.UDPRound(bUDP, uecho, []byte("bob again"), 10*time.Second); err != nil {
 				t.Errorf("bob's open UDP association after alice's key left: %v", err)
 			}
 
@@ -428,7 +428,7 @@ func TestAbruptDisconnectEndsAssociation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	if err := udpRound(pc, uecho, []byte("hello"), 10*time.Second); err != nil {
+	if err := testutil.UDPRound(pc, uecho, []byte("hello"), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	raw := c.raws.last().(*net.TCPConn)
@@ -454,7 +454,7 @@ func TestCloseCutsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if err := echoRound(conn, []byte("x"), 10*time.Second); err != nil {
+	if err := testutil.EchoRound(conn, []byte("x"), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	pc, err := c.packet.ListenPacket(ctx)
@@ -462,7 +462,7 @@ func TestCloseCutsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	if err := udpRound(pc, uecho, []byte("x"), 10*time.Second); err != nil {
+	if err := testutil.UDPRound(pc, uecho, []byte("x"), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	closed := make(chan struct{})
