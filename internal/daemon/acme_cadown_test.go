@@ -60,7 +60,7 @@ func TestDaemonACMECADown(t *testing.T) {
 	web := r.d.WebAddrs()[0].String()
 
 	// TURN over UDP and TCP, right away.
-	peer := echo(t).LocalAddr()
+	peer := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 	udp, tcp, _ := r.d.Relay().Addrs()
 	if err := turnOverUDP(t, r, udp[0].String(), peer); err != nil {
 		t.Errorf("TURN over UDP with the CA down: %v", err)

@@ -265,7 +265,7 @@ func TestDaemonACMESharedPort(t *testing.T) {
 
 	// (b) TURN over TLS on the same port with pion's client, with ALPN
 	// stun.turn and with none (as browsers send)
-	peer := echo(t).LocalAddr()
+	peer := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 	for _, alpn := range [][]string{{"stun.turn"}, nil} {
 		if err := turnOverTLS(t, r, web, testutil.PebbleName, roots, peer, alpn...); err != nil {
 			t.Errorf("TURN over TLS on the shared port (ALPN %v): %v", alpn, err)

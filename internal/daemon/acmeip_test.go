@@ -115,7 +115,7 @@ relay:
 	if err != nil || !strings.Contains(body, "tariq") || !cs.PeerCertificates[0].Equal(served) {
 		t.Errorf("page at https://%s trusting only Pebble's root: %v", net.JoinHostPort(ip, strconv.Itoa(webPort)), err)
 	}
-	peer := echo(t).LocalAddr()
+	peer := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 	for _, alpn := range [][]string{{"stun.turn"}, nil} {
 		if err := turnOverTLS(t, r, web, "", roots, peer, alpn...); err != nil {
 			t.Errorf("TURN over TLS on the shared port, no SNI, ALPN %v: %v", alpn, err)

@@ -149,7 +149,7 @@ func TestSharedPortBadInput(t *testing.T) {
 	}
 
 	// Everyone else is served meanwhile, on the same port.
-	peer := echo(t).LocalAddr()
+	peer := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 	if body, _, err := getPage(web, "127.0.0.1", pool); err != nil || !strings.Contains(body, "tariq") {
 		t.Errorf("page while bad clients are pending: %v", err)
 	}

@@ -194,25 +194,6 @@ func (r *running) allocateAs(t *testing.T, pc net.PacketConn, server, user, pass
 	return relayed, err
 }
 
-func echo(t *testing.T) net.PacketConn {
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		b := make([]byte, 1500)
-		for {
-			n, a, err := c.ReadFrom(b)
-			if err != nil {
-				return
-			}
-			c.WriteTo(b[:n], a)
-		}
-	}()
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // relayOnce sends a datagram to peer through the allocation and waits for
 // the echo. The payload is longer than 4 bytes on purpose: pion's stream
 // framing (STUNConn, used by its client and server alike) waits for a 9th
@@ -242,7 +223,7 @@ func TestDaemonServesAndStops(t *testing.T) {
 	if err != nil {
 		t.Fatalf("allocate: %v\n%s", err, r.logs)
 	}
-	if err := relayOnce(relayed, echo(t).LocalAddr()); err != nil {
+	if err := relayOnce(relayed, testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
 	st, err := admin.NewClient(r.d.config().Server.AdminSocket).Status(context.Background())
@@ -259,14 +240,14 @@ func TestDaemonServesAndStops(t *testing.T) {
 	if _, err := os.Stat(r.d.config().Server.AdminSocket); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("admin socket left behind: %v", err)
 	}
-	if err := relayOnce(relayed, echo(t).LocalAddr()); err == nil {
+	if err := relayOnce(relayed, testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()); err == nil {
 		t.Error("allocation still relays after the daemon stopped")
 	}
 }
 
 func TestDaemonReload(t *testing.T) {
 	r := startDaemon(t, "  users: {alice: wonderland}\n")
-	peer := echo(t).LocalAddr()
+	peer := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 	live, err := r.allocate(t, "alice", "wonderland")
 	if err != nil {
 		t.Fatal(err)
@@ -287,7 +268,7 @@ func TestDaemonReload(t *testing.T) {
 	if err := relayOnce(live, peer); err != nil {
 		t.Errorf("live allocation dropped by reload: %v", err)
 	}
-	if err := relayOnce(live, echo(t).LocalAddr()); err != nil {
+	if err := relayOnce(live, testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()); err != nil {
 		t.Errorf("live allocation cannot add a permission after reload: %v", err)
 	}
 

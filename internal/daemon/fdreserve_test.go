@@ -98,7 +98,7 @@ func TestStreamFloodLeavesDescriptors(t *testing.T) {
 		if err != nil {
 			t.Fatalf("allocate: %v", err)
 		}
-		if err := relayOnce(relayed, echo(t).LocalAddr()); err != nil {
+		if err := relayOnce(relayed, testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -115,7 +115,7 @@ func TestSharedPortStalledFlood(t *testing.T) {
 		t.Errorf("the port holds %d of the flood's %d connections, want %d", n, len(flood), lim.PerSource)
 	}
 
-	peer := echo(t).LocalAddr()
+	peer := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 	if body, err := pageFrom("127.0.0.2", web, pool); err != nil || !strings.Contains(body, "tariq") {
 		t.Errorf("page from 127.0.0.2 during the flood: %v", err)
 	}

@@ -7,6 +7,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/tariq-vpn/tariq/internal/testutil"
 )
 
 // scrape fetches and parses the metrics endpoint.
@@ -63,7 +65,7 @@ func TestMetricsShowLiveAllocation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := relayOnce(relayed, echo(t).LocalAddr()); err != nil {
+	if err := relayOnce(relayed, testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
 	r.allocate(t, "alice", "wrong") // one auth failure

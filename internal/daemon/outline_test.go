@@ -154,56 +154,13 @@ func (l *outlineLab) client(key string) (*testutil.OutlineClient, *testutil.Outl
 	return c, f
 }
 
-// tcpEcho serves a TCP echo on 127.0.0.1 until the test ends.
-func tcpEcho(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() { defer wg.Done(); io.Copy(c, c); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
-
-// isTimeout reports whether err is a deadline passing.
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 // assertCut checks that c, open before, was cut: a read ends with an error
 // that is not its deadline passing.
 func assertCut(t *testing.T, what string, c net.Conn) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err := c.Read(make([]byte, 1))
-	if err == nil || isTimeout(err) {
+	if err == nil || testutil.IsTimeout(err) {
 		t.Errorf("%s: still open after the cut (read: %v)", what, err)
 	}
 }
@@ -246,8 +203,8 @@ func TestOutlineEndToEnd(t *testing.T) {
 	}
 	testutil.LeakCheck(t, testutil.PebbleLeakOptions()...)
 	l := newOutlineLab(t, "acme")
-	tcpTarget := tcpEcho(t)
-	udpTarget := echo(t).LocalAddr()
+	tcpTarget := testutil.TCPEcho(t, "127.0.0.1:0").String()
+	udpTarget := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 
 	l.add(members.AddRequest{Name: "mom"})
 	momKey := l.key("mom")

@@ -75,7 +75,7 @@ func TestSharedPortPageAndTURN(t *testing.T) {
 		}
 	}
 
-	peer := echo(t).LocalAddr()
+	peer := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 	for _, alpn := range [][]string{{"stun.turn"}, nil} {
 		conn, err := tls.Dial("tcp", web, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", NextProtos: alpn})
 		if err != nil {

@@ -69,8 +69,8 @@ func TestBadInputOnTheWebSocketPaths(t *testing.T) {
 	testutil.LeakCheck(t)
 	h := newHarness(t, Config{})
 	h.setKeys(map[string]string{"alice": NewSecret(), "bob": NewSecret()})
-	echo := echoTCP(t, "127.0.0.1:0")
-	uecho := echoUDP(t, "127.0.0.1:0")
+	echo := testutil.TCPEcho(t, "127.0.0.1:0")
+	uecho := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 	ctx := context.Background()
 
 	bob := h.memberClient("bob")
@@ -161,7 +161,7 @@ func TestBadInputOnTheWebSocketPaths(t *testing.T) {
 		defer conn.Close()
 		conn.SetDeadline(time.Now().Add(testAuthTimeout + 5*time.Second))
 		conn.Write([]byte("hello"))
-		if n, err := conn.Read(make([]byte, 10)); n != 0 || err == nil || isTimeout(err) {
+		if n, err := conn.Read(make([]byte, 10)); n != 0 || err == nil || testutil.IsTimeout(err) {
 			t.Errorf("TCP with a wrong key: read %d, %v; want nothing until the server gives up", n, err)
 		}
 		pc, err := c.packet.ListenPacket(ctx)
@@ -171,7 +171,7 @@ func TestBadInputOnTheWebSocketPaths(t *testing.T) {
 		defer pc.Close()
 		pc.SetDeadline(time.Now().Add(10 * time.Second))
 		pc.WriteTo([]byte("hello"), uecho)
-		if n, _, err := pc.ReadFrom(make([]byte, 100)); n != 0 || err == nil || isTimeout(err) {
+		if n, _, err := pc.ReadFrom(make([]byte, 100)); n != 0 || err == nil || testutil.IsTimeout(err) {
 			t.Errorf("UDP with a wrong key: read %d, %v; want nothing, then the end", n, err)
 		}
 	})
@@ -201,7 +201,7 @@ func TestBadInputOnTheWebSocketPaths(t *testing.T) {
 					defer conn.Close()
 					conn.Write(g.send)
 					ops, err := readFrames(br, conn, time.Now().Add(testAuthTimeout+5*time.Second))
-					if isTimeout(err) {
+					if testutil.IsTimeout(err) {
 						t.Errorf("%s on %s: the server held the connection past its auth timeout", g.name, path)
 					}
 					for _, op := range ops {
@@ -231,7 +231,7 @@ func TestBadInputOnTheWebSocketPaths(t *testing.T) {
 		conn := h.rawWS("tcp")
 		conn.Write(first)
 		conn.SetReadDeadline(time.Now().Add(testAuthTimeout + 5*time.Second))
-		if n, err := conn.Read(make([]byte, 100)); n != 0 || err == nil || isTimeout(err) {
+		if n, err := conn.Read(make([]byte, 100)); n != 0 || err == nil || testutil.IsTimeout(err) {
 			t.Errorf("replayed handshake: read %d, %v; want nothing until the server gives up", n, err)
 		}
 		if got := h.svc.AuthFailures()["tcp"]["replay"]; got != before+1 {

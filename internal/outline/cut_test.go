@@ -21,8 +21,8 @@ import (
 func TestCutIsDoneWhenSetKeysReturns(t *testing.T) {
 	testutil.LeakCheck(t)
 	h := newHarness(t, Config{})
-	echo := stubbornEchoTCP(t, "127.0.0.1:0")
-	uecho := echoUDP(t, "127.0.0.1:0")
+	echo := testutil.StubbornTCPEcho(t, "127.0.0.1:0")
+	uecho := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 	ctx := context.Background()
 	const rounds, streams = 30, 8
 	for i := range rounds {
@@ -48,7 +48,7 @@ func TestCutIsDoneWhenSetKeysReturns(t *testing.T) {
 		}
 		h.setKeys(map[string]string{})
 		conns[0].SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := conns[0].Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		if _, err := conns[0].Read(make([]byte, 1)); err == nil || testutil.IsTimeout(err) {
 			t.Fatalf("round %d: alice's stream not cut: %v", i, err)
 		}
 		pc.WriteTo([]byte("after"), uecho)
@@ -58,7 +58,7 @@ func TestCutIsDoneWhenSetKeysReturns(t *testing.T) {
 		for _, c := range conns {
 			c.Close()
 		}
-		if err == nil || isTimeout(err) {
+		if err == nil || testutil.IsTimeout(err) {
 			t.Fatalf("round %d: a packet sent once the stream was seen cut: read %d, %v; want the association closed, no answer", i, n, err)
 		}
 	}

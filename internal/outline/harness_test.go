@@ -479,82 +479,6 @@ func (c *recordingConn) Write(b []byte) (int, error) {
 	return c.StreamConn.Write(b)
 }
 
-// echoTCP serves a TCP echo on addr until the test ends.
-func echoTCP(t *testing.T, addr string) net.Addr { return serveEcho(t, addr, false) }
-
-// stubbornEchoTCP is echoTCP but keeps each connection open after the
-// client's FIN, until the test ends, as many servers do: only closing
-// the target connection ends such a stream.
-func stubbornEchoTCP(t *testing.T, addr string) net.Addr { return serveEcho(t, addr, true) }
-
-func serveEcho(t *testing.T, addr string, stubborn bool) net.Addr {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				io.Copy(c, c)
-				if stubborn {
-					<-stop
-				}
-				c.Close()
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		close(stop)
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr()
-}
-
-// echoUDP serves a UDP echo on addr until the test ends.
-func echoUDP(t *testing.T, addr string) net.Addr {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { pc.Close(); <-done })
-	return pc.LocalAddr()
-}
-
 // canary listens for TCP and UDP on one port of ip and reports whatever
 // reaches it.
 type canary struct {
@@ -635,12 +559,4 @@ func waitFor(d time.Duration, cond func() bool) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return cond()
-}
-
-// isTimeout reports whether err is a deadline passing. gorilla/websocket
-// replaces temporary network errors with its own, so errors.Is with
-// os.ErrDeadlineExceeded does not see through it.
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -135,7 +135,7 @@ func TestRateCap(t *testing.T) {
 	h.setKeys(map[string]string{"alice": NewSecret(), "bob": NewSecret()})
 	const capRate = 256 << 10
 	h.svc.SetLimits(map[string]Limits{"alice": {Rate: capRate}})
-	echo := echoTCP(t, "127.0.0.1:0")
+	echo := testutil.TCPEcho(t, "127.0.0.1:0")
 	alice, bob := h.memberClient("alice"), h.memberClient("bob")
 
 	const size = 384 << 10

@@ -28,8 +28,8 @@ func TestOutlineCarriesTCPAndUDP(t *testing.T) {
 	testutil.LeakCheck(t)
 	h := newHarness(t, Config{})
 	h.setKeys(map[string]string{"alice": NewSecret(), "bob": NewSecret()})
-	echo := echoTCP(t, "127.0.0.1:0")
-	uecho := echoUDP(t, "127.0.0.1:0")
+	echo := testutil.TCPEcho(t, "127.0.0.1:0")
+	uecho := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 	c := h.memberClient("alice")
 	ctx := context.Background()
 
@@ -194,8 +194,8 @@ func TestDestinationPolicy(t *testing.T) {
 	testutil.LeakCheck(t)
 	h := newHarness(t, Config{})
 	h.setKeys(map[string]string{"alice": NewSecret()})
-	echo := echoTCP(t, "127.0.0.1:0")
-	uecho := echoUDP(t, "127.0.0.1:0")
+	echo := testutil.TCPEcho(t, "127.0.0.1:0")
+	uecho := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 	c := h.memberClient("alice")
 	ctx := context.Background()
 
@@ -220,7 +220,7 @@ func TestDestinationPolicy(t *testing.T) {
 		conn.SetDeadline(time.Now().Add(10 * time.Second))
 		conn.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
 		n, err := conn.Read(make([]byte, 100))
-		if n != 0 || err == nil || isTimeout(err) {
+		if n != 0 || err == nil || testutil.IsTimeout(err) {
 			t.Errorf("TCP to %s: read %d bytes, %v; want the stream closed with nothing", target, n, err)
 		}
 		conn.Close()
@@ -242,7 +242,7 @@ func TestDestinationPolicy(t *testing.T) {
 		pc.SetDeadline(time.Now().Add(10 * time.Second))
 		pc.WriteTo([]byte("first"), taddr)
 		n, _, err := pc.ReadFrom(make([]byte, 100))
-		if n != 0 || err == nil || isTimeout(err) {
+		if n != 0 || err == nil || testutil.IsTimeout(err) {
 			t.Errorf("UDP to %s first: read %d bytes, %v; want the association closed", target, n, err)
 		}
 		pc.Close()
@@ -319,8 +319,8 @@ func TestKeyLeavingCutsItsConnections(t *testing.T) {
 			h := newHarness(t, Config{})
 			aliceSecret, bobSecret := NewSecret(), NewSecret()
 			h.setKeys(map[string]string{"alice": aliceSecret, "bob": bobSecret})
-			echo := stubbornEchoTCP(t, "127.0.0.1:0")
-			uecho := echoUDP(t, "127.0.0.1:0")
+			echo := testutil.StubbornTCPEcho(t, "127.0.0.1:0")
+			uecho := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 			ctx := context.Background()
 			alice, bob := h.memberClient("alice"), h.memberClient("bob")
 			saved, _, err := h.fetchConfig(h.accessKey("alice"))
@@ -353,14 +353,14 @@ func TestKeyLeavingCutsItsConnections(t *testing.T) {
 			tc.leave(h, aliceSecret, bobSecret)
 
 			aTCP.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if n, err := aTCP.Read(make([]byte, 10)); n != 0 || err == nil || isTimeout(err) {
+			if n, err := aTCP.Read(make([]byte, 10)); n != 0 || err == nil || testutil.IsTimeout(err) {
 				t.Errorf("alice's open TCP stream: read %d, %v; want it cut", n, err)
 			}
 			// The association may still let a packet out before the cut
 			// lands; what matters is that it ends and nothing comes back.
 			aUDP.WriteTo([]byte("still there?"), uecho)
 			aUDP.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if n, _, err := aUDP.ReadFrom(make([]byte, 100)); err == nil || isTimeout(err) {
+			if n, _, err := aUDP.ReadFrom(make([]byte, 100)); err == nil || testutil.IsTimeout(err) {
 				t.Errorf("alice's open UDP association: read %d, %v; want it cut", n, err)
 			}
 
@@ -378,7 +378,7 @@ func TestKeyLeavingCutsItsConnections(t *testing.T) {
 			}
 			conn.SetDeadline(time.Now().Add(testAuthTimeout + 5*time.Second))
 			conn.Write([]byte("let me in"))
-			if n, err := conn.Read(make([]byte, 10)); n != 0 || err == nil || isTimeout(err) {
+			if n, err := conn.Read(make([]byte, 10)); n != 0 || err == nil || testutil.IsTimeout(err) {
 				t.Errorf("alice's saved secret over TCP: read %d, %v; want nothing, then the end", n, err)
 			}
 			conn.Close()
@@ -388,7 +388,7 @@ func TestKeyLeavingCutsItsConnections(t *testing.T) {
 			}
 			pc.SetDeadline(time.Now().Add(10 * time.Second))
 			pc.WriteTo([]byte("let me in"), uecho)
-			if n, _, err := pc.ReadFrom(make([]byte, 100)); n != 0 || err == nil || isTimeout(err) {
+			if n, _, err := pc.ReadFrom(make([]byte, 100)); n != 0 || err == nil || testutil.IsTimeout(err) {
 				t.Errorf("alice's saved secret over UDP: read %d, %v; want nothing, then the end", n, err)
 			}
 			pc.Close()
@@ -421,7 +421,7 @@ func TestAbruptDisconnectEndsAssociation(t *testing.T) {
 	testutil.LeakCheck(t)
 	h := newHarness(t, Config{})
 	h.setKeys(map[string]string{"alice": NewSecret()})
-	uecho := echoUDP(t, "127.0.0.1:0")
+	uecho := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 	c := h.memberClient("alice")
 	pc, err := c.packet.ListenPacket(context.Background())
 	if err != nil {
@@ -445,8 +445,8 @@ func TestCloseCutsEverything(t *testing.T) {
 	testutil.LeakCheck(t)
 	h := newHarness(t, Config{})
 	h.setKeys(map[string]string{"alice": NewSecret()})
-	echo := echoTCP(t, "127.0.0.1:0")
-	uecho := echoUDP(t, "127.0.0.1:0")
+	echo := testutil.TCPEcho(t, "127.0.0.1:0")
+	uecho := testutil.UDPEchoOn(t, "127.0.0.1:0").LocalAddr()
 	c := h.memberClient("alice")
 	ctx := context.Background()
 	conn, err := c.stream.DialStream(ctx, echo.String())
@@ -474,11 +474,11 @@ func TestCloseCutsEverything(t *testing.T) {
 	}
 	h.svc.Close() // idempotent
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+	if _, err := conn.Read(make([]byte, 1)); err == nil || testutil.IsTimeout(err) {
 		t.Errorf("TCP stream after Close: %v, want it ended", err)
 	}
 	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, _, err := pc.ReadFrom(make([]byte, 10)); err == nil || isTimeout(err) {
+	if _, _, err := pc.ReadFrom(make([]byte, 10)); err == nil || testutil.IsTimeout(err) {
 		t.Errorf("UDP association after Close: %v, want it ended", err)
 	}
 	want := h.fingerprint(false, "GET", "/"+NewPrefix()+"/tcp", upgradeHeaders())
