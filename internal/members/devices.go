@@ -214,15 +214,10 @@ func (s *Service) SetEnabled(name string, enabled bool) error {
 func (s *Service) SetLimits(name string, c LimitsChange) (MemberStatus, error) {
 	var member string
 	st, err := s.change(func(st *store.State) error {
-		m := st.Member(name)
-		if m == nil {
-			if p := st.Peer(name); p != nil {
-				m = st.Member(memberOf(st, *p))
-				if m == nil { // hand-edited: give the device its member
-					st.Members = append(st.Members, store.Member{Name: p.Name, CreatedAt: p.CreatedAt, Outline: newOutlineAccess()})
-					m = &st.Members[len(st.Members)-1]
-				}
-			}
+		m, p := memberNamed(st, name)
+		if m == nil && p != nil { // hand-edited: give the device its member
+			st.Members = append(st.Members, store.Member{Name: p.Name, CreatedAt: p.CreatedAt, Outline: newOutlineAccess()})
+			m = &st.Members[len(st.Members)-1]
 		}
 		if m == nil {
 			return fmt.Errorf("member or peer %q: %w", name, ErrPeerNotFound)

@@ -195,12 +195,7 @@ func (s *Service) OutlineKey(name string) (OutlineKey, error) {
 	}
 	var member string
 	st, err := s.change(func(st *store.State) error {
-		m := st.Member(name)
-		if m == nil {
-			if p := st.Peer(name); p != nil {
-				m = st.Member(memberOf(st, *p))
-			}
-		}
+		m, _ := memberNamed(st, name)
 		if m == nil {
 			return fmt.Errorf("member or peer %q: %w", name, ErrPeerNotFound)
 		}

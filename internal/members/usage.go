@@ -109,6 +109,20 @@ func memberOf(st *store.State, p store.Peer) string {
 	return p.Name
 }
 
+// memberNamed returns the member named name or, if none is, the member of
+// the device named name with that device; the member is nil if the
+// device's entry is missing (a hand-edited state).
+func memberNamed(st *store.State, name string) (*store.Member, *store.Peer) {
+	if m := st.Member(name); m != nil {
+		return m, nil
+	}
+	p := st.Peer(name)
+	if p == nil {
+		return nil, nil
+	}
+	return st.Member(memberOf(st, *p)), p
+}
+
 // applyLocked puts st on every path, and logs members whose devices were
 // cut off or let back in since the last time.
 func (s *Service) applyLocked(st *store.State) error {
