@@ -259,14 +259,10 @@ func (c *relayPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if !c.allowed(addr) {
 		return len(b), nil // dropped as a firewall would: the sender is not told
 	}
-	// Counted before the write: a peer's answer can reach the client, and
-	// the client read the counters, before this goroutine runs again.
-	c.s.stats.BytesToPeers.Add(uint64(len(b)))
-	c.s.stats.PacketsToPeers.Add(1)
+	c.s.stats.sendingToPeers(1, uint64(len(b)))
 	n, err := c.PacketConn.WriteTo(b, addr)
 	if n == 0 && len(b) > 0 {
-		c.s.stats.BytesToPeers.Add(^uint64(len(b) - 1))
-		c.s.stats.PacketsToPeers.Add(^uint64(0))
+		c.s.stats.unsentToPeers(1, uint64(len(b)))
 	}
 	return n, err
 }

@@ -77,7 +77,7 @@ type dataLoop struct {
 	full     bool               // a socket had more than one batch this round
 	roundFn  func(uintptr) bool // round, made once
 
-	toPeers, fromPeers, toPeerBytes, fromPeerBytes uint64
+	fromPeers, fromPeerBytes uint64 // read this round, not yet counted
 }
 
 // peerSend is a datagram for a peer, queued.
@@ -291,7 +291,6 @@ func (l *dataLoop) round(epfd uintptr) bool {
 			}
 		}
 		l.flush()
-		l.count()
 		if !l.full {
 			// Every socket read was drained, so nothing is left that the
 			// poller will not announce afresh.
@@ -310,14 +309,10 @@ func epollWait(epfd int, events []unix.EpollEvent) (int, error) {
 	return int(n), nil
 }
 
-// count moves the round's counters to the service's.
-func (l *dataLoop) count() {
+// countFromPeers moves what was read from peers to the service's
+// counters, before it is sent on to clients.
+func (l *dataLoop) countFromPeers() {
 	st := l.s.stats
-	if l.toPeers > 0 {
-		st.PacketsToPeers.Add(l.toPeers)
-		st.BytesToPeers.Add(l.toPeerBytes)
-		l.toPeers, l.toPeerBytes = 0, 0
-	}
 	if l.fromPeers > 0 {
 		st.PacketsFromPeers.Add(l.fromPeers)
 		st.BytesFromPeers.Add(l.fromPeerBytes)
@@ -552,9 +547,14 @@ func (l *dataLoop) flush() {
 }
 
 func (l *dataLoop) flushPeers() {
-	// Counted before sent, so a peer's echo never reaches the client
-	// before the count of what provoked it does.
-	l.count()
+	if len(l.pq) == 0 {
+		return
+	}
+	var bytes, unsent, unsentBytes uint64
+	for i := range l.pq {
+		bytes += uint64(len(l.pq[i].data))
+	}
+	l.s.stats.sendingToPeers(uint64(len(l.pq)), bytes)
 	for i := 0; i < len(l.pq); {
 		q := &l.pq[i]
 		size := len(q.data)
@@ -565,15 +565,24 @@ func (l *dataLoop) flushPeers() {
 				j++
 			}
 		}
-		if j-i == 1 || !l.sendPeerRun(l.pq[i:j]) {
-			for k := i; k < j; k++ {
-				if p := &l.pq[k]; p.r.sendPeer(p.data, p.peer) {
-					l.toPeers++
-					l.toPeerBytes += uint64(len(p.data))
-				}
+		handled, sent := false, false
+		if j-i > 1 {
+			handled, sent = l.sendPeerRun(l.pq[i:j])
+		}
+		for k := i; k < j; k++ {
+			p := &l.pq[k]
+			if !handled {
+				sent = p.r.sendPeer(p.data, p.peer)
+			}
+			if !sent {
+				unsent++
+				unsentBytes += uint64(len(p.data))
 			}
 		}
 		i = j
+	}
+	if unsent > 0 {
+		l.s.stats.unsentToPeers(unsent, unsentBytes)
 	}
 	for i := range l.pq {
 		l.free = append(l.free, l.pq[i].buf)
@@ -583,9 +592,10 @@ func (l *dataLoop) flushPeers() {
 }
 
 // sendPeerRun sends run, datagrams of one size from one relayed socket to
-// one peer, as one segmented message (see sendSegmented), and reports
-// whether it could.
-func (l *dataLoop) sendPeerRun(run []peerSend) bool {
+// one peer, as one segmented message (see sendSegmented). It reports
+// whether the message was handled (not handled: the route cannot take it,
+// send the datagrams one by one) and, if so, whether it went.
+func (l *dataLoop) sendPeerRun(run []peerSend) (handled, sent bool) {
 	r := run[0].r
 	for i := range run {
 		l.peerIov[i].Base = &run[i].data[0]
@@ -601,25 +611,24 @@ func (l *dataLoop) sendPeerRun(run []peerSend) bool {
 	h.Control = &ctl[0]
 	h.SetControllen(len(ctl))
 	if !r.fd.acquire() {
-		return true // closed: nothing to send
+		return true, false // closed: nothing to send
 	}
 	_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(r.fd.fd), uintptr(unsafe.Pointer(&h)), unix.MSG_DONTWAIT)
 	r.fd.release()
 	switch e {
 	case 0:
-		l.toPeers += uint64(len(run))
-		l.toPeerBytes += uint64(len(run) * len(run[0].data))
-		return true
+		return true, true
 	case unix.EIO:
 		r.noGSO = true
-		return false
+		return false, false
 	case unix.EINVAL:
-		return false
+		return false, false
 	}
-	return true // dropped, as a UDP socket drops
+	return true, false // dropped, as a UDP socket drops
 }
 
 func (l *dataLoop) flushClients() {
+	l.countFromPeers()
 	if l.txq == 0 {
 		return
 	}

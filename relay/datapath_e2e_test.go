@@ -347,3 +347,37 @@ func testDataPathBurst(t *testing.T, listen string) {
 		}
 	}
 }
+
+// TestCountedBeforeEcho: what a client relays to a peer is counted before
+// it is sent, on either data path and transport, so when the peer's echo
+// reaches the client the counters already hold what provoked it (metrics
+// scraped after an echo never lag behind it).
+func TestCountedBeforeEcho(t *testing.T) {
+	testutil.LeakCheck(t)
+	const msg = "count me first"
+	for _, pionData := range []bool{false, true} {
+		for _, transport := range []string{"udp", "tcp"} {
+			t.Run(fmt.Sprintf("%s/pion=%v", transport, pionData), func(t *testing.T) {
+				r := startRelay(t, testConfig(t), Deps{PionData: pionData})
+				peer := apOf(echoPeer(t).LocalAddr())
+				c := r.rawClientOver(t, transport, "alice", "wonderland")
+				c.allocate()
+				succeeded(t, "channel bind", c.request(stun.MethodChannelBind, xorPeer(peer), channelNumber(0x4000)))
+				st := r.Stats()
+				for i := uint64(1); i <= 200; i++ {
+					if i%2 == 0 {
+						c.channelData(0x4000, msg)
+					} else {
+						c.send(peer, msg)
+					}
+					if _, got, ok := c.readData(5 * time.Second); !ok || got != msg {
+						t.Fatalf("round %d: client got %q (ok %v), want the echo", i, got, ok)
+					}
+					if p, b := st.PacketsToPeers.Load(), st.BytesToPeers.Load(); p < i || b < i*uint64(len(msg)) {
+						t.Fatalf("round %d: the echo came back with %d packets, %d bytes to peers counted", i, p, b)
+					}
+				}
+			})
+		}
+	}
+}

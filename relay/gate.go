@@ -365,9 +365,11 @@ func (c *gateStreamConn) relayed(frame []byte) bool {
 	default:
 		return false
 	}
-	if e.live.Load() && c.s.permitted(e, c.s.policy.Load(), peer) && e.relay.sendPeer(data, peer) {
-		c.s.stats.PacketsToPeers.Add(1)
-		c.s.stats.BytesToPeers.Add(uint64(len(data)))
+	if e.live.Load() && c.s.permitted(e, c.s.policy.Load(), peer) {
+		c.s.stats.sendingToPeers(1, uint64(len(data)))
+		if !e.relay.sendPeer(data, peer) {
+			c.s.stats.unsentToPeers(1, uint64(len(data)))
+		}
 	}
 	return true
 }

@@ -250,11 +250,11 @@ func (r *loopRelay) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if !ok || !r.s.permitted(r.entry, r.s.policy.Load(), ap) {
 		return len(b), nil // dropped as a firewall would: the sender is not told
 	}
+	r.s.stats.sendingToPeers(1, uint64(len(b)))
 	if !r.sendPeer(b, ap) {
+		r.s.stats.unsentToPeers(1, uint64(len(b)))
 		return 0, &net.OpError{Op: "write", Net: "udp", Source: r.local, Addr: addr, Err: errClosedSocket}
 	}
-	r.s.stats.PacketsToPeers.Add(1)
-	r.s.stats.BytesToPeers.Add(uint64(len(b)))
 	return len(b), nil
 }
 
@@ -417,10 +417,10 @@ func (r *streamRelay) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if !ok || !r.s.permitted(r.entry, r.s.policy.Load(), ap) {
 		return len(b), nil
 	}
+	r.s.stats.sendingToPeers(1, uint64(len(b)))
 	n, err := r.UDPConn.WriteToUDPAddrPort(b, ap)
-	if n > 0 {
-		r.s.stats.PacketsToPeers.Add(1)
-		r.s.stats.BytesToPeers.Add(uint64(n))
+	if n == 0 && len(b) > 0 {
+		r.s.stats.unsentToPeers(1, uint64(len(b)))
 	}
 	return n, err
 }

@@ -30,6 +30,20 @@ func newStats() *Stats {
 	return &Stats{authFailures: map[string]uint64{}, peersDenied: map[string]uint64{}, streamsShut: map[string]uint64{}}
 }
 
+// sendingToPeers counts n datagrams, of bytes in all, relayed to peers
+// before they are sent: a peer's answer can reach the client, and the
+// client read the counters, before the sender runs again. unsentToPeers
+// takes back what then could not be sent.
+func (s *Stats) sendingToPeers(n, bytes uint64) {
+	s.PacketsToPeers.Add(n)
+	s.BytesToPeers.Add(bytes)
+}
+
+func (s *Stats) unsentToPeers(n, bytes uint64) {
+	s.PacketsToPeers.Add(-n)
+	s.BytesToPeers.Add(-bytes)
+}
+
 func (s *Stats) authFailed(reason string) {
 	s.mu.Lock()
 	s.authFailures[reason]++
